@@ -156,6 +156,8 @@ class PatientFacts:
     therapy_lines: tuple[TherapyLine, ...] = ()
     procedures: tuple[ProcedureFact, ...] = ()
     skipped: tuple[str, ...] = ()  # references of resources that failed validation
+    # Resource types that could not be read (FHIR server failure): absence proves nothing for them.
+    unavailable: frozenset[str] = frozenset()
 
     @property
     def age(self) -> int | None:
