@@ -1,0 +1,26 @@
+# Two commands on a fresh machine: `make run` serves the sandbox, `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	CDS_SANDBOX=1 $(BIN)/cds-trials serve --host 127.0.0.1 --port 8080
+
+test: $(STAMP)
+	bash tests/browser/ensure-chromium.sh
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache test-artifacts
