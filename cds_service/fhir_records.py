@@ -1,0 +1,503 @@
+"""Raw FHIR R4 JSON -> validated R4B models -> plain records: the only module that imports fhir.resources.
+
+Reading has three steps, each forgiving:
+1. flatten: Bundles (also nested) are unwrapped; anything that is not a JSON object with a resourceType is ignored;
+2. select on the raw dicts, before validating (validation costs ~0.4 ms a resource): only the resource types the
+   facts stage reads, only Observations whose code is wanted, only resources about the patient;
+3. validate each selected resource alone with its R4B model. A resource that fails is skipped: its reference
+   (never its content) is logged on "cds_service.fhir" and returned in `skipped`.
+
+The records keep FHIR's structure where the facts stage needs it (status codes, dates, codings) but no FHIR
+types: the facts stage reads plain dataclasses only. Clinical meaning (value sets, units, lines) is decided there.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from fhir.resources.R4B.condition import Condition
+from fhir.resources.R4B.medication import Medication
+from fhir.resources.R4B.medicationrequest import MedicationRequest
+from fhir.resources.R4B.medicationstatement import MedicationStatement
+from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.procedure import Procedure
+
+from cds_service.terminology import Code, normalize_code
+
+logger = logging.getLogger("cds_service.fhir")
+
+HISTOLOGY_EXTENSION = "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-histology-morphology-behavior"
+MAX_BUNDLE_DEPTH = 8
+
+MODELS: Mapping[str, Any] = {
+    "Patient": Patient,
+    "Condition": Condition,
+    "Observation": Observation,
+    "MedicationStatement": MedicationStatement,
+    "MedicationRequest": MedicationRequest,
+    "Medication": Medication,
+    "Procedure": Procedure,
+}
+
+
+# --- plain records -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Concept:
+    """A CodeableConcept: its normalised codes and a text (the text, else the first display)."""
+
+    codes: frozenset[Code]
+    text: str | None
+
+
+@dataclass(frozen=True)
+class Amount:
+    """A Quantity with a finite value; `units` holds the UCUM code then the printed unit (to try in order)."""
+
+    value: float
+    units: tuple[str, ...]
+    comparator: str | None = None
+
+    @property
+    def as_sent(self) -> str:
+        unit = self.units[-1] if self.units else ""
+        return f"{self.comparator or ''}{self.value:g} {unit}".strip()
+
+
+@dataclass(frozen=True)
+class RangeRecord:
+    low: Amount | None
+    high: Amount | None
+    meaning: frozenset[Code] = frozenset()  # referenceRange.type (e.g. normal, treatment)
+    applies_to: bool = False  # True when the range is restricted to a population (appliesTo / age)
+
+
+@dataclass(frozen=True)
+class ComponentRecord:
+    code: Concept
+    quantity: Amount | None
+    concept: Concept | None
+    integer: int | None
+
+
+@dataclass(frozen=True)
+class PatientRecord:
+    ref: str
+    birth_date: date | None
+    gender: str | None
+
+
+@dataclass(frozen=True)
+class ConditionRecord:
+    ref: str
+    code: Concept
+    clinical_status: str | None  # code of clinicalStatus (active, recurrence, relapse, inactive, ...)
+    verification_status: str | None  # code of verificationStatus (confirmed, refuted, entered-in-error, ...)
+    onset: date | None
+    recorded: date | None
+    histology: frozenset[Code]
+    body_sites: frozenset[Code]
+
+
+@dataclass(frozen=True)
+class ObservationRecord:
+    ref: str
+    status: str | None
+    code: Concept
+    when: date | None  # effectiveDateTime / effectivePeriod.start / effectiveInstant / issued
+    quantity: Amount | None
+    concept: Concept | None
+    integer: int | None
+    string: str | None
+    interpretation: frozenset[Code]
+    ranges: tuple[RangeRecord, ...]
+    components: tuple[ComponentRecord, ...]
+    focus: tuple[str, ...]
+    body_sites: frozenset[Code]
+
+
+@dataclass(frozen=True)
+class MedicationUseRecord:
+    """A MedicationStatement or MedicationRequest with its medication resolved (inline, contained or bundled)."""
+
+    ref: str
+    kind: str  # "MedicationStatement" | "MedicationRequest"
+    status: str | None
+    medication: Concept  # codes of the medication code and of its ingredients; text of the code
+    start: date | None
+    end: date | None
+
+
+@dataclass(frozen=True)
+class ProcedureRecord:
+    ref: str
+    status: str | None
+    code: Concept
+    performed: date | None
+    body_sites: frozenset[Code]
+
+
+@dataclass(frozen=True)
+class PatientRecords:
+    patients: tuple[PatientRecord, ...] = ()
+    conditions: tuple[ConditionRecord, ...] = ()
+    observations: tuple[ObservationRecord, ...] = ()
+    medication_uses: tuple[MedicationUseRecord, ...] = ()
+    procedures: tuple[ProcedureRecord, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+
+# --- step 1 and 2: flatten and select on raw JSON --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Raw:
+    resource: Mapping[str, Any]
+    ref: str
+    full_url: str | None
+
+
+def _flatten(items: Iterable[Any]) -> Iterator[_Raw]:
+    """Yield every resource of `items`, Bundles unwrapped; a resource without id is named by its position."""
+    position = 0
+
+    def walk(obj: Any, full_url: str | None, depth: int) -> Iterator[_Raw]:
+        nonlocal position
+        if not isinstance(obj, Mapping):
+            return
+        rtype = obj.get("resourceType")
+        if not isinstance(rtype, str):
+            return
+        if rtype == "Bundle":
+            entries = obj.get("entry")
+            if depth < MAX_BUNDLE_DEPTH and isinstance(entries, list):
+                for entry in entries:
+                    if isinstance(entry, Mapping):
+                        url = entry.get("fullUrl")
+                        yield from walk(entry.get("resource"), url if isinstance(url, str) else None, depth + 1)
+            return
+        position += 1
+        rid = obj.get("id")
+        ref = f"{rtype}/{rid}" if isinstance(rid, str) and rid else (full_url or f"{rtype}/#{position}")
+        yield _Raw(obj, ref, full_url)
+
+    for item in items:
+        yield from walk(item, None, 0)
+
+
+def _raw_codes(concept: Any) -> Iterator[Code]:
+    if not isinstance(concept, Mapping):
+        return
+    codings = concept.get("coding")
+    if not isinstance(codings, list):
+        return
+    for coding in codings:
+        if isinstance(coding, Mapping):
+            system, code = coding.get("system"), coding.get("code")
+            if isinstance(system, str | None) and isinstance(code, str):
+                normalised = normalize_code(system, code)
+                if normalised:
+                    yield normalised
+
+
+def _raw_reference(resource: Mapping[str, Any]) -> str | None:
+    for key in ("subject", "patient"):
+        value = resource.get(key)
+        if isinstance(value, Mapping):
+            ref = value.get("reference")
+            return ref if isinstance(ref, str) else None
+    return None
+
+
+def _points_to_patient(reference: str, patient_id: str, aliases: frozenset[str]) -> bool:
+    if reference in aliases:
+        return True
+    parts = reference.split("/_history/")[0].rstrip("/").split("/")
+    return len(parts) >= 2 and parts[-2] == "Patient" and parts[-1] == patient_id
+
+
+def _selected(raws: list[_Raw], observation_codes: frozenset[Code], patient_id: str | None) -> list[_Raw]:
+    """Keep the resources worth validating: wanted types and codes, about the patient when one is named."""
+    aliases: set[str] = set()
+    if patient_id is not None:
+        aliases.add(f"Patient/{patient_id}")
+        for raw in raws:
+            if raw.resource.get("resourceType") == "Patient" and raw.resource.get("id") == patient_id:
+                if raw.full_url:
+                    aliases.add(raw.full_url)
+    frozen_aliases = frozenset(aliases)
+    kept = []
+    for raw in raws:
+        rtype = raw.resource.get("resourceType")
+        if rtype not in MODELS:
+            continue
+        if rtype == "Patient":
+            if patient_id is not None and raw.resource.get("id") != patient_id:
+                continue
+        elif rtype == "Observation" and not any(c in observation_codes for c in _raw_codes(raw.resource.get("code"))):
+            continue
+        if patient_id is not None and rtype not in ("Patient", "Medication"):
+            reference = _raw_reference(raw.resource)
+            if reference is not None and not _points_to_patient(reference, patient_id, frozen_aliases):
+                continue
+        kept.append(raw)
+    return kept
+
+
+# --- step 3: validate, then convert to records -----------------------------------------------------------------
+
+
+def _validated(raw: _Raw) -> Any | None:
+    model = MODELS[raw.resource["resourceType"]]
+    try:
+        return model.model_validate(raw.resource)
+    except Exception:  # any failure of one resource only skips that resource
+        logger.warning("skipped invalid resource %s", raw.ref)
+        return None
+
+
+def as_date(value: Any) -> date | None:
+    """Return the calendar date of a FHIR date/dateTime/instant; a partial date ("2024-05") is its first day."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        parts = value[:10].split("-")
+        try:
+            year = int(parts[0])
+            month = int(parts[1]) if len(parts) > 1 else 1
+            day = int(parts[2]) if len(parts) > 2 else 1
+            return date(year, month, day)
+        except (ValueError, IndexError):
+            return None
+    return None
+
+
+def _concept(cc: Any) -> Concept:
+    if cc is None:
+        return Concept(frozenset(), None)
+    codes = set()
+    display = None
+    for coding in cc.coding or ():
+        code = normalize_code(coding.system, coding.code)
+        if code:
+            codes.add(code)
+        display = display or coding.display
+    return Concept(frozenset(codes), cc.text or display)
+
+
+def _concepts_codes(ccs: Any) -> frozenset[Code]:
+    return frozenset(code for cc in ccs or () for code in _concept(cc).codes)
+
+
+def _status_code(cc: Any) -> str | None:
+    for coding in (cc.coding or ()) if cc is not None else ():
+        if coding.code:
+            return str(coding.code).strip().lower()
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value) if isinstance(value, int | float | Decimal) else None
+    except (OverflowError, ValueError):
+        return None
+    return number if number is not None and math.isfinite(number) else None
+
+
+def _amount(quantity: Any) -> Amount | None:
+    if quantity is None:
+        return None
+    value = _number(quantity.value)
+    if value is None:
+        return None
+    units = tuple(dict.fromkeys(u.strip() for u in (quantity.code, quantity.unit) if isinstance(u, str) and u.strip()))
+    return Amount(value, units, quantity.comparator)
+
+
+def _refs(references: Any) -> tuple[str, ...]:
+    return tuple(r.reference for r in references or () if r is not None and r.reference)
+
+
+def _patient(res: Patient, ref: str) -> PatientRecord:
+    return PatientRecord(ref, as_date(res.birthDate), res.gender)
+
+
+def _condition(res: Condition, ref: str) -> ConditionRecord:
+    histology = frozenset(
+        code
+        for ext in res.extension or ()
+        if ext.url == HISTOLOGY_EXTENSION
+        for code in _concept(ext.valueCodeableConcept).codes
+    )
+    onset = as_date(res.onsetDateTime) or (as_date(res.onsetPeriod.start) if res.onsetPeriod else None)
+    return ConditionRecord(
+        ref=ref,
+        code=_concept(res.code),
+        clinical_status=_status_code(res.clinicalStatus),
+        verification_status=_status_code(res.verificationStatus),
+        onset=onset,
+        recorded=as_date(res.recordedDate),
+        histology=histology,
+        body_sites=_concepts_codes(res.bodySite),
+    )
+
+
+def _ranges(res: Observation) -> tuple[RangeRecord, ...]:
+    return tuple(
+        RangeRecord(
+            low=_amount(rr.low),
+            high=_amount(rr.high),
+            meaning=_concept(rr.type).codes,
+            applies_to=bool(rr.appliesTo) or rr.age is not None,
+        )
+        for rr in res.referenceRange or ()
+    )
+
+
+def _observation(res: Observation, ref: str) -> ObservationRecord:
+    when = (
+        as_date(res.effectiveDateTime)
+        or (as_date(res.effectivePeriod.start) if res.effectivePeriod else None)
+        or as_date(res.effectiveInstant)
+        or as_date(res.issued)
+    )
+    components = tuple(
+        ComponentRecord(
+            code=_concept(comp.code),
+            quantity=_amount(comp.valueQuantity),
+            concept=_concept(comp.valueCodeableConcept) if comp.valueCodeableConcept else None,
+            integer=comp.valueInteger,
+        )
+        for comp in res.component or ()
+    )
+    return ObservationRecord(
+        ref=ref,
+        status=res.status,
+        code=_concept(res.code),
+        when=when,
+        quantity=_amount(res.valueQuantity),
+        concept=_concept(res.valueCodeableConcept) if res.valueCodeableConcept else None,
+        integer=res.valueInteger,
+        string=res.valueString,
+        interpretation=_concepts_codes(res.interpretation),
+        ranges=_ranges(res),
+        components=components,
+        focus=_refs(res.focus),
+        body_sites=_concept(res.bodySite).codes,
+    )
+
+
+def _medication_concept(med: Medication) -> Concept:
+    own = _concept(med.code)
+    ingredient_codes = frozenset(
+        code for ing in med.ingredient or () for code in _concept(ing.itemCodeableConcept).codes
+    )
+    return Concept(own.codes | ingredient_codes, own.text)
+
+
+def _resolve_medication(res: Any, bundled: Mapping[str, Medication]) -> Concept:
+    if res.medicationCodeableConcept is not None:
+        return _concept(res.medicationCodeableConcept)
+    reference = res.medicationReference
+    if reference is None:
+        return Concept(frozenset(), None)
+    target = reference.reference or ""
+    if target.startswith("#"):
+        for contained in res.contained or ():
+            if isinstance(contained, Medication) and contained.id == target[1:]:
+                return _medication_concept(contained)
+    elif target in bundled:
+        return _medication_concept(bundled[target])
+    return Concept(frozenset(), reference.display)
+
+
+def _dosage_bounds(dosages: Any) -> tuple[date | None, date | None]:
+    for dosage in dosages or ():
+        repeat = dosage.timing.repeat if dosage.timing is not None else None
+        if repeat is not None and repeat.boundsPeriod is not None:
+            return as_date(repeat.boundsPeriod.start), as_date(repeat.boundsPeriod.end)
+    return None, None
+
+
+def _medication_use(res: Any, ref: str, bundled: Mapping[str, Medication]) -> MedicationUseRecord:
+    if isinstance(res, MedicationStatement):
+        period = res.effectivePeriod
+        start = as_date(res.effectiveDateTime) or (as_date(period.start) if period else None)
+        end = as_date(period.end) if period else None
+        dosages = res.dosage
+    else:
+        start, end = None, None
+        dosages = res.dosageInstruction
+    bound_start, bound_end = _dosage_bounds(dosages)
+    start = start or bound_start
+    end = end or bound_end
+    if isinstance(res, MedicationRequest):
+        start = start or as_date(res.authoredOn)
+    return MedicationUseRecord(
+        ref=ref,
+        kind=res.get_resource_type(),
+        status=res.status,
+        medication=_resolve_medication(res, bundled),
+        start=start,
+        end=end,
+    )
+
+
+def _procedure(res: Procedure, ref: str) -> ProcedureRecord:
+    performed = as_date(res.performedDateTime) or (
+        as_date(res.performedPeriod.start) if res.performedPeriod else None
+    )
+    return ProcedureRecord(ref, res.status, _concept(res.code), performed, _concepts_codes(res.bodySite))
+
+
+def read_records(
+    resources: Iterable[Any], observation_codes: frozenset[Code], patient_id: str | None = None
+) -> PatientRecords:
+    """Select, validate and convert raw FHIR JSON resources; never raises for a bad resource."""
+    raws = _selected(list(_flatten(resources)), observation_codes, patient_id)
+    skipped: list[str] = []
+    valid: list[tuple[_Raw, Any]] = []
+    for raw in raws:
+        model = _validated(raw)
+        if model is None:
+            skipped.append(raw.ref)
+        else:
+            valid.append((raw, model))
+    bundled: dict[str, Medication] = {}
+    for raw, model in valid:
+        if isinstance(model, Medication):
+            bundled[raw.ref] = model
+            if raw.full_url:
+                bundled[raw.full_url] = model
+    patients, conditions, observations, uses, procedures = [], [], [], [], []
+    for raw, model in valid:
+        if isinstance(model, Patient):
+            patients.append(_patient(model, raw.ref))
+        elif isinstance(model, Condition):
+            conditions.append(_condition(model, raw.ref))
+        elif isinstance(model, Observation):
+            observations.append(_observation(model, raw.ref))
+        elif isinstance(model, MedicationStatement | MedicationRequest):
+            uses.append(_medication_use(model, raw.ref, bundled))
+        elif isinstance(model, Procedure):
+            procedures.append(_procedure(model, raw.ref))
+    return PatientRecords(
+        patients=tuple(patients),
+        conditions=tuple(conditions),
+        observations=tuple(observations),
+        medication_uses=tuple(uses),
+        procedures=tuple(procedures),
+        skipped=tuple(skipped),
+    )
