@@ -9,11 +9,22 @@ Value-set memberships (`valuesets`) are computed once here, so rules test member
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
 
-from cds_service.terminology import Code
+from cds_service.terminology import INGREDIENT, LOINC, SNOMED, Analyte, Code, Terminology
+
+if TYPE_CHECKING:  # records come from fhir_records, imported lazily so the rules never load FHIR models
+    from cds_service.fhir_records import (
+        Amount,
+        ConditionRecord,
+        MedicationUseRecord,
+        ObservationRecord,
+        PatientRecords,
+        RangeRecord,
+    )
 
 
 @dataclass(frozen=True)
@@ -169,3 +180,454 @@ class PatientFacts:
         if (self.today.month, self.today.day) < (born.month, born.day):
             years -= 1
         return years
+
+
+# --- building facts from FHIR records --------------------------------------------------------------------------
+
+ECOG_CODE = (LOINC, "89247-1")
+KARNOFSKY_CODE = (LOINC, "89243-0")
+DISEASE_STATUS_CODES = frozenset({(LOINC, "97509-4"), (LOINC, "88040-1")})  # 88040-1: mCODE STU1
+TUMOUR_SIZE_CODE = (LOINC, "21889-1")
+LONGEST_DIMENSION_CODE = (LOINC, "33728-7")
+BP_PANEL_CODE = (LOINC, "85354-9")
+SYSTOLIC_CODE = (LOINC, "8480-6")
+DIASTOLIC_CODE = (LOINC, "8462-4")
+M_CATEGORY_CODES = frozenset(
+    {(LOINC, "21907-1"), (LOINC, "21901-4"), (LOINC, "21913-9")}
+    | {(SNOMED, "277208005"), (SNOMED, "399387003"), (SNOMED, "371497001")}
+)
+PREGNANCY_QUALITATIVE_CODES = frozenset({(LOINC, "2106-3"), (LOINC, "2112-1")})
+PREGNANCY_QUANTITATIVE_CODES = frozenset({(LOINC, "2107-1"), (LOINC, "19080-1")})
+SPECIAL_OBSERVATION_CODES = frozenset(
+    {ECOG_CODE, KARNOFSKY_CODE, TUMOUR_SIZE_CODE, LONGEST_DIMENSION_CODE, BP_PANEL_CODE, SYSTOLIC_CODE, DIASTOLIC_CODE}
+    | DISEASE_STATUS_CODES
+    | M_CATEGORY_CODES
+    | PREGNANCY_QUALITATIVE_CODES
+    | PREGNANCY_QUANTITATIVE_CODES
+)
+
+# Quantitative hCG (analyte "hcg", mIU/mL): above 25 is read as a positive pregnancy test (the usual qualitative
+# test threshold), below 5 as negative; 5-25 is equivocal and gives no fact (the clinician decides).
+HCG_ANALYTE = "hcg"
+HCG_POSITIVE_ABOVE = 25.0
+HCG_NEGATIVE_BELOW = 5.0
+
+TUMOUR_SIZE_UNITS_TO_CM: Mapping[str, float] = {"cm": 1.0, "mm": 0.1}
+BLOOD_PRESSURE_UNITS: frozenset[str] = frozenset({"mm[Hg]", "mmHg"})
+
+# Observation statuses whose values are used. `preliminary` is left out on purpose: eligibility rests on verified
+# results, and a missing value only makes a criterion unknown.
+USABLE_OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected"})
+IGNORED_VERIFICATION = frozenset({"entered-in-error", "refuted"})
+UNCONFIRMED_VERIFICATION = frozenset({"provisional", "differential", "unconfirmed"})
+NOT_CURRENT_CLINICAL = frozenset({"resolved", "inactive", "remission"})
+IGNORED_MEDICATION_STATUSES = frozenset({"entered-in-error", "cancelled", "not-taken", "draft"})
+ACTIVE_MEDICATION_STATUSES = frozenset({"active", "on-hold", "intended"})
+
+LINE_JOIN_DAYS = 28  # a drug started within this many days of a line's start belongs to that line
+METASTATIC_LINE_MARGIN_DAYS = 30  # a line started up to this long before the first metastasis date is metastatic
+
+KIDNEY_CANCER = "kidney-cancer"
+METASTATIC_DISEASE = "metastatic-disease"
+NEPHRECTOMY = "nephrectomy"
+SYSTEMIC_ANTICANCER = "systemic-anticancer"
+PREGNANCY = "pregnancy"
+STAGING_M1 = "staging-m1"
+STAGING_M0 = "staging-m0"
+RESULT_POSITIVE = "result-positive"
+RESULT_NEGATIVE = "result-negative"
+TUMOUR_SITE_KIDNEY = "tumour-site-kidney"
+DISEASE_STATUS_PREFIX = "disease-status-"
+DISEASE_STATUSES = (
+    "improved", "stable", "worsened", "undetermined", "complete-remission", "partial-remission", "metastatic",
+)
+ECOG_VALUES = tuple(range(6))
+KARNOFSKY_VALUES = tuple(range(0, 101, 10))
+
+VALUESETS_READ_BY_FACTS: frozenset[str] = frozenset(
+    {KIDNEY_CANCER, METASTATIC_DISEASE, NEPHRECTOMY, SYSTEMIC_ANTICANCER, PREGNANCY}
+    | {STAGING_M1, STAGING_M0, RESULT_POSITIVE, RESULT_NEGATIVE, TUMOUR_SITE_KIDNEY}
+    | {DISEASE_STATUS_PREFIX + status for status in DISEASE_STATUSES}
+    | {f"ecog-{v}" for v in ECOG_VALUES}
+    | {f"karnofsky-{v}" for v in KARNOFSKY_VALUES}
+)
+
+
+def _newest_first(items: Iterable[Any]) -> tuple[Any, ...]:
+    """Sort facts by `date` (`start` for medications), newest first, undated last; ties by reference."""
+
+    def key(item: Any) -> tuple[bool, date, str]:
+        when = item.date if hasattr(item, "date") else item.start
+        return (when is not None, when or date.min, item.ref)
+
+    return tuple(sorted(items, key=key, reverse=True))
+
+
+def _convert(analyte: Analyte, amount: Amount | None) -> float | None:
+    """Convert an exact amount to the analyte's unit; None for a bound (`<0.5`) or a unit we do not know."""
+    if amount is None or amount.comparator:
+        return None
+    for unit in amount.units:
+        value = analyte.to_canonical(amount.value, unit)
+        if value is not None:
+            return value
+    return None
+
+
+def _reference_range(ranges: tuple[RangeRecord, ...]) -> RangeRecord | None:
+    """The Observation's own normal range: the first one that is not restricted to a population."""
+    for candidate in ranges:
+        meaning = {code for _, code in candidate.meaning}
+        if not candidate.applies_to and (not meaning or "normal" in meaning):
+            return candidate
+    return None
+
+
+def _lab_value(rec: ObservationRecord, analyte: Analyte) -> LabValue | None:
+    value = _convert(analyte, rec.quantity)
+    if value is None or rec.quantity is None:
+        return None
+    own = _reference_range(rec.ranges)
+    return LabValue(
+        analyte=analyte.id,
+        value=value,
+        unit=analyte.unit,
+        date=rec.when,
+        ref=rec.ref,
+        low=_convert(analyte, own.low) if own else None,
+        high=_convert(analyte, own.high) if own else None,
+        as_sent=rec.quantity.as_sent,
+    )
+
+
+def _answer_values(codes: Iterable[Code], prefix: str, terminology: Terminology) -> set[int]:
+    return {
+        int(vs_id[len(prefix):])
+        for vs_id in terminology.memberships(codes)
+        if vs_id.startswith(prefix) and vs_id[len(prefix):].isdigit()
+    }
+
+
+def _score(rec: ObservationRecord, kind: str, terminology: Terminology) -> ScoreFact | None:
+    """Read ECOG or Karnofsky from the value, else its LA answer code, else the LA interpretation.
+
+    A value outside the scale (ECOG -1 in real fixtures) discards the observation; it does not fall back to the
+    interpretation, which would then contradict the value.
+    """
+    valid = ECOG_VALUES if kind == "ecog" else KARNOFSKY_VALUES
+    value: int | None = None
+    if rec.integer is not None:
+        value = rec.integer
+    elif rec.quantity is not None:
+        value = int(rec.quantity.value) if rec.quantity.value.is_integer() and not rec.quantity.comparator else -1
+    else:
+        for codes in (rec.concept.codes if rec.concept else frozenset(), rec.interpretation):
+            answers = _answer_values(codes, f"{kind}-", terminology)
+            if answers:
+                value = answers.pop() if len(answers) == 1 else -1
+                break
+    if value is None or value not in valid:
+        return None
+    return ScoreFact(kind=kind, value=value, date=rec.when, ref=rec.ref)
+
+
+def _matching_code(codes: Iterable[Code], valueset_id: str, terminology: Terminology) -> Code | None:
+    vs = terminology.valuesets.get(valueset_id)
+    return next((c for c in sorted(codes) if vs is not None and vs.contains(c)), None)
+
+
+def _disease_status(rec: ObservationRecord, terminology: Terminology) -> DiseaseStatusFact | None:
+    if rec.concept is None:
+        return None
+    found = [
+        (status, code)
+        for status in DISEASE_STATUSES
+        if (code := _matching_code(rec.concept.codes, DISEASE_STATUS_PREFIX + status, terminology))
+    ]
+    if len(found) != 1:
+        return None
+    status, code = found[0]
+    return DiseaseStatusFact(status=status, code=code, date=rec.when, ref=rec.ref)
+
+
+def _size_cm(amount: Amount | None) -> float | None:
+    if amount is None or amount.comparator:
+        return None
+    factor = next((TUMOUR_SIZE_UNITS_TO_CM[u] for u in amount.units if u in TUMOUR_SIZE_UNITS_TO_CM), None)
+    return None if factor is None or amount.value <= 0 else amount.value * factor
+
+
+def _tumour_size(rec: ObservationRecord) -> TumourSizeFact | None:
+    """Longest dimension: the 33728-7 component, else the largest dimension given, else the value."""
+    longest = [_size_cm(c.quantity) for c in rec.components if LONGEST_DIMENSION_CODE in c.code.codes]
+    sizes = [s for s in longest if s is not None]
+    if not sizes:
+        sizes = [s for c in rec.components if (s := _size_cm(c.quantity)) is not None]
+    if not sizes and (value := _size_cm(rec.quantity)) is not None:
+        sizes = [value]
+    if not sizes:
+        return None
+    return TumourSizeFact(
+        longest_cm=max(sizes), date=rec.when, ref=rec.ref, focus=rec.focus, body_sites=rec.body_sites
+    )
+
+
+def _pressure(amount: Amount | None) -> float | None:
+    if amount is None or amount.comparator or not BLOOD_PRESSURE_UNITS.intersection(amount.units):
+        return None
+    return amount.value
+
+
+def _blood_pressure(rec: ObservationRecord) -> BloodPressureFact | None:
+    """A 85354-9 panel with systolic/diastolic components, or a stand-alone systolic or diastolic reading."""
+    systolic = _pressure(rec.quantity) if SYSTOLIC_CODE in rec.code.codes else None
+    diastolic = _pressure(rec.quantity) if DIASTOLIC_CODE in rec.code.codes else None
+    for comp in rec.components:
+        if SYSTOLIC_CODE in comp.code.codes and systolic is None:
+            systolic = _pressure(comp.quantity)
+        elif DIASTOLIC_CODE in comp.code.codes and diastolic is None:
+            diastolic = _pressure(comp.quantity)
+    if systolic is None and diastolic is None:
+        return None
+    return BloodPressureFact(systolic=systolic, diastolic=diastolic, date=rec.when, ref=rec.ref)
+
+
+def _staging(rec: ObservationRecord, terminology: Terminology) -> StagingFact | None:
+    if rec.concept is None:
+        return None
+    m1 = _matching_code(rec.concept.codes, STAGING_M1, terminology)
+    m0 = _matching_code(rec.concept.codes, STAGING_M0, terminology)
+    if (m1 is None) == (m0 is None):  # neither (MX, stage groups) or contradictory
+        return None
+    return StagingFact(metastatic=m1 is not None, code=m1 or m0, date=rec.when, ref=rec.ref)  # type: ignore[arg-type]
+
+
+_RESULT_WORDS = {"positive": True, "detected": True, "negative": False, "not detected": False}
+
+
+def _test_result(rec: ObservationRecord, terminology: Terminology) -> bool | None:
+    """Positive / negative from the coded value, else the interpretation, else an exact word in valueString."""
+    for codes in (rec.concept.codes if rec.concept else frozenset(), rec.interpretation):
+        memberships = terminology.memberships(codes)
+        positive, negative = RESULT_POSITIVE in memberships, RESULT_NEGATIVE in memberships
+        if positive != negative:
+            return positive
+    if rec.string is not None:
+        return _RESULT_WORDS.get(rec.string.strip().lower())
+    return None
+
+
+def _pregnancy_test(rec: ObservationRecord, terminology: Terminology) -> PregnancyTestFact | None:
+    positive = _test_result(rec, terminology)
+    hcg = terminology.analytes.get(HCG_ANALYTE)
+    if positive is None and rec.code.codes & PREGNANCY_QUANTITATIVE_CODES and hcg is not None:
+        level = _convert(hcg, rec.quantity)
+        if level is not None and level > HCG_POSITIVE_ABOVE:
+            positive = True
+        elif level is not None and level < HCG_NEGATIVE_BELOW:
+            positive = False
+    if positive is None:
+        return None
+    return PregnancyTestFact(positive=positive, date=rec.when, ref=rec.ref)
+
+
+@dataclass
+class _ObservationFacts:
+    labs: dict[str, list[LabValue]] = field(default_factory=dict)
+    ecog: list[ScoreFact] = field(default_factory=list)
+    karnofsky: list[ScoreFact] = field(default_factory=list)
+    disease_status: list[DiseaseStatusFact] = field(default_factory=list)
+    staging: list[StagingFact] = field(default_factory=list)
+    tumour_sizes: list[TumourSizeFact] = field(default_factory=list)
+    blood_pressure: list[BloodPressureFact] = field(default_factory=list)
+    pregnancy_tests: list[PregnancyTestFact] = field(default_factory=list)
+
+
+def _read_observations(records: Iterable[ObservationRecord], terminology: Terminology) -> _ObservationFacts:
+    out = _ObservationFacts()
+    for rec in records:
+        if rec.status not in USABLE_OBSERVATION_STATUSES:
+            continue
+        codes = rec.code.codes
+        for loinc_code in sorted(code for system, code in codes if system == LOINC):
+            analyte = terminology.analyte_for_loinc(loinc_code)
+            if analyte is not None and (lab := _lab_value(rec, analyte)) is not None:
+                out.labs.setdefault(analyte.id, []).append(lab)
+                break
+        if ECOG_CODE in codes and (score := _score(rec, "ecog", terminology)):
+            out.ecog.append(score)
+        if KARNOFSKY_CODE in codes and (score := _score(rec, "karnofsky", terminology)):
+            out.karnofsky.append(score)
+        if codes & DISEASE_STATUS_CODES and (status := _disease_status(rec, terminology)):
+            out.disease_status.append(status)
+        if codes & M_CATEGORY_CODES and (stage := _staging(rec, terminology)):
+            out.staging.append(stage)
+        if codes & {TUMOUR_SIZE_CODE, LONGEST_DIMENSION_CODE} and (size := _tumour_size(rec)):
+            out.tumour_sizes.append(size)
+        if codes & {BP_PANEL_CODE, SYSTOLIC_CODE, DIASTOLIC_CODE} and (bp := _blood_pressure(rec)):
+            out.blood_pressure.append(bp)
+        if codes & (PREGNANCY_QUALITATIVE_CODES | PREGNANCY_QUANTITATIVE_CODES) and (
+            test := _pregnancy_test(rec, terminology)
+        ):
+            out.pregnancy_tests.append(test)
+    return out
+
+
+def _condition_fact(rec: ConditionRecord, terminology: Terminology) -> ConditionFact | None:
+    """Entered-in-error and refuted conditions are dropped; resolved / inactive / remission are history."""
+    if rec.verification_status in IGNORED_VERIFICATION:
+        return None
+    return ConditionFact(
+        ref=rec.ref,
+        codes=rec.code.codes,
+        valuesets=terminology.memberships(rec.code.codes | rec.histology),
+        display=rec.code.text,
+        onset=rec.onset or rec.recorded,
+        current=rec.clinical_status not in NOT_CURRENT_CLINICAL,
+        confirmed=rec.verification_status not in UNCONFIRMED_VERIFICATION,
+        histology=rec.histology,
+        body_sites=rec.body_sites,
+    )
+
+
+def _medication_fact(rec: MedicationUseRecord, terminology: Terminology, today: date) -> MedicationFact | None:
+    if rec.status in IGNORED_MEDICATION_STATUSES or (rec.status == "stopped" and rec.start is None):
+        return None
+    ingredients = terminology.ingredients_for(rec.medication.codes, rec.medication.text)
+    ingredient_codes = {(INGREDIENT, ingredient) for ingredient in ingredients}
+    return MedicationFact(
+        ref=rec.ref,
+        ingredients=ingredients,
+        valuesets=terminology.memberships(rec.medication.codes | ingredient_codes),
+        display=rec.medication.text,
+        start=rec.start,
+        end=rec.end,
+        active=rec.status in ACTIVE_MEDICATION_STATUSES and (rec.end is None or rec.end >= today),
+    )
+
+
+def first_metastasis(
+    conditions: Iterable[ConditionFact],
+    staging: Iterable[StagingFact],
+    disease_status: Iterable[DiseaseStatusFact],
+) -> tuple[date, str] | None:
+    """Earliest dated evidence of distant metastasis (condition onset, M1 staging, status) and its reference."""
+    dated = [
+        (c.onset, c.ref) for c in conditions if METASTATIC_DISEASE in c.valuesets and c.confirmed and c.onset
+    ]
+    dated += [(s.date, s.ref) for s in staging if s.metastatic and s.date]
+    dated += [(d.date, d.ref) for d in disease_status if d.status == "metastatic" and d.date]
+    return min(dated) if dated else None
+
+
+def therapy_lines(medications: Iterable[MedicationFact], metastasis_date: date | None) -> tuple[TherapyLine, ...]:
+    """Group systemic anticancer drugs into lines, oldest first (see `TherapyLine`).
+
+    Drugs started within LINE_JOIN_DAYS of a line's start join it; a later drug already in the line (a new order,
+    or the drug kept after a partner was dropped) stays in it; a later drug not in the line opens the next line.
+    Drugs without a start date or without a known ingredient cannot be placed and are left out.
+    """
+    drugs = sorted(
+        (m for m in medications if SYSTEMIC_ANTICANCER in m.valuesets and m.start and m.ingredients),
+        key=lambda m: (m.start, m.ref),
+    )
+    groups: list[list[MedicationFact]] = []
+    for drug in drugs:
+        current = groups[-1] if groups else None
+        if current is not None:
+            line_start = current[0].start
+            line_ingredients = frozenset().union(*(m.ingredients for m in current))
+            if (drug.start - line_start).days <= LINE_JOIN_DAYS or drug.ingredients <= line_ingredients:  # type: ignore[operator]
+                current.append(drug)
+                continue
+        groups.append([drug])
+    lines = []
+    for number, group in enumerate(groups, start=1):
+        start: date = group[0].start  # type: ignore[assignment]
+        ongoing = any(m.active for m in group)
+        # A finished drug without an end date counts as ending on its start (the last date known to be given).
+        end = None if ongoing else max(m.end or m.start for m in group)  # type: ignore[type-var]
+        metastatic = (
+            None
+            if metastasis_date is None
+            else start >= metastasis_date - timedelta(days=METASTATIC_LINE_MARGIN_DAYS)
+        )
+        lines.append(
+            TherapyLine(
+                number=number,
+                ingredients=frozenset().union(*(m.ingredients for m in group)),
+                start=start,
+                end=end,
+                ongoing=ongoing,
+                refs=tuple(m.ref for m in group),
+                metastatic_setting=metastatic,
+            )
+        )
+    return tuple(lines)
+
+
+def observation_codes_to_read(terminology: Terminology) -> frozenset[Code]:
+    """Observation codes worth validating: every analyte's LOINC plus the scores, statuses, sizes and tests."""
+    return frozenset((LOINC, code) for code in terminology.relevant_loinc()) | SPECIAL_OBSERVATION_CODES
+
+
+def _facts_from_records(
+    records: PatientRecords, terminology: Terminology, today: date, patient_id: str | None
+) -> PatientFacts:
+    patient = next(
+        (p for p in records.patients if patient_id is None or p.ref == f"Patient/{patient_id}"),
+        None,
+    )
+    conditions = [c for rec in records.conditions if (c := _condition_fact(rec, terminology))]
+    obs = _read_observations(records.observations, terminology)
+    medications = [m for rec in records.medication_uses if (m := _medication_fact(rec, terminology, today))]
+    procedures = [
+        ProcedureFact(
+            ref=rec.ref,
+            codes=rec.code.codes,
+            valuesets=terminology.memberships(rec.code.codes),
+            display=rec.code.text,
+            date=rec.performed,
+            body_sites=rec.body_sites,
+        )
+        for rec in records.procedures
+        if rec.status == "completed"
+    ]
+    metastasis = first_metastasis(conditions, obs.staging, obs.disease_status)
+    return PatientFacts(
+        today=today,
+        patient_ref=patient.ref if patient else (f"Patient/{patient_id}" if patient_id else None),
+        birth_date=patient.birth_date if patient else None,
+        sex=patient.gender if patient else None,
+        conditions=tuple(sorted(conditions, key=lambda c: (c.onset is not None, c.onset or date.min, c.ref),
+                                reverse=True)),
+        labs={analyte: _newest_first(values) for analyte, values in sorted(obs.labs.items())},
+        ecog=_newest_first(obs.ecog),
+        karnofsky=_newest_first(obs.karnofsky),
+        disease_status=_newest_first(obs.disease_status),
+        staging=_newest_first(obs.staging),
+        tumour_sizes=_newest_first(obs.tumour_sizes),
+        blood_pressure=_newest_first(obs.blood_pressure),
+        pregnancy_tests=_newest_first(obs.pregnancy_tests),
+        medications=_newest_first(medications),
+        therapy_lines=therapy_lines(medications, metastasis[0] if metastasis else None),
+        procedures=_newest_first(procedures),
+        skipped=records.skipped,
+    )
+
+
+def build_facts(
+    resources: Iterable[Mapping[str, Any]],
+    terminology: Terminology,
+    today: date,
+    patient_id: str | None = None,
+) -> PatientFacts:
+    """Turn raw FHIR R4 JSON resources (Bundles unwrapped) into PatientFacts; bad resources are skipped.
+
+    With `patient_id`, resources whose subject is another patient are ignored; without it, the first Patient
+    found gives the demographics and every resource is read.
+    """
+    from cds_service.fhir_records import read_records  # lazy: only this entry point needs FHIR models
+
+    records = read_records(resources, observation_codes_to_read(terminology), patient_id)
+    return _facts_from_records(records, terminology, today, patient_id)
