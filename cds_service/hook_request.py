@@ -1,0 +1,188 @@
+"""CDS Hooks 2.0 request bodies (service calls and feedback): JSON parsing, schema validation, plain dataclasses.
+
+Exceptions (each carries a short `code` and a human `message` naming the JSON path):
+
+    RequestError
+    ├── MalformedJson      body is not JSON, or nested deeper than allowed
+    ├── InvalidBody        JSON that does not match the CDS Hooks 2.0 schema
+    └── WrongHook          a valid request for a hook this service does not answer
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+
+
+class RequestError(Exception):
+    """A request body the service cannot use."""
+
+    code = "invalid-request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class MalformedJson(RequestError):
+    code = "malformed-json"
+
+
+class InvalidBody(RequestError):
+    code = "invalid-request"
+
+
+class WrongHook(RequestError):
+    code = "wrong-hook"
+
+
+@dataclass(frozen=True)
+class FhirAuthorization:
+    access_token: str = field(repr=False)  # transient: never logged, stored or shown
+    token_type: str
+    expires_in: int
+    scope: str
+    subject: str
+    patient: str | None = None
+
+
+@dataclass(frozen=True)
+class HookRequest:
+    hook: str
+    hook_instance: str
+    context: Mapping[str, Any]
+    fhir_server: str | None = None
+    fhir_authorization: FhirAuthorization | None = None
+    prefetch: Mapping[str, Any] = field(default_factory=dict, repr=False)  # key absent = not prefetched
+
+    @property
+    def patient_id(self) -> str | None:
+        return self.context.get("patientId")
+
+    @property
+    def access_token(self) -> str | None:
+        return self.fhir_authorization.access_token if self.fhir_authorization else None
+
+
+@cache
+def _validator(schema_name: str) -> Draft202012Validator:
+    text = resources.files("cds_service.schemas").joinpath(schema_name).read_text(encoding="utf-8")
+    schema = json.loads(text)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def load_json_object(body: bytes, max_depth: int) -> dict[str, Any]:
+    """Parse a request body that must be a JSON object nested at most `max_depth` levels."""
+    try:
+        document = json.loads(body, parse_constant=_reject_constant)
+    except RecursionError:
+        raise MalformedJson(f"the JSON body is nested deeper than {max_depth} levels") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity
+        raise MalformedJson(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidBody(f"$: the body must be a JSON object, not {_json_type(document)}")
+    if _depth(document) > max_depth:
+        raise MalformedJson(f"the JSON body is nested deeper than {max_depth} levels")
+    return document
+
+
+def validate(document: Mapping[str, Any], schema_name: str) -> None:
+    """Raise InvalidBody naming the JSON path of the most relevant schema violation."""
+    error = best_match(_validator(schema_name).iter_errors(document))
+    if error is not None:
+        raise InvalidBody(f"{error.json_path}: {_describe(error)}")
+
+
+def parse_hook_request(body: bytes, service_hooks: Collection[str], *, max_depth: int) -> HookRequest:
+    """Validate a service call for a service answering `service_hooks` and return it as plain data."""
+    document = load_json_object(body, max_depth)
+    validate(document, "cds-hooks-request.schema.json")
+    if document["hook"] not in service_hooks:
+        expected = ", ".join(sorted(service_hooks))
+        raise WrongHook(f"$.hook: this service answers {expected}, not {document['hook']!r}")
+    fhir_server = document.get("fhirServer")
+    authorization = document.get("fhirAuthorization")
+    return HookRequest(
+        hook=document["hook"],
+        hook_instance=document["hookInstance"],
+        context=document["context"],
+        fhir_server=fhir_server.rstrip("/") if fhir_server else None,
+        fhir_authorization=_authorization(authorization) if authorization is not None else None,
+        prefetch=document.get("prefetch", {}),
+    )
+
+
+def parse_feedback(body: bytes, *, max_depth: int) -> tuple[Mapping[str, Any], ...]:
+    """Validate a feedback body and return its items as posted."""
+    document = load_json_object(body, max_depth)
+    validate(document, "cds-hooks-feedback.schema.json")
+    return tuple(document["feedback"])
+
+
+def _authorization(raw: Mapping[str, Any]) -> FhirAuthorization:
+    return FhirAuthorization(
+        access_token=raw["access_token"],
+        token_type=raw["token_type"],
+        expires_in=raw["expires_in"],
+        scope=raw["scope"],
+        subject=raw["subject"],
+        patient=raw.get("patient"),
+    )
+
+
+def _describe(error: ValidationError) -> str:
+    """Say what is wrong without echoing (possibly large or sensitive) values back."""
+    value = error.validator_value
+    match error.validator:
+        case "required" | "dependentRequired" | "additionalProperties":
+            return error.message
+        case "type":
+            return f"must be of type {' or '.join(value) if isinstance(value, list) else value}"
+        case "const":
+            return f"must be {json.dumps(value)}"
+        case "enum":
+            return f"must be one of {', '.join(json.dumps(v) for v in value)}"
+        case "pattern":
+            return "has an invalid format"
+        case "minLength":
+            return "must not be empty"
+        case "minItems" | "minProperties":
+            return "must not be empty"
+        case "maxLength" | "maxItems":
+            return f"is too long (at most {value})"
+        case "minimum":
+            return f"must be at least {value}"
+    return f"does not match the CDS Hooks 2.0 schema ({error.validator})"
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    return "a number" if isinstance(value, (int, float)) and not isinstance(value, bool) else "a boolean"
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value, iteratively (no recursion on hostile input)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
