@@ -1,0 +1,177 @@
+"""The only module that talks to FHIR servers (through fhirclient).
+
+All reads of one hook call run concurrently under a single deadline. A failed read never raises to the caller:
+it becomes a `FetchResult` with the pages that did arrive and a short `problem` for the card's note.
+
+Exceptions (internal to one read, turned into `FetchResult.problem`):
+
+    FetchError
+    ├── DeadlineExceeded   the call's deadline passed before a request could start
+    └── NotFhir            the answer is JSON but not a FHIR resource, or is an OperationOutcome
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin
+
+import requests
+from fhirclient.server import (
+    FHIRNotFoundException,
+    FHIRPermissionDeniedException,
+    FHIRServer,
+    FHIRUnauthorizedException,
+)
+
+Clock = Callable[[], float]
+
+
+class FetchError(Exception):
+    """A read could not produce FHIR data; the message is the problem shown in the card's note."""
+
+
+class DeadlineExceeded(FetchError):
+    pass
+
+
+class NotFhir(FetchError):
+    pass
+
+
+@dataclass(frozen=True)
+class FetchJob:
+    url: str  # relative to the FHIR base, or an absolute URL on it (a `next` link)
+    max_pages: int
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    pages: tuple[dict[str, Any], ...] = ()  # FHIR JSON documents read, in order
+    problem: str | None = None  # why reading failed or stopped early; None when complete
+
+
+def next_link(document: Mapping[str, Any]) -> str | None:
+    """Return the `next` link of a Bundle, if any."""
+    if document.get("resourceType") != "Bundle":
+        return None
+    for link in document.get("link") or ():
+        if isinstance(link, Mapping) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return link["url"]
+    return None
+
+
+class _DeadlineSession(requests.Session):
+    """A Session that sends the bearer token and never waits past the call's deadline."""
+
+    def __init__(self, access_token: str | None, deadline: float, clock: Clock) -> None:
+        super().__init__()
+        self._deadline = deadline
+        self._clock = clock
+        self.max_redirects = 3  # requests drops Authorization when a redirect changes host
+        if access_token:
+            self.headers["Authorization"] = f"Bearer {access_token}"
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        remaining = self._deadline - self._clock()
+        if remaining <= 0:
+            raise DeadlineExceeded()
+        kwargs["timeout"] = remaining
+        return super().request(method, url, *args, **kwargs)
+
+
+class FhirFetcher:
+    """Reads FHIR searches and reads from one server, with an optional bearer token."""
+
+    def __init__(
+        self,
+        base_url: str,
+        access_token: str | None,
+        *,
+        deadline_seconds: float,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.base_url = base_url.rstrip("/") + "/"
+        self._access_token = access_token
+        self._deadline_seconds = deadline_seconds
+        self._clock = clock
+
+    @property
+    def _too_late(self) -> str:
+        return f"no answer within {self._deadline_seconds:g} s"
+
+    def owns(self, url: str) -> bool:
+        """Tell whether an absolute URL lies under this server's base (the only place the token may go)."""
+        return url.startswith(self.base_url)
+
+    def fetch_all(self, jobs: Mapping[str, FetchJob]) -> dict[str, FetchResult]:
+        """Run every job concurrently; jobs unfinished at the deadline come back without data."""
+        if not jobs:
+            return {}
+        deadline = self._clock() + self._deadline_seconds
+        timed_out = FetchResult(problem=self._too_late)
+        executor = ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="fhir-fetch")
+        try:
+            futures = {key: executor.submit(self._read, job, deadline) for key, job in jobs.items()}
+            wait(futures.values(), timeout=max(0.0, deadline - self._clock()))
+            return {key: future.result() if future.done() else timed_out for key, future in futures.items()}
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def _read(self, job: FetchJob, deadline: float) -> FetchResult:
+        """Read one search or resource, following `next` links on this server up to `job.max_pages` pages."""
+        server = FHIRServer(None, base_uri=self.base_url)
+        server.session = _DeadlineSession(self._access_token, deadline, self._clock)
+        pages: list[dict[str, Any]] = []
+        url: str | None = job.url
+        while url is not None:
+            absolute = urljoin(self.base_url, url)
+            if not self.owns(absolute):
+                return FetchResult(tuple(pages), "a link pointing outside the FHIR server was not followed")
+            try:
+                page = _fhir_document(server.request_json(absolute))
+            except DeadlineExceeded:
+                return FetchResult(tuple(pages), self._too_late)
+            except FetchError as exc:
+                return FetchResult(tuple(pages), str(exc))
+            except requests.RequestException as exc:
+                return FetchResult(tuple(pages), _describe_request_error(exc) or self._too_late)
+            except (FHIRUnauthorizedException, FHIRPermissionDeniedException, FHIRNotFoundException) as exc:
+                return FetchResult(tuple(pages), _http_problem(exc.response.status_code))
+            pages.append(page)
+            url = next_link(page)
+            if url is not None and len(pages) >= job.max_pages:
+                return FetchResult(tuple(pages), f"stopped after {job.max_pages} pages")
+        return FetchResult(tuple(pages))
+
+
+def _fhir_document(document: Any) -> dict[str, Any]:
+    if not isinstance(document, dict) or not isinstance(document.get("resourceType"), str):
+        raise NotFhir("the answer was not FHIR JSON")
+    if document["resourceType"] == "OperationOutcome":
+        raise NotFhir("the server answered with an OperationOutcome")
+    return document
+
+
+def _describe_request_error(exc: requests.RequestException) -> str | None:
+    """Describe a failed request; None for a timeout (the caller words it with its deadline)."""
+    if isinstance(exc, requests.JSONDecodeError):
+        return "the answer was not FHIR JSON"
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return _http_problem(exc.response.status_code)
+    if isinstance(exc, requests.Timeout):
+        return None
+    if isinstance(exc, requests.ConnectionError):
+        return "the server could not be reached"
+    return "the request failed"
+
+
+_HTTP_MEANINGS = {401: "access token refused", 403: "access not permitted", 404: "not found"}
+
+
+def _http_problem(status: int) -> str:
+    meaning = _HTTP_MEANINGS.get(status)
+    return f"HTTP {status}: {meaning}" if meaning else f"HTTP {status}"

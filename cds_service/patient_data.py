@@ -1,0 +1,241 @@
+"""Patient data of one hook call: the prefetch read as CDS Hooks 2.0 defines it, completed from `fhirServer`.
+
+Per prefetch key of the service:
+
+    key absent                                  -> fetch `{fhirServer}/{template with tokens replaced}`
+    null, or a Bundle without entries           -> no data; not fetched
+    OperationOutcome, or a Bundle of only those -> the EHR failed: fetch
+    JSON that is not a FHIR resource            -> the EHR failed: fetch
+    searchset Bundle with a `next` link         -> keep its entries, follow `next` on fhirServer
+    any other resource or Bundle                -> its resources
+
+Resources arriving under two keys count once (by resourceType/id); entries without id are kept once each.
+
+Exceptions:
+
+    PatientDataError
+    ├── PreconditionFailed   required data can be neither prefetched nor fetched (HTTP 412)
+    ├── PatientMismatch      the prefetched Patient is not `context.patientId`
+    └── TooManyResources     more resources than `settings.max_resources`
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from cds_service.config import Settings
+from cds_service.fhir_fetch import FetchJob, FhirFetcher, FetchResult, next_link
+from cds_service.hook_request import HookRequest
+
+# The trials' anchors (diagnosis and stage) come from these keys: without them no trial can be considered.
+REQUIRED_KEYS = ("patient", "conditions")
+
+_LABELS = {
+    "Patient": "the patient record",
+    "Condition": "conditions",
+    "Observation": "observations",
+    "MedicationStatement": "medication statements",
+    "MedicationRequest": "medication requests",
+    "Procedure": "procedures",
+}
+_TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
+_USER_TOKENS = {
+    "userPractitionerId": "Practitioner",
+    "userPractitionerRoleId": "PractitionerRole",
+    "userPatientId": "Patient",
+    "userRelatedPersonId": "RelatedPerson",
+}
+
+
+class PatientDataError(Exception):
+    """The patient data of a request cannot be used."""
+
+
+class PreconditionFailed(PatientDataError):
+    pass
+
+
+class PatientMismatch(PatientDataError):
+    pass
+
+
+class TooManyResources(PatientDataError):
+    pass
+
+
+@dataclass(frozen=True)
+class PatientData:
+    resources: tuple[dict[str, Any], ...]  # raw FHIR resources, each once
+    notes: tuple[str, ...] = ()  # what could not be read, for the cards
+    unavailable: frozenset[str] = frozenset()  # resource types missing or partly read: their absence proves nothing
+
+
+def expand_template(template: str, context: Mapping[str, Any]) -> str | None:
+    """Replace the prefetch tokens of a template; None when a token has no value in this request."""
+    unresolved = False
+
+    def value_of(match: re.Match[str]) -> str:
+        nonlocal unresolved
+        value = _token_value(match.group(1), context)
+        if value is None:
+            unresolved = True
+            return ""
+        return quote(value, safe="/")
+
+    expanded = _TOKEN.sub(value_of, template)
+    return None if unresolved else expanded
+
+
+def gather_patient_data(request: HookRequest, templates: Mapping[str, str], settings: Settings) -> PatientData:
+    """Collect the resources of every prefetch key, fetching what the EHR did not send."""
+    gathered: dict[str, list[dict[str, Any]]] = {}
+    jobs: dict[str, FetchJob] = {}
+    notes: dict[str, str] = {}
+    _check_patient(request)
+    fetcher = _fetcher(request, settings)
+    for key, template in templates.items():
+        label = _label(template)
+        resources, next_url = _read_prefetch(key, request)
+        if resources is not None:
+            gathered[key] = resources
+        if resources is None or next_url is not None:
+            url = expand_template(template, request.context) if next_url is None else next_url
+            pages_left = settings.fhir_max_pages - (0 if next_url is None else 1)
+            if url is None:
+                notes[key] = f"{_cap(label)} could not be read (the query needs a context value this request lacks)."
+            elif fetcher is None:
+                notes[key] = _cannot_fetch_note(label, request, partial=resources is not None)
+            elif pages_left <= 0:
+                notes[key] = f"Not all {label} could be read (stopped after {settings.fhir_max_pages} pages)."
+            else:
+                jobs[key] = FetchJob(url, pages_left)
+    _check_required(templates, gathered, jobs, notes)
+    if fetcher is not None and jobs:
+        for key, result in fetcher.fetch_all(jobs).items():
+            fetched = list(_resources_of_pages(result))
+            if result.pages:
+                gathered[key] = gathered.get(key, []) + fetched
+            if result.problem:
+                notes[key] = _fetch_note(_label(templates[key]), result, partial=key in gathered)
+        _check_required(templates, gathered, {}, notes)
+    resources = tuple(_unique(gathered[key] for key in templates if key in gathered))
+    if len(resources) > settings.max_resources:
+        raise TooManyResources(f"the request holds more than {settings.max_resources} FHIR resources")
+    unavailable = frozenset(_resource_type(templates[key]) for key in notes)
+    return PatientData(resources, tuple(notes.values()), unavailable)
+
+
+def _read_prefetch(key: str, request: HookRequest) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """Interpret one prefetch value: (resources or None when it must be fetched, next link to follow)."""
+    if key not in request.prefetch:
+        return None, None
+    value = request.prefetch[key]
+    if value is None:
+        return [], None
+    if not isinstance(value.get("resourceType"), str) or value["resourceType"] == "OperationOutcome":
+        return None, None
+    if value["resourceType"] != "Bundle":
+        return [value], None
+    entries = list(_bundle_resources(value))
+    resources = [r for r in entries if r["resourceType"] != "OperationOutcome"]
+    if entries and not resources:
+        return None, None
+    return resources, next_link(value)
+
+
+def _resources_of_pages(result: FetchResult) -> Iterator[dict[str, Any]]:
+    for page in result.pages:
+        if page["resourceType"] == "Bundle":
+            yield from (r for r in _bundle_resources(page) if r["resourceType"] != "OperationOutcome")
+        else:
+            yield page
+
+
+def _bundle_resources(bundle: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    for entry in bundle.get("entry") or ():
+        resource = entry.get("resource") if isinstance(entry, Mapping) else None
+        if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
+            yield resource
+
+
+def _unique(groups: Iterable[list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+    """Yield each resource once by resourceType/id; resources without id are all kept."""
+    seen: set[tuple[str, str]] = set()
+    for group in groups:
+        for resource in group:
+            resource_id = resource.get("id")
+            if isinstance(resource_id, str) and resource_id:
+                identity = (resource["resourceType"], resource_id)
+                if identity in seen:
+                    continue
+                seen.add(identity)
+            yield resource
+
+
+def _fetcher(request: HookRequest, settings: Settings) -> FhirFetcher | None:
+    """A fetcher when FHIR access is allowed: a token was given, or the open sandbox mode is on."""
+    if request.fhir_server is None or (request.access_token is None and not settings.sandbox):
+        return None
+    return FhirFetcher(
+        request.fhir_server, request.access_token, deadline_seconds=settings.fetch_deadline_seconds
+    )
+
+
+def _check_required(
+    templates: Mapping[str, str],
+    gathered: Mapping[str, list[dict[str, Any]]],
+    pending: Mapping[str, FetchJob],
+    notes: Mapping[str, str],
+) -> None:
+    for key in REQUIRED_KEYS:
+        if key in templates and key not in gathered and key not in pending:
+            raise PreconditionFailed(notes.get(key) or f"{_cap(_label(templates[key]))} could not be read.")
+
+
+def _check_patient(request: HookRequest) -> None:
+    """Refuse a prefetched Patient that is not the patient in context (another patient's data must never mix in)."""
+    patient = request.prefetch.get("patient")
+    if isinstance(patient, Mapping) and patient.get("resourceType") == "Patient":
+        if patient.get("id") not in (None, request.patient_id):
+            raise PatientMismatch("$.prefetch.patient.id: the Patient is not context.patientId")
+
+
+def _cannot_fetch_note(label: str, request: HookRequest, partial: bool) -> str:
+    why = "no FHIR server was given" if request.fhir_server is None else "no FHIR access token was given"
+    if partial:
+        return f"Not all {label} could be read (only the first page was prefetched, and {why})."
+    return f"{_cap(label)} could not be read (missing from the prefetch, and {why})."
+
+
+def _fetch_note(label: str, result: FetchResult, partial: bool) -> str:
+    if partial:
+        return f"Not all {label} could be read from the FHIR server ({result.problem})."
+    return f"{_cap(label)} could not be read from the FHIR server ({result.problem})."
+
+
+def _token_value(token: str, context: Mapping[str, Any]) -> str | None:
+    if token.startswith("context."):
+        value = context.get(token.removeprefix("context."))
+        return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    resource_type = _USER_TOKENS.get(token)
+    user = context.get("userId")
+    if resource_type is None or not isinstance(user, str) or not user.startswith(resource_type + "/"):
+        return None
+    return user.removeprefix(resource_type + "/")
+
+
+def _resource_type(template: str) -> str:
+    return re.split(r"[/?]", template, maxsplit=1)[0]
+
+
+def _label(template: str) -> str:
+    resource_type = _resource_type(template)
+    return _LABELS.get(resource_type, f"{resource_type} resources")
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
