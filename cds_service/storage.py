@@ -1,0 +1,236 @@
+"""Durable storage (SQLAlchemy Core): feedback, the audit trail of cards shown, and seen JWT ids.
+
+Works on SQLite (default; WAL and a busy timeout so several gunicorn workers can write) and PostgreSQL.
+Nothing here stores names, clinical values or tokens: only ids, codes, verdicts and clinicians' feedback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+DATABASE_FILE = "cds.sqlite3"
+ELIGIBILITY_EXTENSION = "org.trialmatch.eligibility"
+
+metadata = MetaData()
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("item_hash", String(64), nullable=False, unique=True),  # sha256 of service id + item: repeats ignored
+    Column("service_id", String(200), nullable=False),
+    Column("card_uuid", String(256), nullable=False, index=True),
+    Column("outcome", String(20), nullable=False),
+    Column("override_reason", JSON),  # Coding {system, code, display}
+    Column("user_comment", Text),
+    Column("accepted_suggestions", JSON),
+    Column("outcome_timestamp", String(64), nullable=False),
+    Column("received_at", DateTime, nullable=False),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("hook_instance", String(256), nullable=False, index=True),
+    Column("service_id", String(200), nullable=False),
+    Column("patient_id", String(64)),
+    Column("cards", JSON, nullable=False),  # [{uuid, nctId, verdict}]
+    Column("catalog_version", String(128), nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
+# One row per card shown, so feedback (which names only the card uuid) finds its trial without scanning JSON.
+audit_card = Table(
+    "audit_card",
+    metadata,
+    Column("card_uuid", String(256), primary_key=True),
+    Column("audit_id", Integer, nullable=False),
+    Column("nct_id", String(64)),
+    Column("verdict", String(40)),
+)
+
+seen_jti = Table(
+    "seen_jti",
+    metadata,
+    Column("jti", String(256), primary_key=True),
+    Column("expires_at", DateTime, nullable=False, index=True),
+)
+
+
+def default_database_url(instance_path: str | Path) -> str:
+    """Return the SQLite URL of the database file in the instance folder, creating the folder."""
+    folder = Path(instance_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / DATABASE_FILE}"
+
+
+class Storage:
+    """Feedback, audit trail and JWT replay cache in one database."""
+
+    def __init__(self, database_url: str) -> None:
+        self.engine = _engine(database_url)
+        _create_tables(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> bool:
+        """Tell whether the database answers."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            return False
+        return True
+
+    def record_feedback(self, service_id: str, items: Iterable[Mapping[str, Any]]) -> int:
+        """Store validated CDS Hooks feedback items; return how many were new (a repeated item is ignored)."""
+        received_at = _utc_naive(datetime.now(UTC))
+        rows = [_feedback_row(service_id, item, received_at) for item in items]
+        with self.engine.begin() as connection:
+            return sum(_insert_ignore(connection, feedback, row) for row in rows)
+
+    def record_audit(
+        self,
+        *,
+        hook_instance: str,
+        service_id: str,
+        patient_id: str | None,
+        cards: Sequence[Mapping[str, Any]],
+        catalog_version: str,
+        duration_ms: int,
+    ) -> None:
+        """Record which cards a hook call showed (uuid, trial, verdict): ids only, no patient values."""
+        shown = [_card_summary(card) for card in cards]
+        with self.engine.begin() as connection:
+            audit_id = connection.execute(
+                audit.insert().values(
+                    hook_instance=hook_instance,
+                    service_id=service_id,
+                    patient_id=patient_id,
+                    cards=shown,
+                    catalog_version=catalog_version,
+                    duration_ms=duration_ms,
+                    created_at=_utc_naive(datetime.now(UTC)),
+                )
+            ).inserted_primary_key[0]
+            for card in shown:
+                if card.get("uuid"):
+                    row = {"card_uuid": card["uuid"], "audit_id": audit_id, "nct_id": card.get("nctId"),
+                           "verdict": card.get("verdict")}
+                    _insert_ignore(connection, audit_card, row)
+
+    def remember_jti(self, jti: str, expires_at: datetime, now: datetime | None = None) -> bool:
+        """Record a JWT id; False when it was already seen and has not expired (a replay)."""
+        current = _utc_naive(now or datetime.now(UTC))
+        with self.engine.begin() as connection:
+            connection.execute(delete(seen_jti).where(seen_jti.c.expires_at <= current))
+            return _insert_ignore(connection, seen_jti, {"jti": jti, "expires_at": _utc_naive(expires_at)}) == 1
+
+    def iter_feedback(self) -> Iterator[dict[str, Any]]:
+        """Yield stored feedback, oldest first, with the trial of the card when the audit trail knows it."""
+        query = (
+            select(feedback, audit_card.c.nct_id)
+            .select_from(feedback.outerjoin(audit_card, audit_card.c.card_uuid == feedback.c.card_uuid))
+            .order_by(feedback.c.id)
+        )
+        with self.engine.connect() as connection:
+            for row in connection.execute(query):
+                yield {
+                    "card": row.card_uuid,
+                    "outcome": row.outcome,
+                    "reason": row.override_reason,
+                    "comment": row.user_comment,
+                    "acceptedSuggestions": row.accepted_suggestions,
+                    "timestamp": row.outcome_timestamp,
+                    "serviceId": row.service_id,
+                    "nctId": row.nct_id,
+                }
+
+
+def _engine(database_url: str) -> Engine:
+    if not database_url.startswith("sqlite"):
+        return create_engine(database_url, pool_pre_ping=True)
+    engine = create_engine(database_url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers and one writer at a time, across processes
+        cursor.execute("PRAGMA busy_timeout=30000")  # wait for another worker's write instead of failing
+        cursor.close()
+
+    return engine
+
+
+def _create_tables(engine: Engine) -> None:
+    """Create missing tables; a concurrent worker creating them at the same moment is not an error."""
+    try:
+        metadata.create_all(engine, checkfirst=True)
+    except OperationalError:
+        metadata.create_all(engine, checkfirst=True)
+
+
+def _insert_ignore(connection: Connection, table: Table, row: Mapping[str, Any]) -> int:
+    """Insert a row unless its unique key exists (SQLite and PostgreSQL); return the number inserted."""
+    dialect = connection.dialect.name
+    if dialect == "sqlite":
+        statement = sqlite.insert(table).values(**row).on_conflict_do_nothing()
+    elif dialect == "postgresql":
+        statement = postgresql.insert(table).values(**row).on_conflict_do_nothing()
+    else:
+        raise NotImplementedError(f"insert-or-ignore is not implemented for {dialect}")
+    return connection.execute(statement).rowcount
+
+
+def _feedback_row(service_id: str, item: Mapping[str, Any], received_at: datetime) -> dict[str, Any]:
+    canonical = json.dumps({"serviceId": service_id, "item": item}, sort_keys=True, separators=(",", ":"))
+    override = item.get("overrideReason") or {}
+    return {
+        "item_hash": hashlib.sha256(canonical.encode()).hexdigest(),
+        "service_id": service_id,
+        "card_uuid": item["card"],
+        "outcome": item["outcome"],
+        "override_reason": override.get("reason"),
+        "user_comment": override.get("userComment"),
+        "accepted_suggestions": [s["id"] for s in item.get("acceptedSuggestions") or ()] or None,
+        "outcome_timestamp": item["outcomeTimestamp"],
+        "received_at": received_at,
+    }
+
+
+def _card_summary(card: Mapping[str, Any]) -> dict[str, Any]:
+    eligibility = (card.get("extension") or {}).get(ELIGIBILITY_EXTENSION) or {}
+    summary = {"uuid": card.get("uuid"), "nctId": eligibility.get("nctId"), "verdict": eligibility.get("verdict")}
+    return {key: value for key, value in summary.items() if value is not None}
+
+
+def _utc_naive(moment: datetime) -> datetime:
+    """Store UTC without tzinfo: SQLite has no time zones, and comparisons must agree on both databases."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
