@@ -1,9 +1,9 @@
 """Structured logs: one JSON object per line, with an allowlist of fields that never carry patient data.
 
-A log line holds `time`, `level`, `logger`, `message`, `request_id` (the hookInstance once known) and only the
-`extra` fields named in SAFE_FIELDS; anything else passed as `extra` is dropped. Exceptions are logged as their type
-and stack frames, never their message (a message may quote the input). Messages themselves are ours: never format
-a token, a name or a clinical value into one.
+A log line holds `time`, `level`, `logger`, `message`, `request_id` (the hookInstance once known) and
+only the `extra` fields named in SAFE_FIELDS; any other `extra` is dropped. Exceptions are logged as their
+type and stack frames, never their message (a message may quote the input). Messages themselves are ours:
+never format a token, a name or a clinical value into one.
 """
 
 from __future__ import annotations

@@ -110,7 +110,9 @@ def load_trusted_issuers(path: Path) -> dict[str, TrustedIssuer]:
         if issuer.jwks is not None:
             keys = usable_keys(issuer.jwks)
             if len(keys) != len(issuer.jwks["keys"]):
-                raise TrustConfigError(f"trusted issuers file {path}: issuer {issuer.iss!r} has an unusable key")
+                raise TrustConfigError(
+                    f"trusted issuers file {path}: issuer {issuer.iss!r} has an unusable key"
+                )
         issuers[issuer.iss] = issuer
     return issuers
 
@@ -126,12 +128,16 @@ def _key_fits(algorithm: str, key: Any) -> bool:
 def usable_keys(jwk_set: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
     """Return {kid: (algorithm, public key)} for the keys of a JWK Set we can verify ES384/RS384 with.
 
-    Keys we cannot use (other curves, short RSA keys, symmetric or private keys, encryption keys) are left out.
+    Keys we cannot use (other curves, short RSA keys, symmetric, private or encryption keys) are left out.
     """
     found: dict[str, tuple[str, Any]] = {}
     raw_keys = jwk_set.get("keys") if isinstance(jwk_set, Mapping) else None
     for raw in raw_keys if isinstance(raw_keys, list) else ():
-        if not isinstance(raw, Mapping) or not isinstance(raw.get("kid"), str) or raw.get("use", "sig") != "sig":
+        if (
+            not isinstance(raw, Mapping)
+            or not isinstance(raw.get("kid"), str)
+            or raw.get("use", "sig") != "sig"
+        ):
             continue
         if any(private in raw for private in ("d", "p", "q", "k")):
             continue
@@ -151,7 +157,10 @@ def _fetch_jwks(url: str) -> Mapping[str, Any]:
     """Download a JWK Set from an allowlisted URL (no redirects, bounded size and time)."""
     try:
         with requests.get(
-            url, timeout=JWKS_FETCH_TIMEOUT_SECONDS, allow_redirects=False, stream=True,
+            url,
+            timeout=JWKS_FETCH_TIMEOUT_SECONDS,
+            allow_redirects=False,
+            stream=True,
             headers={"Accept": "application/json"},
         ) as response:
             if response.status_code != 200:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -18,6 +21,15 @@ PUBLIC_BASE_URL = "https://cds.test.example"
 ISSUER = "https://ehr.test.example"
 JWKS_URL = "https://ehr.test.example/.well-known/jwks.json"
 FHIR_SERVER = "https://fhir.test.example/r4"
+SERVICE_ID = "mrcc-trials"
+PREFETCH_KEYS = (
+    "patient",
+    "conditions",
+    "observations",
+    "medicationStatements",
+    "medicationRequests",
+    "procedures",
+)
 
 
 @dataclass(frozen=True)
@@ -65,3 +77,57 @@ def sign(claims: dict[str, Any], key: SigningKey, **header: Any) -> str:
 def write_issuers(path: Path, *entries: dict[str, Any]) -> Path:
     path.write_text(json.dumps({"issuers": list(entries)}), encoding="utf-8")
     return path
+
+
+def hmac_token(claims: dict[str, Any], secret: bytes, alg: str, kid: str) -> str:
+    """An HMAC-signed JWT built by hand (PyJWT refuses to use a public key as an HMAC secret)."""
+    digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384}[alg]
+    header = _b64(json.dumps({"alg": alg, "typ": "JWT", "kid": kid}).encode())
+    payload = _b64(json.dumps(claims).encode())
+    signature = hmac.new(secret, f"{header}.{payload}".encode(), digest).digest()
+    return f"{header}.{payload}.{_b64(signature)}"
+
+
+def unsigned_token(claims: dict[str, Any], kid: str) -> str:
+    header = _b64(json.dumps({"alg": "none", "typ": "JWT", "kid": kid}).encode())
+    return f"{header}.{_b64(json.dumps(claims).encode())}."
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hook_body(patient_id: str = "pat-1", **fields: Any) -> dict[str, Any]:
+    """A valid patient-view request: the patient prefetched, every other key `null` (nothing to fetch)."""
+    prefetch = {key: None for key in PREFETCH_KEYS}
+    prefetch["patient"] = {"resourceType": "Patient", "id": patient_id}
+    body = {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"userId": "Practitioner/dr-1", "patientId": patient_id},
+        "prefetch": prefetch,
+    }
+    body.update(fields)
+    return {name: value for name, value in body.items() if value is not None}
+
+
+def feedback_body(card: str | None = None) -> dict[str, Any]:
+    return {
+        "feedback": [
+            {
+                "card": card or str(uuid.uuid4()),
+                "outcome": "overridden",
+                "outcomeTimestamp": "2026-11-21T10:05:31Z",
+            }
+        ]
+    }
+
+
+def app_config(tmp_path: Path, **settings: Any) -> dict[str, Any]:
+    """create_app config with its own database and instance folder under tmp_path."""
+    return {
+        "INSTANCE_PATH": tmp_path / "instance",
+        "database_url": f"sqlite:///{tmp_path / 'cds.sqlite3'}",
+        "today": "2026-11-21",
+        **settings,
+    }

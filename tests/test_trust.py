@@ -49,17 +49,27 @@ def _short_rsa_jwk() -> dict:
         pytest.param({}, id="no-issuers"),
         pytest.param({"issuers": []}, id="empty-issuers"),
         pytest.param({"issuers": [{"iss": ISSUER}]}, id="no-keys"),
-        pytest.param({"issuers": [{"iss": ISSUER, "jwks": jwk_set(EC_KEY), "jwks_url": JWKS_URL}]}, id="both-keys"),
-        pytest.param({"issuers": [{"iss": ISSUER, "jwks_url": "http://ehr.example/jwks"}]}, id="jwks-url-http"),
-        pytest.param({"issuers": [{"iss": ISSUER, "jwks": {"keys": [{"kty": "oct", "kid": "h", "k": "c2VjcmV0"}]}}]},
-                     id="symmetric-key"),
+        pytest.param(
+            {"issuers": [{"iss": ISSUER, "jwks": jwk_set(EC_KEY), "jwks_url": JWKS_URL}]}, id="both-keys"
+        ),
+        pytest.param(
+            {"issuers": [{"iss": ISSUER, "jwks_url": "http://ehr.example/jwks"}]}, id="jwks-url-http"
+        ),
+        pytest.param(
+            {"issuers": [{"iss": ISSUER, "jwks": {"keys": [{"kty": "oct", "kid": "h", "k": "c2VjcmV0"}]}}]},
+            id="symmetric-key",
+        ),
         pytest.param({"issuers": [{"iss": ISSUER, "jwks": {"keys": [_private_jwk()]}}]}, id="private-key"),
         pytest.param({"issuers": [{"iss": ISSUER, "jwks": {"keys": [_p256_jwk()]}}]}, id="p256-key"),
         pytest.param({"issuers": [{"iss": ISSUER, "jwks": {"keys": [_short_rsa_jwk()]}}]}, id="rsa-1024"),
-        pytest.param({"issuers": [{"iss": ISSUER, "jwks_url": JWKS_URL, "fhir_servers": ["fhir.example.org"]}]},
-                     id="fhir-server-not-url"),
-        pytest.param({"issuers": [{"iss": ISSUER, "jwks_url": JWKS_URL}, {"iss": ISSUER, "jwks_url": JWKS_URL}]},
-                     id="duplicate-iss"),
+        pytest.param(
+            {"issuers": [{"iss": ISSUER, "jwks_url": JWKS_URL, "fhir_servers": ["fhir.example.org"]}]},
+            id="fhir-server-not-url",
+        ),
+        pytest.param(
+            {"issuers": [{"iss": ISSUER, "jwks_url": JWKS_URL}, {"iss": ISSUER, "jwks_url": JWKS_URL}]},
+            id="duplicate-iss",
+        ),
         pytest.param({"issuers": [{"iss": ISSUER, "jwks_url": JWKS_URL, "secret": "x"}]}, id="unknown-field"),
     ],
 )
@@ -79,9 +89,19 @@ def test_unreadable_file_is_refused(tmp_path):
 
 
 def test_usable_keys_keeps_only_es384_and_rs384_signing_keys():
-    mixed = {"keys": [EC_KEY.public_jwk(), RSA_KEY.public_jwk(), _p256_jwk(), _short_rsa_jwk(), _private_jwk(),
-                      {**new_ec_key("enc").public_jwk(), "use": "enc"}, {"kty": "oct", "kid": "h", "k": "c2VjcmV0"},
-                      {**new_ec_key("claims-rs").public_jwk(), "alg": "RS384"}, "not a key"]}
+    mixed = {
+        "keys": [
+            EC_KEY.public_jwk(),
+            RSA_KEY.public_jwk(),
+            _p256_jwk(),
+            _short_rsa_jwk(),
+            _private_jwk(),
+            {**new_ec_key("enc").public_jwk(), "use": "enc"},
+            {"kty": "oct", "kid": "h", "k": "c2VjcmV0"},
+            {**new_ec_key("claims-rs").public_jwk(), "alg": "RS384"},
+            "not a key",
+        ]
+    }
     keys = usable_keys(mixed)
     assert {kid: alg for kid, (alg, _) in keys.items()} == {"ec-1": "ES384", "rsa-1": "RS384"}
 
@@ -105,8 +125,10 @@ def test_usable_keys_keeps_only_es384_and_rs384_signing_keys():
     ],
 )
 def test_fhir_server_allowlist_compares_exact_base_urls(tmp_path, url, allowed):
-    path = write_issuers(tmp_path / "i.json", {"iss": ISSUER, "jwks_url": JWKS_URL,
-                                               "fhir_servers": ["https://fhir.example.org/r4"]})
+    path = write_issuers(
+        tmp_path / "i.json",
+        {"iss": ISSUER, "jwks_url": JWKS_URL, "fhir_servers": ["https://fhir.example.org/r4"]},
+    )
     assert load_trusted_issuers(path)[ISSUER].allows_fhir_server(url) is allowed
 
 

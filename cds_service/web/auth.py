@@ -1,8 +1,8 @@
 """Who may call the service: CDS Hooks 2.0 JWT authentication and the FHIR servers a caller may name.
 
-Every request needs `Authorization: Bearer <JWT>` except OPTIONS preflights and GET/HEAD of PUBLIC_PATHS, unless the
-service runs in sandbox mode (`CDS_SANDBOX=1`). A rejected token gets a bare 401; the reason code, `iss` and `jti`
-go to the log, nothing else (never the token).
+Every request needs `Authorization: Bearer <JWT>` except OPTIONS preflights and GET/HEAD of PUBLIC_PATHS,
+unless the service runs in sandbox mode (`CDS_SANDBOX=1`). A rejected token gets a bare 401; the reason code,
+`iss` and `jti` go to the log, nothing else (never the token).
 
 Exceptions::
 
@@ -81,7 +81,7 @@ class Caller:
 
 
 class Authenticator:
-    """Verify CDS Hooks 2.0 client JWTs against the trusted issuers (Flask-free; `verify` is the whole check)."""
+    """Verify CDS Hooks 2.0 client JWTs against the trusted issuers (Flask-free: `verify` does it all)."""
 
     def __init__(
         self,
@@ -98,7 +98,7 @@ class Authenticator:
         self._clock = clock
 
     def verify(self, authorization: str | None, audience: str) -> Caller:
-        """Return the caller of a request whose Authorization header is `authorization`, or raise AuthError."""
+        """Return the caller of a request with this Authorization header, or raise AuthError."""
         token = _bearer_token(authorization)
         try:
             header = jwt.get_unverified_header(token)
@@ -138,7 +138,9 @@ class Authenticator:
             raise AuthError("jti_replayed", iss, jti)
         return Caller(issuer=issuer, jti=claims["jti"])
 
-    def _decode(self, token: str, key: Any, alg: str, audience: str, iss: str, jti: str | None) -> dict[str, Any]:
+    def _decode(
+        self, token: str, key: Any, alg: str, audience: str, iss: str, jti: str | None
+    ) -> dict[str, Any]:
         try:
             claims = jwt.decode(
                 token,
@@ -161,7 +163,9 @@ class Authenticator:
             raise AuthError("aud_mismatch", iss, jti) from None
         except jwt.PyJWTError:
             raise AuthError("invalid_claims", iss, jti) from None
-        if not all(isinstance(claims[c], int | float) and not isinstance(claims[c], bool) for c in ("exp", "iat")):
+        if not all(
+            isinstance(claims[c], int | float) and not isinstance(claims[c], bool) for c in ("exp", "iat")
+        ):
             raise AuthError("invalid_claims", iss, jti)
         return claims
 
@@ -216,8 +220,8 @@ def _authenticate() -> Response | None:
 def authorize_fhir_server(fhir_server: str | None) -> None:
     """Raise FhirServerError unless this request may send its FHIR token to `fhir_server`.
 
-    Call it before anything is sent to the FHIR server. A caller authenticated by JWT may name only the FHIR
-    servers registered for its issuer; without a JWT (sandbox mode) there is no issuer and any server is allowed.
+    Call it before anything is sent to the FHIR server. A caller authenticated by JWT may name only the
+    FHIR servers registered for its issuer; without a JWT (sandbox mode) there is no issuer: any server goes.
     """
     if fhir_server is None:
         return
@@ -241,19 +245,19 @@ def _fhir_server_error(exc: FhirServerError) -> tuple[Response, int]:
 def init_auth(app: Flask, settings: Settings, remember_jti: Callable[[str, datetime], bool]) -> None:
     """Install authentication on `app`; raise ConfigError (or TrustConfigError) when it cannot be secured.
 
-    Without sandbox mode the service refuses to start unless CDS_TRUSTED_ISSUERS and CDS_PUBLIC_BASE_URL are set.
+    Outside sandbox mode the service refuses to start without CDS_TRUSTED_ISSUERS and CDS_PUBLIC_BASE_URL.
     """
     authenticator: Authenticator | None = None
     if settings.sandbox:
         log.warning(
-            "SANDBOX MODE: client authentication is OFF - requests without a JWT are accepted and any fhirServer "
-            "(also plain http) may be named; never run it like this with real patient data"
+            "SANDBOX MODE: client authentication is OFF - requests without a JWT are accepted and any "
+            "fhirServer (also plain http) may be named; never run it like this with real patient data"
         )
     elif settings.trusted_issuers is None or not settings.public_base_url:
         raise ConfigError(
-            "refusing to start: set CDS_TRUSTED_ISSUERS (trusted EHRs and their keys) and CDS_PUBLIC_BASE_URL "
-            "(the external URL checked against the JWT aud), or CDS_SANDBOX=1 for a local sandbox without "
-            "authentication"
+            "refusing to start: set CDS_TRUSTED_ISSUERS (trusted EHRs and their keys) and "
+            "CDS_PUBLIC_BASE_URL (the external URL checked against the JWT aud), or CDS_SANDBOX=1 for a "
+            "local sandbox without authentication"
         )
     if settings.trusted_issuers is not None and settings.public_base_url:
         issuers = load_trusted_issuers(settings.trusted_issuers)
