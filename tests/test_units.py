@@ -1,0 +1,102 @@
+"""Unit conversion of Observation values to each analyte's canonical unit (mappings/analytes.yaml)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from conftest_facts import lab, load_terminology, observation, patient, quantity
+
+from cds_service.facts import build_facts
+
+TODAY = date(2026, 11, 21)
+TERMINOLOGY = load_terminology()
+
+
+def _single(analyte: str, loinc: str, value: float, unit: str) -> float | None:
+    facts = build_facts([patient(), lab("o1", loinc, value, unit)], TERMINOLOGY, TODAY, "p1")
+    values = facts.labs.get(analyte, ())
+    return values[0].value if values else None
+
+
+@pytest.mark.parametrize(
+    ("analyte", "loinc", "value", "unit", "expected"),
+    [
+        ("creatinine", "2160-0", 1.1, "mg/dL", 1.1),
+        ("creatinine", "38483-4", 0.9, "mg/dL", 0.9),
+        ("creatinine", "14682-9", 88.42, "umol/L", 1.0),
+        ("creatinine", "14682-9", 176.84, "umol/L", 2.0),
+        ("hemoglobin", "718-7", 13.2, "g/dL", 13.2),
+        ("hemoglobin", "718-7", 132, "g/L", 13.2),
+        ("hemoglobin", "718-7", 8.0, "mmol/L", 12.8912),
+        ("bilirubin", "1975-2", 1.2, "mg/dL", 1.2),
+        ("bilirubin", "1975-2", 17.104, "umol/L", 1.0),
+        ("platelets", "777-3", 250, "10*3/uL", 250),
+        ("platelets", "26515-7", 250, "10*9/L", 250),
+        ("platelets", "777-3", 250000, "/mm3", 250),
+        ("platelets", "777-3", 250000, "/uL", 250),
+        ("neutrophils", "751-8", 4.2, "10*3/uL", 4.2),
+        ("neutrophils", "26499-4", 4.2, "10*9/L", 4.2),
+        ("neutrophils", "751-8", 4200, "/mm3", 4.2),
+        ("neutrophils", "751-8", 4200, "{cells}/uL", 4.2),
+        ("weight", "29463-7", 72, "kg", 72),
+        ("weight", "29463-7", 155.0, "[lb_av]", 70.30681735),
+        ("weight", "29463-7", 72000, "g", 72),
+        ("height", "8302-2", 170, "cm", 170),
+        ("height", "8302-2", 65, "[in_i]", 165.1),
+        ("height", "8302-2", 1.7, "m", 170),
+        ("calcium", "17861-6", 2.5, "mmol/L", 10.02),
+        ("calcium-corrected", "29265-6", 2.5, "mmol/L", 10.02),
+        ("albumin", "1751-7", 40, "g/L", 4.0),
+        ("alt", "1742-6", 30, "U/L", 30),
+        ("ast", "1920-8", 30, "[IU]/L", 30),
+        ("alkaline-phosphatase", "6768-6", 90, "IU/L", 90),
+        ("inr", "6301-6", 1.1, "{INR}", 1.1),
+        ("inr", "34714-6", 1.1, "1", 1.1),
+        ("aptt", "3173-2", 31, "s", 31),
+    ],
+)
+def test_value_is_converted_to_the_canonical_unit(analyte, loinc, value, unit, expected):
+    assert _single(analyte, loinc, value, unit) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("analyte", "loinc", "unit"),
+    [("creatinine", "2160-0", "mmol/L"), ("hemoglobin", "718-7", "%"), ("weight", "29463-7", "stone"),
+     ("platelets", "777-3", "10*6/uL")],
+)
+def test_unknown_unit_is_not_used(analyte, loinc, unit):
+    assert _single(analyte, loinc, 5, unit) is None
+
+
+def test_printed_unit_is_tried_when_the_ucum_code_is_unknown():
+    q = {"value": 97, "unit": "umol/L", "code": "umol/l-typo", "system": "http://unitsofmeasure.org"}
+    facts = build_facts([observation("o1", "14682-9", valueQuantity=q)], TERMINOLOGY, TODAY)
+    assert facts.labs["creatinine"][0].value == pytest.approx(97 / 88.42)
+    assert facts.labs["creatinine"][0].as_sent == "97 umol/L"
+
+
+def test_value_with_a_comparator_is_not_used_as_an_exact_value():
+    q = quantity(0.2, "mg/dL") | {"comparator": "<"}
+    facts = build_facts([observation("o1", "1975-2", valueQuantity=q)], TERMINOLOGY, TODAY)
+    assert "bilirubin" not in facts.labs
+
+
+def test_reference_range_is_converted_too():
+    res = lab("o1", "14682-9", 97, "umol/L")
+    res["referenceRange"] = [{"low": quantity(53, "umol/L"), "high": quantity(106.1, "umol/L")}]
+    value = build_facts([res], TERMINOLOGY, TODAY).labs["creatinine"][0]
+    assert value.low == pytest.approx(53 / 88.42)
+    assert value.high == pytest.approx(1.2, abs=0.001)
+
+
+def test_tumour_size_in_mm_and_cm():
+    cm = observation("t1", "21889-1", "2026-10-01", valueQuantity=quantity(3.5, "cm"))
+    mm = observation("t2", "33728-7", "2026-11-01", valueQuantity=quantity(52, "mm"))
+    sizes = build_facts([cm, mm], TERMINOLOGY, TODAY).tumour_sizes
+    assert [(s.ref, s.longest_cm) for s in sizes] == [("Observation/t2", pytest.approx(5.2)), ("Observation/t1", 3.5)]
+
+
+def test_tumour_size_in_an_unknown_unit_is_not_used():
+    res = observation("t1", "21889-1", valueQuantity=quantity(3, "[in_i]"))
+    assert build_facts([res], TERMINOLOGY, TODAY).tumour_sizes == ()
