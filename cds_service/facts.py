@@ -169,6 +169,9 @@ class PatientFacts:
     skipped: tuple[str, ...] = ()  # references of resources that failed validation
     # Resource types that could not be read (FHIR server failure): absence proves nothing for them.
     unavailable: frozenset[str] = frozenset()
+    # Lab values whose unit is not one of the analyte's (value and unit as sent, newest first): never used, but a
+    # rule can say why its lab stays unknown.
+    unconverted_labs: Mapping[str, tuple[LabValue, ...]] = field(default_factory=dict)
 
     @property
     def age(self) -> int | None:
@@ -434,6 +437,7 @@ def _pregnancy_test(rec: ObservationRecord, terminology: Terminology) -> Pregnan
 @dataclass
 class _ObservationFacts:
     labs: dict[str, list[LabValue]] = field(default_factory=dict)
+    unconverted: dict[str, list[LabValue]] = field(default_factory=dict)
     ecog: list[ScoreFact] = field(default_factory=list)
     karnofsky: list[ScoreFact] = field(default_factory=list)
     disease_status: list[DiseaseStatusFact] = field(default_factory=list)
@@ -453,6 +457,12 @@ def _read_observations(records: Iterable[ObservationRecord], terminology: Termin
             analyte = terminology.analyte_for_loinc(loinc_code)
             if analyte is not None and (lab := _lab_value(rec, analyte)) is not None:
                 out.labs.setdefault(analyte.id, []).append(lab)
+                break
+            if analyte is not None and rec.quantity is not None and not rec.quantity.comparator:
+                unit = rec.quantity.units[-1] if rec.quantity.units else ""
+                out.unconverted.setdefault(analyte.id, []).append(
+                    LabValue(analyte.id, rec.quantity.value, unit, rec.when, rec.ref, as_sent=rec.quantity.as_sent)
+                )
                 break
         if ECOG_CODE in codes and (score := _score(rec, "ecog", terminology)):
             out.ecog.append(score)
@@ -602,6 +612,7 @@ def _facts_from_records(
         conditions=tuple(sorted(conditions, key=lambda c: (c.onset is not None, c.onset or date.min, c.ref),
                                 reverse=True)),
         labs={analyte: _newest_first(values) for analyte, values in sorted(obs.labs.items())},
+        unconverted_labs={analyte: _newest_first(values) for analyte, values in sorted(obs.unconverted.items())},
         ecog=_newest_first(obs.ecog),
         karnofsky=_newest_first(obs.karnofsky),
         disease_status=_newest_first(obs.disease_status),
