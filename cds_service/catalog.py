@@ -144,7 +144,8 @@ def _schema_problem(file: str, error: jsonschema.ValidationError) -> Problem:
         allowed = set(error.schema.get("properties", {}))
         extra = sorted(str(k) for k in error.instance if k not in allowed)
         path.append(extra[0])
-        return Problem(file, _pointer(path), f"unknown key {extra[0]!r} (allowed: {', '.join(sorted(allowed))})")
+        allowed_list = ", ".join(sorted(allowed))
+        return Problem(file, _pointer(path), f"unknown key {extra[0]!r} (allowed: {allowed_list})")
     if error.validator in ("anyOf", "oneOf") and all(
         set(sub) == {"required"} for sub in error.validator_value
     ):
@@ -158,8 +159,9 @@ def _schema_problem(file: str, error: jsonschema.ValidationError) -> Problem:
 
 
 def _check_schema(file: str, data: Any, schema_name: str) -> list[Problem]:
-    errors = sorted(_validator(schema_name).iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
-    return [_schema_problem(file, e) for e in errors]
+    errors = _validator(schema_name).iter_errors(data)
+    ordered = sorted(errors, key=lambda e: [str(p) for p in e.absolute_path])
+    return [_schema_problem(file, e) for e in ordered]
 
 
 def _read_yaml(directory: Path, path: Path) -> tuple[Any, list[Problem]]:
@@ -215,9 +217,11 @@ def _load_documents(directory: Path, problems: list[Problem]) -> _Loaded:
         if (doc := read(path, "valueset")) is not None:
             file = path.relative_to(directory).as_posix()
             loaded.valuesets.extend((file, i, vs) for i, vs in enumerate(doc["valuesets"]))
+    # Written by another part of the team; a catalog without them simply has no analytes or ingredients.
     if (directory / "analytes.yaml").is_file() and (doc := read(directory / "analytes.yaml", "analytes")):
         loaded.analytes = doc["analytes"]
-    if (directory / "medications.yaml").is_file() and (doc := read(directory / "medications.yaml", "medications")):
+    medications_path = directory / "medications.yaml"
+    if medications_path.is_file() and (doc := read(medications_path, "medications")):
         loaded.ingredients = doc["ingredients"]
     services_path = directory / "services.yaml"
     if not services_path.is_file():
@@ -245,19 +249,19 @@ def _build_valueset(entry: Mapping[str, Any]) -> ValueSet:
     return ValueSet(entry["id"], entry["title"], frozenset(codes), frozenset(prefixes), entry["source"])
 
 
-def _limits(raw: Mapping[str, Any] | None) -> RangeLimits | None:
-    return None if raw is None else RangeLimits(raw.get("low"), raw.get("high"))
+def _limits(raw: Mapping[str, Any]) -> RangeLimits:
+    return RangeLimits(raw.get("low"), raw.get("high"))
 
 
 def _build_analyte(entry: Mapping[str, Any]) -> Analyte:
-    by_sex = {sex: RangeLimits(r.get("low"), r.get("high")) for sex, r in entry.get("default_range_by_sex", {}).items()}
+    by_sex = {sex: _limits(r) for sex, r in entry.get("default_range_by_sex", {}).items()}
     return Analyte(
         id=entry["id"],
         title=entry["title"],
         loinc=frozenset(entry["loinc"]),
         unit=entry["unit"],
         factors={str(k): float(v) for k, v in entry["factors"].items()},
-        default_range=_limits(entry.get("default_range")),
+        default_range=_limits(entry["default_range"]) if "default_range" in entry else None,
         default_range_by_sex=by_sex,
         range_source=entry.get("range_source", ""),
     )
@@ -284,7 +288,8 @@ def _build_trial(doc: Mapping[str, Any]) -> Trial:
         for c in doc["criteria"]
     )
     cohorts = tuple(Cohort(c["label"], c["rule"]) for c in doc.get("cohorts", ()))
-    return Trial(info, tuple(doc["anchors"]), criteria, cohorts, tuple(doc.get("sites", ())), doc.get("source"))
+    sites = tuple(doc.get("sites", ()))
+    return Trial(info, tuple(doc["anchors"]), criteria, cohorts, sites, doc.get("source"))
 
 
 def _leaves(rule: Mapping[str, Any], path: str) -> Iterator[tuple[str, str, Any]]:
@@ -316,7 +321,10 @@ def _rules_of(doc: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]
         yield f"cohorts/{i}/rule", cohort["rule"]
 
 
-def _check_trial(file: str, doc: Mapping[str, Any], terminology: Terminology, used: set[str]) -> list[Problem]:
+def _check_trial(
+    file: str, doc: Mapping[str, Any], terminology: Terminology, used: set[str]
+) -> list[Problem]:
+    """Check ids, anchors and cohorts of a trial and the names its rules use (value sets go into `used`)."""
     problems: list[Problem] = []
     if Path(file).stem != doc["id"]:
         problems.append(Problem(file, "id", f"id {doc['id']!r} differs from the file name"))
@@ -335,7 +343,8 @@ def _check_trial(file: str, doc: Mapping[str, Any], terminology: Terminology, us
         if target is None:
             problems.append(Problem(file, f"anchors/{i}", f"anchor {anchor!r} names no criterion"))
         elif target["type"] != "inclusion" or "rule" not in target:
-            problems.append(Problem(file, f"anchors/{i}", f"anchor {anchor!r} must be an inclusion with a rule"))
+            message = f"anchor {anchor!r} must be an inclusion criterion with a rule"
+            problems.append(Problem(file, f"anchors/{i}", message))
     labels = [c["label"] for c in doc.get("cohorts", ())]
     for i, label in enumerate(labels):
         if label in labels[:i]:
@@ -363,11 +372,13 @@ def _check_leaf(
         for i, regimen in enumerate(params["one_of"]):
             for j, ingredient in enumerate(regimen):
                 if ingredient not in terminology.ingredients:
-                    problems.append(Problem(file, f"{path}/one_of/{i}/{j}", f"unknown ingredient {ingredient!r}"))
+                    where = f"{path}/one_of/{i}/{j}"
+                    problems.append(Problem(file, where, f"unknown ingredient {ingredient!r}"))
     return problems
 
 
-def _check_valuesets(loaded: _Loaded, terminology: Terminology, used: set[str]) -> list[Problem]:
+def _check_valuesets(loaded: _Loaded, terminology: Terminology, used: set[str] | None) -> list[Problem]:
+    """Check value sets; `used` is None when some trial could not be read (so "unused" would mislead)."""
     problems: list[Problem] = []
     seen: set[str] = set()
     for file, i, entry in loaded.valuesets:
@@ -381,7 +392,8 @@ def _check_valuesets(loaded: _Loaded, terminology: Terminology, used: set[str]) 
                 problems.append(Problem(file, f"{path}/include/{j}/system", f"use the canonical URI "
                                         f"{normalize_system(system)}"))
             if include.get("prefixes") and system != ICD10CM:
-                problems.append(Problem(file, f"{path}/include/{j}/prefixes", "prefixes are for ICD-10-CM only"))
+                where = f"{path}/include/{j}/prefixes"
+                problems.append(Problem(file, where, "prefixes are for ICD-10-CM only"))
             if system == INGREDIENT:
                 for k, code in enumerate(include.get("codes", ())):
                     if code not in terminology.ingredients:
@@ -389,7 +401,7 @@ def _check_valuesets(loaded: _Loaded, terminology: Terminology, used: set[str]) 
                                                 f"unknown ingredient {code!r}"))
         if terminology.valuesets[entry["id"]].is_empty():
             problems.append(Problem(file, path, f"value set {entry['id']!r} is empty"))
-        elif entry["id"] not in used:
+        elif used is not None and entry["id"] not in used:
             problems.append(Problem(file, path, f"value set {entry['id']!r} is used by no rule and no stage"))
     return problems
 
@@ -423,12 +435,12 @@ def load_catalog(directory: Path) -> Catalog:
     trial_ids: dict[str, str] = {}
     for file, doc in loaded.trials:
         if doc["id"] in trial_ids:
-            problems.append(Problem(file, "id", f"duplicate trial id {doc['id']!r} (also in {trial_ids[doc['id']]})"))
+            message = f"duplicate trial id {doc['id']!r} (also in {trial_ids[doc['id']]})"
+            problems.append(Problem(file, "id", message))
         trial_ids.setdefault(doc["id"], file)
         problems.extend(_check_trial(file, doc, terminology, used))
-    # A value set can be used only once every trial is read; with a broken trial file "unused" would mislead.
-    if len(loaded.trials) == len(list((directory / "trials").glob("*.yaml"))):
-        problems.extend(_check_valuesets(loaded, terminology, used))
+    all_trials_read = len(loaded.trials) == len(list((directory / "trials").glob("*.yaml")))
+    problems.extend(_check_valuesets(loaded, terminology, used if all_trials_read else None))
     for file, i, service in loaded.services:
         if service["hook"] not in SUPPORTED_HOOKS:
             problems.append(Problem(file, f"services/{i}/hook", f"unknown hook {service['hook']!r} "

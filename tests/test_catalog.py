@@ -1,0 +1,227 @@
+"""The catalog loader: the bundled catalog loads; each kind of defect is reported with its file and path."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cds_service.catalog import CatalogError, load_catalog
+from cds_service.config import DEFAULT_MAPPINGS_DIR
+from cds_service.terminology import ICD10CM, INGREDIENT, RXNORM, SNOMED
+
+TRIAL = "trials/NCT06903312.yaml"
+CONDITIONS = "valuesets/conditions.yaml"
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return load_catalog(DEFAULT_MAPPINGS_DIR)
+
+
+@pytest.fixture
+def copy(tmp_path: Path) -> Path:
+    target = tmp_path / "mappings"
+    shutil.copytree(DEFAULT_MAPPINGS_DIR, target)
+    return target
+
+
+def read(directory: Path, file: str) -> Any:
+    return yaml.safe_load((directory / file).read_text(encoding="utf-8"))
+
+
+def write(directory: Path, file: str, data: Any) -> None:
+    (directory / file).write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+
+
+def edit(file: str, change: Callable[[Any], None]) -> Callable[[Path], None]:
+    """A defect: load `file`, change the data in place, write it back."""
+
+    def apply(directory: Path) -> None:
+        data = read(directory, file)
+        change(data)
+        write(directory, file, data)
+
+    return apply
+
+
+def criterion(doc: dict[str, Any], criterion_id: str) -> dict[str, Any]:
+    return next(c for c in doc["criteria"] if c["id"] == criterion_id)
+
+
+def index_of(directory: Path, criterion_id: str) -> int:
+    return [c["id"] for c in read(directory, TRIAL)["criteria"]].index(criterion_id)
+
+
+def set_rule(criterion_id: str, rule: Any) -> Callable[[Path], None]:
+    return edit(TRIAL, lambda doc: criterion(doc, criterion_id).update(rule=rule))
+
+
+def add_valueset(entry: dict[str, Any]) -> Callable[[Path], None]:
+    return edit(CONDITIONS, lambda doc: doc["valuesets"].append(entry))
+
+
+def write_text(file: str, text: str) -> Callable[[Path], None]:
+    def apply(directory: Path) -> None:
+        (directory / file).write_text(text, encoding="utf-8")
+
+    return apply
+
+
+UNUSED = {"id": "not-used", "title": "Unused", "source": "test",
+          "include": [{"system": SNOMED, "codes": ["1"]}]}
+
+# (name, defect, file, path (criterion ids in {} are replaced by their index), words of the message)
+DEFECTS: list[tuple[str, Callable[[Path], None], str, str, str]] = [
+    ("misspelt parameter", set_rule("bilirubin", {"lab": {"analyte": "bilirubin", "le_ulnn": 1.5}}),
+     TRIAL, "criteria/{bilirubin}/rule/lab/le_ulnn", "unknown key 'le_ulnn'"),
+    ("parameter of the wrong type", set_rule("bilirubin", {"lab": {"analyte": "bilirubin", "le_uln": "1.5"}}),
+     TRIAL, "criteria/{bilirubin}/rule/lab/le_uln", "is not of type 'number'"),
+    ("misspelt operator", set_rule("age", {"all": [{"agee": {"min": 18}}]}),
+     TRIAL, "criteria/{age}/rule/all/0/agee", "unknown key 'agee'"),
+    ("leaf without a bound", set_rule("age", {"age": {}}),
+     TRIAL, "criteria/{age}/rule/age", "needs at least one of: min or max"),
+    ("two operators in one rule", set_rule("age", {"age": {"min": 18}, "sex": "female"}),
+     TRIAL, "criteria/{age}/rule", "exactly one key"),
+    ("rule and clinician", edit(TRIAL, lambda doc: criterion(doc, "age").update(clinician="check")),
+     TRIAL, "criteria/{age}", "needs exactly one of: rule or clinician"),
+    ("unknown value set", set_rule("solitary-kidney", {"condition": {"valueset": "no-such-set"}}),
+     TRIAL, "criteria/{solitary-kidney}/rule/condition/valueset", "unknown value set 'no-such-set'"),
+    ("unknown analyte", set_rule("bilirubin", {"lab": {"analyte": "bilirubine", "le_uln": 1.5}}),
+     TRIAL, "criteria/{bilirubin}/rule/lab/analyte", "unknown analyte 'bilirubine'"),
+    ("unknown ingredient",
+     set_rule("anti-pd1-regimen", {"current_regimen": {"one_of": [["nivolumab", "ipi"]]}}),
+     TRIAL, "criteria/{anti-pd1-regimen}/rule/current_regimen/one_of/0/1", "unknown ingredient 'ipi'"),
+    ("duplicate criterion id", edit(TRIAL, lambda doc: criterion(doc, "ecog").update(id="age")),
+     TRIAL, "criteria/{ecog}/id", "duplicate criterion id 'age'"),
+    ("anchor naming no criterion", edit(TRIAL, lambda doc: doc.update(anchors=["metastatic", "kidney"])),
+     TRIAL, "anchors/1", "anchor 'kidney' names no criterion"),
+    ("anchor on a clinician criterion",
+     edit(TRIAL, lambda doc: doc.update(anchors=["metastatic", "consent"])),
+     TRIAL, "anchors/1", "must be an inclusion criterion with a rule"),
+    ("duplicate value set id", add_valueset({**UNUSED, "id": "kidney-cancer"}),
+     CONDITIONS, "valuesets/{last}/id", "duplicate value set id 'kidney-cancer'"),
+    ("unused value set", add_valueset(UNUSED),
+     CONDITIONS, "valuesets/{last}", "'not-used' is used by no rule"),
+    ("empty value set", add_valueset({**UNUSED, "include": [{"system": SNOMED, "codes": []}]}),
+     CONDITIONS, "valuesets/{last}", "'not-used' is empty"),
+    ("unquoted SNOMED code", add_valueset({**UNUSED, "include": [{"system": SNOMED, "codes": [254915003]}]}),
+     CONDITIONS, "valuesets/{last}/include/0/codes/0", "is not of type 'string'"),
+    ("prefix outside ICD-10-CM",
+     add_valueset({**UNUSED, "include": [{"system": SNOMED, "prefixes": ["25"]}]}),
+     CONDITIONS, "valuesets/{last}/include/0/prefixes", "ICD-10-CM only"),
+    ("OID instead of the canonical URI",
+     add_valueset({**UNUSED, "include": [{"system": "urn:oid:2.16.840.1.113883.6.90", "codes": ["C64.1"]}]}),
+     CONDITIONS, "valuesets/{last}/include/0/system", ICD10CM),
+    ("unknown ingredient in a drug class",
+     add_valueset({**UNUSED, "include": [{"system": INGREDIENT, "codes": ["aspirine"]}]}),
+     CONDITIONS, "valuesets/{last}/include/0/codes/0", "unknown ingredient 'aspirine'"),
+    ("unknown service hook", edit("services.yaml", lambda doc: doc["services"][0].update(hook="order-sing")),
+     "services.yaml", "services/0/hook", "unknown hook 'order-sing'"),
+    ("bad YAML", write_text("trials/RESORT.yaml", "id: RESORT\ncriteria: [\n  - id: x\n"),
+     "trials/RESORT.yaml", "line 3, column 3", "invalid YAML"),
+    ("key given twice",
+     write_text("trials/RESORT.yaml", "id: RESORT\nstatus: COMPLETED\nstatus: RECRUITING\n"),
+     "trials/RESORT.yaml", "line 3, column 1", "duplicate key 'status'"),
+    ("file name differs from the id", edit(TRIAL, lambda doc: doc.update(id="NCT06903313")),
+     TRIAL, "id", "differs from the file name"),
+]
+
+
+@pytest.mark.parametrize(
+    ("defect", "file", "path", "words"), [d[1:] for d in DEFECTS], ids=[d[0] for d in DEFECTS]
+)
+def test_each_defect_is_reported_with_file_and_path(
+    copy: Path, defect: Callable[[Path], None], file: str, path: str, words: str
+) -> None:
+    ids = {c["id"]: i for i, c in enumerate(read(copy, TRIAL)["criteria"])}
+    defect(copy)
+    if "{last}" in path:
+        path = path.replace("{last}", str(len(read(copy, file)["valuesets"]) - 1))
+    path = path.format(**ids)
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(copy)
+    error = caught.value
+    matching = [p for p in error.problems if p.file == file and p.path == path and words in p.message]
+    assert matching, str(error)
+    assert f"{file}: {path}: " in str(error)
+
+
+def test_error_lists_every_problem_first_one_first(copy: Path) -> None:
+    set_rule("age", {"agee": {"min": 18}})(copy)
+    add_valueset({**UNUSED, "id": "kidney-cancer"})(copy)
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(copy)
+    error = caught.value
+    assert isinstance(error, ValueError)
+    assert len(error.problems) >= 2
+    assert str(error).splitlines()[0] == str(error.problems[0])
+    assert (error.file, error.path) == (error.problems[0].file, error.problems[0].path)
+    assert {p.file for p in error.problems} == {TRIAL, CONDITIONS}
+
+
+def test_duplicate_trial_id_across_files(copy: Path) -> None:
+    shutil.copy(copy / "trials" / "RESORT.yaml", copy / "trials" / "RESORT-copy.yaml")
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(copy)
+    assert any(
+        p.file == "trials/RESORT.yaml" and p.path == "id" and "duplicate trial id 'RESORT'" in p.message
+        for p in caught.value.problems
+    )
+
+
+def test_missing_folder_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="not found"):
+        load_catalog(tmp_path / "nowhere")
+
+
+def test_bundled_catalog_loads(catalog) -> None:
+    assert [t.info.key for t in catalog.trials] == ["NCT04299646", "NCT06882486", "NCT06903312", "RESORT"]
+    assert catalog.directory == DEFAULT_MAPPINGS_DIR
+    assert [s.hook for s in catalog.services] == ["patient-view"]
+    assert catalog.services[0].usage_requirements
+    assert "patient" in catalog.services[0].prefetch
+
+
+def test_trial_metadata_and_criteria(catalog) -> None:
+    trials = {t.info.key: t for t in catalog.trials}
+    namecar = trials["NCT06882486"]
+    assert (namecar.info.acronym, namecar.info.status, namecar.info.sponsor) == (
+        "NAMECAR", "NOT_YET_RECRUITING", "Institut Paoli-Calmettes")
+    resort = trials["RESORT"]
+    assert (resort.info.nct_id, resort.info.url, resort.info.status) == (None, None, "COMPLETED")
+    for trial in catalog.trials:
+        assert len(f"{trial.info.short_title} ({trial.info.nct_id})") < 140
+        assert all((c.rule is None) != (c.clinician is None) for c in trial.criteria)
+        ids = {c.id for c in trial.criteria}
+        assert set(trial.anchors) <= ids
+    primary = trials["NCT06903312"]
+    bilirubin = next(c for c in primary.criteria if c.id == "bilirubin")
+    assert bilirubin.heading is not None and bilirubin.heading.startswith("Adequate bone-marrow")
+    assert bilirubin.rule == {"lab": {"analyte": "bilirubin", "le_uln": 1.5}}
+    assert [c.rule for c in primary.cohorts] == [{"primary_tumour_size": {"le_cm": 4}},
+                                                 {"primary_tumour_size": {"gt_cm": 4}}]
+
+
+def test_terminology_is_built_from_the_catalog(catalog) -> None:
+    terminology = catalog.terminology
+    kidney = terminology.valuesets["kidney-cancer"]
+    assert kidney.contains((ICD10CM, "C641")) and kidney.contains((ICD10CM, "C6411"))
+    assert not kidney.contains((ICD10CM, "C651")), "renal pelvis (C65) is not renal cell carcinoma"
+    assert "rcc-clear-cell" in terminology.memberships([(SNOMED, "254915003")])
+    assert terminology.valuesets["immune-checkpoint-inhibitor"].contains((INGREDIENT, "nivolumab"))
+    assert {"creatinine", "bilirubin"} <= set(terminology.analytes)
+    assert terminology.ingredients_for([(RXNORM, "1597876")], None) == {"nivolumab"}
+    assert all(vs.source for vs in terminology.valuesets.values())
+
+
+def test_version_is_a_hash_of_every_file(copy: Path, catalog) -> None:
+    assert len(catalog.version) == 16 and int(catalog.version, 16) >= 0
+    assert load_catalog(copy).version == catalog.version, "the folder's location is not part of the version"
+    with (copy / "trials" / "RESORT.yaml").open("a", encoding="utf-8") as handle:
+        handle.write("# a comment changes the version\n")
+    assert load_catalog(copy).version != catalog.version
