@@ -1,0 +1,1 @@
+"""Benchmark of the CDS service against a JSON-only baseline on the same stack (`make bench`)."""

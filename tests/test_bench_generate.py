@@ -1,0 +1,104 @@
+"""The benchmark's generators: catalogs that load, and charts of exactly the requested size that validate."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench.generate import (
+    BENCH_VALUESETS_FILE,
+    PATIENT_ID,
+    SERVICE_ID,
+    TODAY,
+    chart,
+    count_resources,
+    generate_catalog,
+    hook_request,
+)
+from cds_service.catalog import load_catalog
+from cds_service.config import DEFAULT_MAPPINGS_DIR
+from cds_service.facts import build_facts
+from cds_service.fhir_records import read_records
+
+
+@pytest.fixture(scope="module")
+def seed_ids() -> set[str]:
+    return {p.stem for p in (DEFAULT_MAPPINGS_DIR / "trials").glob("*.yaml")}
+
+
+def test_seed_sized_catalog_is_the_seed_catalog(tmp_path: Path, seed_ids: set[str]) -> None:
+    catalog = load_catalog(generate_catalog(tmp_path / "catalog", len(seed_ids)))
+
+    assert {t.info.key for t in catalog.trials} == seed_ids
+    assert not (tmp_path / "catalog" / "valuesets" / BENCH_VALUESETS_FILE).exists()
+
+
+def test_larger_catalog_loads_with_kidney_and_other_cancer_variants(
+    tmp_path: Path, seed_ids: set[str]
+) -> None:
+    catalog = load_catalog(generate_catalog(tmp_path / "catalog", 40))
+
+    keys = [t.info.key for t in catalog.trials]
+    assert len(keys) == len(set(keys)) == 40
+    assert seed_ids <= set(keys)
+    kinds = Counter(key.split("-")[1] for key in keys if key.startswith("BENCH-"))
+    assert kinds["KIDNEY"] == 2
+    assert sum(kinds.values()) - kinds["KIDNEY"] == 40 - len(seed_ids) - 2
+
+
+def test_other_cancer_variants_anchor_on_their_own_value_set(tmp_path: Path) -> None:
+    folder = generate_catalog(tmp_path / "catalog", 30)
+
+    lung = yaml.safe_load(next((folder / "trials").glob("BENCH-LUNG-*.yaml")).read_text(encoding="utf-8"))
+    anchor = next(c for c in lung["criteria"] if c["id"] == lung["anchors"][0])
+    assert "bench-lung-cancer" in str(anchor["rule"])
+    assert "histology" not in str(anchor["rule"]) and "kidney-cancer" not in str(anchor["rule"])
+
+
+def test_kidney_variants_change_thresholds_only(tmp_path: Path) -> None:
+    folder = generate_catalog(tmp_path / "catalog", 100)
+
+    variant = yaml.safe_load((folder / "trials" / "BENCH-KIDNEY-0001.yaml").read_text(encoding="utf-8"))
+    template = next(
+        yaml.safe_load(p.read_text(encoding="utf-8"))
+        for p in sorted((folder / "trials").glob("*.yaml"))
+        if not p.stem.startswith("BENCH-")
+    )
+    assert variant["anchors"] == template["anchors"]
+    assert [c["id"] for c in variant["criteria"]] == [c["id"] for c in template["criteria"]]
+    assert [c.get("rule") for c in variant["criteria"]] != [c.get("rule") for c in template["criteria"]]
+
+
+@pytest.mark.parametrize("size", [1, 20, 240, 1000])
+def test_request_prefetch_holds_exactly_the_requested_resources(size: int) -> None:
+    request = hook_request(size)
+
+    assert request["hook"] == "patient-view"
+    assert request["context"]["patientId"] == PATIENT_ID
+    assert count_resources(request) == size
+    references = [f"{r['resourceType']}/{r['id']}" for r in chart(size)]
+    assert len(set(references)) == size
+
+
+def test_request_answers_every_prefetch_key_of_the_service() -> None:
+    catalog = load_catalog(DEFAULT_MAPPINGS_DIR)
+    service = next(s for s in catalog.services if s.id == SERVICE_ID)
+
+    assert set(hook_request(20)["prefetch"]) == set(service.prefetch)
+
+
+def test_large_chart_is_valid_fhir_and_mostly_history() -> None:
+    catalog = load_catalog(DEFAULT_MAPPINGS_DIR)
+    resources = chart(240)
+
+    records = read_records(resources, frozenset({("http://loinc.org", "2160-0")}), PATIENT_ID)
+    facts = build_facts(resources, catalog.terminology, TODAY, PATIENT_ID)
+
+    assert records.skipped == ()
+    assert facts.skipped == ()
+    assert facts.sex == "male" and facts.ecog and facts.therapy_lines
+    creatinine = facts.labs["creatinine"]
+    assert len(creatinine) > 5 and creatinine[0].date is not None and (TODAY - creatinine[0].date).days <= 30
