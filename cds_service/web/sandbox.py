@@ -1,0 +1,78 @@
+"""The sandbox page (GET /sandbox) and its example-patient gallery (examples/patients/manifest.yaml).
+
+The page itself is static (web/static/sandbox.html and its JS modules); it calls discovery, the service and
+feedback like any CDS client. Only files named in the manifest are served, so no path reaches outside it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from flask import Blueprint, Response, current_app, jsonify, send_from_directory
+
+from cds_service.web.hooks import STATE_KEY
+
+bp = Blueprint("sandbox", __name__)
+
+MANIFEST = "manifest.yaml"
+# Scripts and styles from this service only; card Markdown is sanitized in the page, this is a second fence.
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+class GalleryError(Exception):
+    """The example-patient manifest is missing or malformed."""
+
+
+def _patients_dir() -> Path:
+    return Path(current_app.extensions[STATE_KEY].settings.examples_dir) / "patients"
+
+
+def _manifest() -> list[dict[str, Any]]:
+    """Return the manifest's entries that name a file: {file, title, description, expected}."""
+    path = _patients_dir() / MANIFEST
+    if not path.is_file():
+        return []
+    try:
+        entries = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    except yaml.YAMLError as exc:
+        raise GalleryError(f"{MANIFEST}: invalid YAML: {exc}") from None
+    if not isinstance(entries, list):
+        raise GalleryError(f"{MANIFEST}: expected a list of entries")
+    return [
+        {
+            key: entry.get(key)
+            for key in ("file", "title", "description", "expected")
+            if entry.get(key) is not None
+        }
+        for entry in entries
+        if isinstance(entry, dict) and isinstance(entry.get("file"), str)
+    ]
+
+
+@bp.get("/sandbox")
+def page() -> Response:
+    response = send_from_directory(current_app.static_folder, "sandbox.html", max_age=0)
+    response.headers["Content-Security-Policy"] = PAGE_POLICY
+    return response
+
+
+@bp.get("/sandbox/patients")
+def patients() -> Response:
+    return jsonify(_manifest())
+
+
+@bp.get("/sandbox/patients/<path:file>")
+def patient(file: str) -> Response:
+    listed = {entry["file"] for entry in _manifest()}
+    if file not in listed:
+        return jsonify(
+            error="unknown-patient",
+            message="no example patient with this file name; GET /sandbox/patients lists them",
+        ), 404
+    # send_from_directory also refuses any path that leaves the folder
+    return send_from_directory(_patients_dir(), file, mimetype="application/fhir+json", max_age=0)
