@@ -1,0 +1,103 @@
+"""FHIR data from a file, made into the patient-view request an EHR would send for it (`cds-trials evaluate`).
+
+The prefetch is filled from the file's resources by type (a read template gets the resource, a search template
+a searchset Bundle), so the command line runs the hook's own path: prefetch -> patient data -> facts -> cards.
+
+Exceptions: BundleFileError (unreadable file, not FHIR, or not exactly one Patient).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from cds_service.hook_request import HookRequest
+
+CLI_USER = "Practitioner/cds-trials-cli"
+_TEMPLATE_TYPE = re.compile(r"^([A-Za-z]+)(/|\?|$)")
+
+
+class BundleFileError(ValueError):
+    """The file cannot be read as FHIR data for one patient."""
+
+
+def resources_of(data: Any) -> Iterator[dict[str, Any]]:
+    """Yield the resources of a Bundle (any type, nested Bundles too), a resource, or a list of them."""
+    if isinstance(data, list):
+        for item in data:
+            yield from resources_of(item)
+        return
+    if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
+        raise BundleFileError("expected a FHIR Bundle, a FHIR resource or a list of resources")
+    if data["resourceType"] != "Bundle":
+        yield data
+        return
+    for entry in data.get("entry") or ():
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if resource is not None:
+            yield from resources_of(resource)
+
+
+def read_resources(path: Path) -> list[dict[str, Any]]:
+    """Read a JSON file of FHIR data and return its resources."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise BundleFileError(f"{path}: cannot read JSON: {exc}") from None
+    return list(resources_of(data))
+
+
+def patient_id_of(resources: Sequence[Mapping[str, Any]]) -> str:
+    """Return the id of the one Patient among the resources."""
+    ids = sorted({str(r.get("id")) for r in resources if r.get("resourceType") == "Patient"})
+    if len(ids) != 1 or ids[0] in ("", "None"):
+        raise BundleFileError(f"expected exactly one Patient with an id, found {len(ids)}")
+    return ids[0]
+
+
+def _searchset(matches: list[dict[str, Any]], included: list[dict[str, Any]]) -> dict[str, Any]:
+    entries = [{"resource": r, "search": {"mode": "match"}} for r in matches]
+    entries += [{"resource": r, "search": {"mode": "include"}} for r in included]
+    return {"resourceType": "Bundle", "type": "searchset", "total": len(matches), "entry": entries}
+
+
+def prefetch_for(
+    templates: Mapping[str, str], resources: Sequence[dict[str, Any]], patient_id: str
+) -> dict[str, Any]:
+    """Fill each prefetch template from the resources by type; `_include=...:medication` adds Medications.
+
+    Other search parameters are not applied: the service reads what it needs from what it gets.
+    """
+    prefetch: dict[str, Any] = {}
+    for key, template in templates.items():
+        match = _TEMPLATE_TYPE.match(template)
+        if match is None:
+            continue
+        resource_type, separator = match.groups()
+        same_type = [r for r in resources if r.get("resourceType") == resource_type]
+        if separator == "/":
+            wanted = [r for r in same_type if resource_type != "Patient" or r.get("id") == patient_id]
+            prefetch[key] = wanted[0] if wanted else None
+            continue
+        query = parse_qs(template.partition("?")[2])
+        includes_medication = any(value.endswith(":medication") for value in query.get("_include", ()))
+        included = [r for r in resources if includes_medication and r.get("resourceType") == "Medication"]
+        prefetch[key] = _searchset(same_type, included)
+    return prefetch
+
+
+def hook_request_for(
+    hook: str, templates: Mapping[str, str], resources: Sequence[dict[str, Any]], hook_instance: str
+) -> HookRequest:
+    """Return the request an EHR would send for these resources, with every prefetch key filled."""
+    patient_id = patient_id_of(resources)
+    return HookRequest(
+        hook=hook,
+        hook_instance=hook_instance,
+        context={"userId": CLI_USER, "patientId": patient_id},
+        prefetch=prefetch_for(templates, resources, patient_id),
+    )

@@ -1,0 +1,354 @@
+"""`cds-trials`: evaluate a FHIR file, list and check the catalog, import a registry record, serve, feedback.
+
+Every command reads the same `CDS_*` variables as the service (`load_settings`), so `CDS_MAPPINGS_DIR`,
+`CDS_TODAY` and `CDS_DATABASE_URL` point the command line where they point the service.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from cds_service.bundle_file import BundleFileError, hook_request_for, read_resources
+from cds_service.catalog import Catalog, CatalogError, Criterion, ServiceDefinition, load_catalog
+from cds_service.config import ConfigError, Settings, load_settings
+from cds_service.ctgov_import import study_to_trial, trial_yaml
+from cds_service.verdicts import RECRUITING_STATUSES, CriterionResult, TrialResult
+
+OUTCOME_STYLES = {"met": "green", "not-met": "bold red", "unknown": "yellow", "clinician": "cyan"}
+VERDICT_STYLES = {
+    "likely-eligible": "bold green",
+    "possibly-eligible": "bold yellow",
+    "not-eligible": "red",
+    "not-considered": "dim",
+    "not-recruiting": "dim",
+}
+
+
+def seeded_uuids(seed: int) -> Callable[[], str]:
+    """Return a factory of reproducible version-4 UUIDs (same seed, same sequence)."""
+    rng = random.Random(seed)
+    return lambda: str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=False)
+
+
+def _settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    try:
+        return load_settings({k: v for k, v in (overrides or {}).items() if v is not None})
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _catalog(directory: Path) -> Catalog:
+    try:
+        return load_catalog(directory)
+    except CatalogError as exc:
+        _print_problems(exc)
+        sys.exit(1)
+
+
+def _print_problems(error: CatalogError) -> None:
+    table = Table(title=f"{len(error.problems)} problem(s) in the catalog", title_justify="left")
+    for column in ("file", "path", "problem"):
+        table.add_column(column, overflow="fold")
+    for problem in error.problems:
+        table.add_row(problem.file, problem.path or "(top)", problem.message)
+    Console(stderr=True, highlight=False).print(table)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def main() -> None:
+    """Clinical trial suggestions (CDS Hooks patient-view) from FHIR R4 data.
+
+    Reads the same CDS_* environment variables as the service: CDS_MAPPINGS_DIR (trial catalog folder),
+    CDS_TODAY (fixed date for reproducible runs), CDS_DATABASE_URL (feedback store), CDS_SANDBOX...
+    """
+
+
+# --- evaluate
+
+
+def _patient_view_service(catalog: Catalog, service_id: str | None) -> ServiceDefinition:
+    services = [s for s in catalog.services if s.hook == "patient-view" and service_id in (None, s.id)]
+    if not services:
+        known = ", ".join(s.id for s in catalog.services)
+        raise click.UsageError(
+            f"no patient-view service {service_id or ''} in the catalog (services: {known})"
+        )
+    return services[0]
+
+
+def _criteria_table(criteria: tuple[CriterionResult, ...]) -> Table:
+    table = Table(show_lines=False, expand=True)
+    table.add_column("criterion", overflow="fold", ratio=4)
+    table.add_column("type", no_wrap=True)
+    table.add_column("outcome", no_wrap=True)
+    table.add_column("reason", overflow="fold", ratio=3)
+    table.add_column("evidence", overflow="fold", ratio=2)
+    for criterion in criteria:
+        text = Text(criterion.id, style="bold")
+        text.append(f"\n{criterion.text}")
+        table.add_row(
+            text,
+            criterion.type,
+            Text(criterion.outcome.value, style=OUTCOME_STYLES[criterion.outcome.value]),
+            criterion.reason,
+            ", ".join(criterion.evidence),
+        )
+    return table
+
+
+def _print_results(console: Console, results: tuple[TrialResult, ...], notes: tuple[str, ...]) -> None:
+    for note in notes:
+        console.print(Text(f"note: {note}", style="yellow"))
+    for result in results:
+        trial = result.trial
+        title = Text(f"{trial.nct_id or trial.key}", style="bold")
+        title.append(f" {trial.acronym}" if trial.acronym else "")
+        title.append(f" - {trial.short_title} ({trial.status})\n")
+        title.append("verdict: ")
+        title.append(result.verdict.value, style=VERDICT_STYLES[result.verdict.value])
+        if result.arm:
+            title.append(f"   arm: {result.arm}")
+        console.print()
+        console.print(title)
+        console.print(_criteria_table(result.criteria))
+    cards = [r for r in results if r.gets_card]
+    console.print()
+    console.print(
+        f"{len(cards)} card(s): " + (", ".join(r.trial.nct_id or r.trial.key for r in cards) or "none")
+    )
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help='Print exactly the hook\'s response: {"cards": [...]}.')
+@click.option(
+    "--today",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Evaluate as of this date (else CDS_TODAY, else today).",
+)
+@click.option("--uuid-seed", type=int, help="Make card and suggestion uuids reproducible from this seed.")
+@click.option(
+    "--service",
+    "service_id",
+    help="Service id of the catalog to run (default: the first patient-view service).",
+)
+def evaluate(bundle: Path, as_json: bool, today: Any, uuid_seed: int | None, service_id: str | None) -> None:
+    """Run the patient-view hook on a FHIR file and show each trial's verdict and criteria.
+
+    BUNDLE is a JSON file: a Bundle (collection, searchset, transaction...), a single resource, or a list of
+    resources, holding exactly one Patient. Its resources fill the service's prefetch by type, as an EHR
+    would, and go through the same pipeline as the hook: same data, date and uuids give the same cards.
+    """
+    from cds_service.patient_data import PatientDataError, gather_patient_data
+    from cds_service.pipeline import Matcher
+
+    settings = _settings({"today": today.date() if today else None})
+    catalog = _catalog(settings.mappings_dir)
+    service = _patient_view_service(catalog, service_id)
+    uuid_factory = seeded_uuids(uuid_seed) if uuid_seed is not None else None
+    try:
+        resources = read_resources(bundle)
+        request = hook_request_for(service.hook, service.prefetch, resources, str(uuid.uuid4()))
+        data = gather_patient_data(request, service.prefetch, settings)
+    except (BundleFileError, PatientDataError) as exc:
+        raise click.ClickException(str(exc)) from None
+    output = Matcher(catalog, settings, uuid_factory).match(data.resources, request.patient_id, data.notes)
+    if as_json:
+        click.echo(json.dumps({"cards": output.cards}, indent=2, ensure_ascii=False))
+        return
+    console = _console()
+    console.print(
+        f"Patient/{request.patient_id}: {len(data.resources)} resources, today {settings.current_date()}"
+    )
+    _print_results(console, output.results, data.notes)
+
+
+# --- trials / check-mappings
+
+
+def _computable(criterion: Criterion) -> bool:
+    """True when the criterion's rule has a leaf other than `clinician` (structured data can decide it)."""
+
+    def leaves(rule: Mapping[str, Any]) -> list[str]:
+        ((operator, value),) = rule.items()
+        if operator in ("all", "any"):
+            return [leaf for child in value for leaf in leaves(child)]
+        return leaves(value) if operator == "not" else [operator]
+
+    return criterion.rule is not None and any(leaf != "clinician" for leaf in leaves(criterion.rule))
+
+
+def _counts(criteria: tuple[Criterion, ...], kind: str) -> str:
+    of_kind = [c for c in criteria if c.type == kind]
+    computable = sum(_computable(c) for c in of_kind)
+    return f"{len(of_kind)} ({computable}+{len(of_kind) - computable})"
+
+
+@main.command()
+def trials() -> None:
+    """List the trial catalog: NCT number, acronym, status and criteria by kind.
+
+    Criteria counts read "all (computable+clinician)": computable criteria have a rule that structured data
+    can decide; the others are left to the clinician.
+    """
+    settings = _settings()
+    catalog = _catalog(settings.mappings_dir)
+    table = Table(
+        title=f"Trial catalog {catalog.directory} (version {catalog.version})",
+        title_justify="left",
+        caption="criteria: all (computable+clinician)",
+        caption_justify="left",
+    )
+    table.add_column("NCT", no_wrap=True)
+    table.add_column("acronym: short title", ratio=1)
+    table.add_column("status", overflow="fold")
+    table.add_column("inclusion", no_wrap=True)
+    table.add_column("exclusion", no_wrap=True)
+    for trial in catalog.trials:
+        info = trial.info
+        title = Text(f"{info.acronym}: ", style="bold") if info.acronym else Text()
+        title.append(info.short_title)
+        table.add_row(
+            info.nct_id or f"({info.key})",
+            title,
+            Text(info.status, style="green" if info.status in RECRUITING_STATUSES else "dim"),
+            _counts(trial.criteria, "inclusion"),
+            _counts(trial.criteria, "exclusion"),
+        )
+    _console().print(table)
+
+
+@main.command("check-mappings")
+@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+def check_mappings(directory: Path | None) -> None:
+    """Validate a catalog folder (default: CDS_MAPPINGS_DIR, else the bundled mappings/).
+
+    Prints the file and the path inside it of every problem, and exits with status 1 when there is any.
+    """
+    directory = directory or _settings().mappings_dir
+    catalog = _catalog(directory)
+    valuesets = len(catalog.terminology.valuesets)
+    _console().print(
+        Text(
+            f"OK: {directory}: {len(catalog.trials)} trials, {len(catalog.services)} services, "
+            f"{valuesets} value sets (version {catalog.version})",
+            style="green",
+        )
+    )
+
+
+# --- import-ctgov
+
+
+@main.command("import-ctgov")
+@click.argument("study", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write <NCT number>.yaml into (e.g. mappings/trials).",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing mapping file.")
+def import_ctgov(study: Path, out_dir: Path, force: bool) -> None:
+    """Turn a ClinicalTrials.gov API v2 study record (JSON) into a draft trial mapping.
+
+    Metadata and every eligibility criterion are copied verbatim; every rule is left to the clinician for a
+    person to encode (mappings/README.md). The draft's anchor is not encoded either, so the trial gets no card
+    until someone encodes its disease and stage.
+    """
+    try:
+        record = json.loads(study.read_text(encoding="utf-8"))
+        trial = study_to_trial(record, source=f"ClinicalTrials.gov API v2 record {study.name}")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # CtgovImportError is a ValueError
+        raise click.ClickException(f"{study}: {exc}") from None
+    target = out_dir / f"{trial['id']}.yaml"
+    if target.exists() and not force:
+        raise click.ClickException(f"{target} exists (use --force to overwrite)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target.write_text(trial_yaml(trial), encoding="utf-8")
+    kinds = [c["type"] for c in trial["criteria"]]
+    click.echo(
+        f"wrote {target}: {kinds.count('inclusion')} inclusion and {kinds.count('exclusion')} exclusion "
+        "criteria, all left to the clinician until encoded"
+    )
+
+
+# --- serve / feedback
+
+
+def _database_url(settings: Settings) -> str:
+    """The service's database: CDS_DATABASE_URL, else the SQLite file in the web app's instance folder."""
+    from flask import Flask
+
+    from cds_service.storage import default_database_url
+
+    if settings.database_url:
+        return settings.database_url
+    return default_database_url(Flask("cds_service.web").instance_path)  # the folder create_app uses
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on."
+)
+@click.option(
+    "--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="Gunicorn worker processes."
+)
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the CDS Hooks service with gunicorn (settings from the CDS_* variables).
+
+    Each worker builds its own app (catalog, matcher, database connections) after the fork. A bad catalog
+    stops the start with the file and path of each problem.
+    """
+    from gunicorn.app.base import BaseApplication
+
+    from cds_service.web import create_app
+
+    settings = _settings()
+    _catalog(settings.mappings_dir)  # fail here, once, with the problems listed, rather than in every worker
+
+    class _Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("accesslog", "-")
+
+        def load(self) -> Any:
+            return create_app()
+
+    _Server().run()
+
+
+@main.group()
+def feedback() -> None:
+    """Clinicians' feedback on cards, as stored by the service."""
+
+
+@feedback.command("export")
+def feedback_export() -> None:
+    """Print stored feedback as JSON lines, oldest first: card uuid, outcome, reason, timestamp, trial."""
+    from cds_service.storage import Storage
+
+    storage = Storage(_database_url(_settings()))
+    try:
+        for item in storage.iter_feedback():
+            click.echo(json.dumps(item, ensure_ascii=False, sort_keys=True))
+    finally:
+        storage.close()
