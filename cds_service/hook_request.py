@@ -1,4 +1,4 @@
-"""CDS Hooks 2.0 request bodies (service calls and feedback): JSON parsing, schema validation, plain dataclasses.
+"""CDS Hooks 2.0 request bodies (service calls and feedback): parsed, validated, turned into plain data.
 
 Exceptions (each carries a short `code` and a human `message` naming the JSON path):
 
@@ -14,11 +14,13 @@ import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
+
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 
 
 class RequestError(Exception):
@@ -73,8 +75,7 @@ class HookRequest:
 
 @cache
 def _validator(schema_name: str) -> Draft202012Validator:
-    text = resources.files("cds_service.schemas").joinpath(schema_name).read_text(encoding="utf-8")
-    schema = json.loads(text)
+    schema = json.loads((SCHEMA_DIR / schema_name).read_text(encoding="utf-8"))
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema)
 

@@ -71,7 +71,7 @@ class TooManyResources(PatientDataError):
 class PatientData:
     resources: tuple[dict[str, Any], ...]  # raw FHIR resources, each once
     notes: tuple[str, ...] = ()  # what could not be read, for the cards
-    unavailable: frozenset[str] = frozenset()  # resource types missing or partly read: their absence proves nothing
+    unavailable: frozenset[str] = frozenset()  # resource types missing or partly read: absence proves nothing
 
 
 def expand_template(template: str, context: Mapping[str, Any]) -> str | None:
@@ -90,7 +90,9 @@ def expand_template(template: str, context: Mapping[str, Any]) -> str | None:
     return None if unresolved else expanded
 
 
-def gather_patient_data(request: HookRequest, templates: Mapping[str, str], settings: Settings) -> PatientData:
+def gather_patient_data(
+    request: HookRequest, templates: Mapping[str, str], settings: Settings
+) -> PatientData:
     """Collect the resources of every prefetch key, fetching what the EHR did not send."""
     gathered: dict[str, list[dict[str, Any]]] = {}
     jobs: dict[str, FetchJob] = {}
@@ -106,7 +108,7 @@ def gather_patient_data(request: HookRequest, templates: Mapping[str, str], sett
             url = expand_template(template, request.context) if next_url is None else next_url
             pages_left = settings.fhir_max_pages - (0 if next_url is None else 1)
             if url is None:
-                notes[key] = f"{_cap(label)} could not be read (the query needs a context value this request lacks)."
+                notes[key] = f"{_cap(label)} could not be read (the query needs a context value not given)."
             elif fetcher is None:
                 notes[key] = _cannot_fetch_note(label, request, partial=resources is not None)
             elif pages_left <= 0:
@@ -197,7 +199,7 @@ def _check_required(
 
 
 def _check_patient(request: HookRequest) -> None:
-    """Refuse a prefetched Patient that is not the patient in context (another patient's data must never mix in)."""
+    """Refuse a prefetched Patient other than the context patient: never mix in another patient's data."""
     patient = request.prefetch.get("patient")
     if isinstance(patient, Mapping) and patient.get("resourceType") == "Patient":
         if patient.get("id") not in (None, request.patient_id):

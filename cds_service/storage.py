@@ -41,7 +41,7 @@ feedback = Table(
     "feedback",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("item_hash", String(64), nullable=False, unique=True),  # sha256 of service id + item: repeats ignored
+    Column("item_hash", String(64), nullable=False, unique=True),  # sha256 of service id + item
     Column("service_id", String(200), nullable=False),
     Column("card_uuid", String(256), nullable=False, index=True),
     Column("outcome", String(20), nullable=False),
@@ -151,7 +151,8 @@ class Storage:
         current = _utc_naive(now or datetime.now(UTC))
         with self.engine.begin() as connection:
             connection.execute(delete(seen_jti).where(seen_jti.c.expires_at <= current))
-            return _insert_ignore(connection, seen_jti, {"jti": jti, "expires_at": _utc_naive(expires_at)}) == 1
+            row = {"jti": jti, "expires_at": _utc_naive(expires_at)}
+            return _insert_ignore(connection, seen_jti, row) == 1
 
     def iter_feedback(self) -> Iterator[dict[str, Any]]:
         """Yield stored feedback, oldest first, with the trial of the card when the audit trail knows it."""
@@ -227,7 +228,8 @@ def _feedback_row(service_id: str, item: Mapping[str, Any], received_at: datetim
 
 def _card_summary(card: Mapping[str, Any]) -> dict[str, Any]:
     eligibility = (card.get("extension") or {}).get(ELIGIBILITY_EXTENSION) or {}
-    summary = {"uuid": card.get("uuid"), "nctId": eligibility.get("nctId"), "verdict": eligibility.get("verdict")}
+    summary = {"uuid": card.get("uuid"), "nctId": eligibility.get("nctId")}
+    summary["verdict"] = eligibility.get("verdict")
     return {key: value for key, value in summary.items() if value is not None}
 
 

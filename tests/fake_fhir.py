@@ -1,0 +1,44 @@
+"""A fake FHIR server (`responses`) answering the service's prefetch queries; the stored request stubs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import responses
+import yaml
+
+from cds_service.config import REPO_ROOT
+from cds_service.patient_data import expand_template
+
+BASE = "https://fhir.example.org/r4"
+TOKEN = "test-access-token"
+REQUESTS_DIR = Path(__file__).parent / "data" / "requests"
+
+
+def load_request(name: str) -> dict[str, Any]:
+    return json.loads((REQUESTS_DIR / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def service_templates() -> dict[str, str]:
+    """Prefetch templates of the bundled service, read straight from the catalog file."""
+    services = yaml.safe_load((REPO_ROOT / "mappings" / "services.yaml").read_text(encoding="utf-8"))
+    return dict(services["services"][0]["prefetch"])
+
+
+def key_url(key: str, context: Mapping[str, Any]) -> str:
+    """The URL the service must fetch for one prefetch key."""
+    return f"{BASE}/{expand_template(service_templates()[key], context)}"
+
+
+def serve(rsps: responses.RequestsMock, key: str, context: Mapping[str, Any], **answer: Any) -> None:
+    """Answer the query of one prefetch key (default: 200 with the `full-prefetch` stub's data for it)."""
+    if "json" not in answer and "body" not in answer:
+        answer["json"] = load_request("full-prefetch")["prefetch"][key]
+    rsps.get(key_url(key, context), **answer)
+
+
+def bearer_headers(rsps: responses.RequestsMock) -> list[str | None]:
+    return [call.request.headers.get("Authorization") for call in rsps.calls]
