@@ -1,8 +1,8 @@
 """Values derived from PatientFacts: pure functions, no FHIR, no settings.
 
-Each result carries the references of the facts it used and a short text for the verdict's reason. Missing inputs
-give `None` (or a result whose value is `None`), never a made-up number. Recency is the caller's business: the
-`since` parameters drop measurements dated before that day (undated measurements are then dropped too).
+Each result carries the references of the facts it used and a short text for the verdict's reason. Missing
+inputs give `None` (or a result whose value is `None`), never a made-up number. Recency is the caller's
+business: the `since` parameters drop measurements dated before that day (undated ones are then dropped too).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class ImdcRisk:
         return f"IMDC: {abnormal} risk factor(s), {unknown} unknown; possible group(s): {groups}"
 
 
-# --- small helpers -----------------------------------------------------------------------------------------------
+# --- small helpers ------------------------------------------------------------------------------------------
 
 
 def _recent(items: Sequence[LabValue] | Sequence[ScoreFact], since: date | None) -> list:
@@ -129,7 +129,7 @@ def _add_years(day: date, years: int) -> date:
         return day.replace(year=day.year + years, day=28)
 
 
-# --- renal function, limits of normal, calcium ---------------------------------------------------------------------
+# --- renal function, limits of normal, calcium --------------------------------------------------------------
 
 
 def creatinine_clearance(facts: PatientFacts, since: date | None = None) -> Derived | None:
@@ -174,13 +174,15 @@ def limit_multiple(
 
 
 def corrected_calcium(facts: PatientFacts, since: date | None = None) -> Derived | None:
-    """Albumin-corrected calcium: Ca + 0.8 x (4 - albumin g/dL), with an albumin within 7 days of the calcium."""
+    """Albumin-corrected calcium: Ca + 0.8 x (4 - albumin g/dL), albumin within 7 days of the calcium."""
     calcium = latest_lab(facts, "calcium", since)
     if calcium is None or calcium.date is None:
         return None
     window = timedelta(days=CORRECTED_CALCIUM_PAIRING_DAYS)
     albumins = [
-        a for a in facts.labs.get("albumin", ()) if a.date is not None and abs(a.date - calcium.date) <= window
+        a
+        for a in facts.labs.get("albumin", ())
+        if a.date is not None and abs(a.date - calcium.date) <= window
     ]
     if not albumins:
         return None
@@ -193,7 +195,7 @@ def corrected_calcium(facts: PatientFacts, since: date | None = None) -> Derived
     return Derived(value, "mg/dL", (calcium.ref, albumin.ref), text, _oldest([calcium.date, albumin.date]))
 
 
-# --- treatment history ---------------------------------------------------------------------------------------------
+# --- treatment history --------------------------------------------------------------------------------------
 
 
 def current_line(facts: PatientFacts) -> TherapyLine | None:
@@ -208,7 +210,9 @@ def weeks_on_current_regimen(facts: PatientFacts) -> Derived | None:
         return None
     weeks = (facts.today - line.start).days / 7
     ingredients = " + ".join(sorted(line.ingredients))
-    return Derived(weeks, "weeks", line.refs, f"{ingredients} since {line.start} ({weeks:.1f} weeks)", line.start)
+    return Derived(
+        weeks, "weeks", line.refs, f"{ingredients} since {line.start} ({weeks:.1f} weeks)", line.start
+    )
 
 
 def metastatic_lines(facts: PatientFacts) -> tuple[TherapyLine, ...] | None:
@@ -224,12 +228,14 @@ def metastatic_line_count(facts: PatientFacts) -> Derived | None:
     if lines is None:
         return None
     refs = tuple(ref for line in lines for ref in line.refs)
-    described = "; ".join(f"line {ln.number}: {' + '.join(sorted(ln.ingredients))} from {ln.start}" for ln in lines)
+    described = "; ".join(
+        f"line {ln.number}: {' + '.join(sorted(ln.ingredients))} from {ln.start}" for ln in lines
+    )
     text = f"{len(lines)} line(s) for metastatic disease" + (f" ({described})" if described else "")
     return Derived(float(len(lines)), "lines", refs, text, _oldest(line.start for line in lines))
 
 
-# --- disease history -----------------------------------------------------------------------------------------------
+# --- disease history ----------------------------------------------------------------------------------------
 
 
 def primary_diagnosis(facts: PatientFacts) -> tuple[date, str] | None:
@@ -243,8 +249,8 @@ def primary_diagnosis(facts: PatientFacts) -> tuple[date, str] | None:
 def metastases_synchronous(facts: PatientFacts, days: int = SYNCHRONOUS_DAYS) -> Flag:
     """True when metastasis is documented within `days` of the primary diagnosis (condition, M1 or status).
 
-    False (metachronous) needs positive evidence: a metastasis condition first dated after the window, or an M0
-    staging at diagnosis. A late M1 staging or status alone does not say when metastases appeared: unknown.
+    False (metachronous) needs positive evidence: a metastasis condition first dated after the window, or an
+    M0 staging at diagnosis. A late M1 staging or status alone does not say when metastases appeared: unknown.
     """
     primary = primary_diagnosis(facts)
     if primary is None:
@@ -256,7 +262,9 @@ def metastases_synchronous(facts: PatientFacts, days: int = SYNCHRONOUS_DAYS) ->
         if METASTATIC_DISEASE in c.valuesets and c.confirmed and c.onset
     ]
     evidence += [(s.date, s.ref, "staging") for s in facts.staging if s.metastatic and s.date]
-    evidence += [(d.date, d.ref, "status") for d in facts.disease_status if d.status == "metastatic" and d.date]
+    evidence += [
+        (d.date, d.ref, "status") for d in facts.disease_status if d.status == "metastatic" and d.date
+    ]
     if not evidence:
         return Flag(None, (primary_ref,), "no dated evidence of distant metastasis")
     first_date, first_ref, _ = min(evidence)
@@ -270,13 +278,19 @@ def metastases_synchronous(facts: PatientFacts, days: int = SYNCHRONOUS_DAYS) ->
     late_conditions = [e for e in evidence if e[2] == "condition"]
     if late_conditions or m0_at_diagnosis:
         refs = (primary_ref, first_ref, *(s.ref for s in m0_at_diagnosis))
-        text = f"first metastasis {first_date}, more than {days} days after diagnosis {diagnosed} (metachronous)"
+        text = (
+            f"first metastasis {first_date}, more than {days} days after diagnosis {diagnosed} (metachronous)"
+        )
         return Flag(False, tuple(dict.fromkeys(refs)), text)
-    return Flag(None, (primary_ref, first_ref), f"metastasis first documented {first_date}; onset not recorded")
+    return Flag(
+        None, (primary_ref, first_ref), f"metastasis first documented {first_date}; onset not recorded"
+    )
 
 
 def _about_kidney(size: TumourSizeFact, kidney_refs: frozenset[str], terminology: Terminology) -> bool:
-    if any(focus in kidney_refs or focus.endswith(tuple("/" + r for r in kidney_refs)) for focus in size.focus):
+    if any(
+        focus in kidney_refs or focus.endswith(tuple("/" + r for r in kidney_refs)) for focus in size.focus
+    ):
         return True
     site = terminology.valuesets.get(TUMOUR_SITE_KIDNEY)
     return site is not None and any(site.contains(code) for code in size.body_sites)
@@ -300,7 +314,9 @@ def primary_in_place(facts: PatientFacts, terminology: Terminology) -> Flag:
     size = primary_tumour_size(facts, terminology)
     if size is None:
         return Flag(None, (), "no nephrectomy recorded and no measurement of the primary tumour")
-    return Flag(True, (size.ref,), f"no nephrectomy recorded; primary tumour {size.longest_cm:g} cm on {size.date}")
+    return Flag(
+        True, (size.ref,), f"no nephrectomy recorded; primary tumour {size.longest_cm:g} cm on {size.date}"
+    )
 
 
 def nct06903312_cohort(facts: PatientFacts, terminology: Terminology) -> SizeCohort | None:
@@ -311,7 +327,7 @@ def nct06903312_cohort(facts: PatientFacts, terminology: Terminology) -> SizeCoh
     return SizeCohort("<= 4 cm" if size.longest_cm <= NCT06903312_SIZE_CUTOFF_CM else "> 4 cm", size)
 
 
-# --- IMDC ----------------------------------------------------------------------------------------------------------
+# --- IMDC ---------------------------------------------------------------------------------------------------
 
 
 def _time_to_therapy_factor(facts: PatientFacts) -> ImdcFactor:
@@ -328,8 +344,12 @@ def _time_to_therapy_factor(facts: PatientFacts) -> ImdcFactor:
         return ImdcFactor(name, first.start < year_later, (ref, *first.refs), text)
     # No systemic therapy yet: the interval runs to today (treatment, if any, starts now or later).
     if facts.today >= year_later:
-        return ImdcFactor(name, False, (ref,), f"diagnosis {diagnosed}, no systemic therapy recorded, over 1 year")
-    return ImdcFactor(name, True, (ref,), f"diagnosis {diagnosed}, less than 1 year ago, no therapy recorded yet")
+        return ImdcFactor(
+            name, False, (ref,), f"diagnosis {diagnosed}, no systemic therapy recorded, over 1 year"
+        )
+    return ImdcFactor(
+        name, True, (ref,), f"diagnosis {diagnosed}, less than 1 year ago, no therapy recorded yet"
+    )
 
 
 def _performance_factor(facts: PatientFacts, since: date | None) -> ImdcFactor:
@@ -349,7 +369,10 @@ def _performance_factor(facts: PatientFacts, since: date | None) -> ImdcFactor:
 
 
 def _lab_factor(
-    facts: PatientFacts, terminology: Terminology, analyte_id: str, which: Literal["high", "low"],
+    facts: PatientFacts,
+    terminology: Terminology,
+    analyte_id: str,
+    which: Literal["high", "low"],
     since: date | None,
 ) -> ImdcFactor:
     name = f"{analyte_id} {'> ULN' if which == 'high' else '< LLN'}"
@@ -378,7 +401,9 @@ def _calcium_factor(facts: PatientFacts, terminology: Terminology, since: date |
     analyte = terminology.analytes.get("calcium")
     if computed is None or calcium is None or analyte is None:
         return ImdcFactor(name, None, (), "no recent corrected calcium (or calcium with albumin)")
-    as_lab = LabValue("calcium", computed.value, "mg/dL", calcium.date, calcium.ref, calcium.low, calcium.high)
+    as_lab = LabValue(
+        "calcium", computed.value, "mg/dL", calcium.date, calcium.ref, calcium.low, calcium.high
+    )
     multiple = limit_multiple(as_lab, analyte, facts.sex, "high")
     if multiple is None:
         return ImdcFactor(name, None, computed.refs, f"{computed.text}: upper limit unknown")
@@ -392,7 +417,7 @@ def imdc_risk(
     lab_since: date | None = None,
     performance_since: date | None = None,
 ) -> ImdcRisk:
-    """IMDC risk factors and the set of risk groups (favorable 0, intermediate 1-2, poor >= 3) still possible."""
+    """IMDC factors and the risk groups (favorable 0, intermediate 1-2, poor >= 3) still possible."""
     factors = (
         _time_to_therapy_factor(facts),
         _performance_factor(facts, performance_since),

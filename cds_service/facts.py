@@ -185,7 +185,7 @@ class PatientFacts:
         return years
 
 
-# --- building facts from FHIR records --------------------------------------------------------------------------
+# --- building facts from FHIR records -----------------------------------------------------------------------
 
 ECOG_CODE = (LOINC, "89247-1")
 KARNOFSKY_CODE = (LOINC, "89243-0")
@@ -202,15 +202,23 @@ M_CATEGORY_CODES = frozenset(
 PREGNANCY_QUALITATIVE_CODES = frozenset({(LOINC, "2106-3"), (LOINC, "2112-1")})
 PREGNANCY_QUANTITATIVE_CODES = frozenset({(LOINC, "2107-1"), (LOINC, "19080-1")})
 SPECIAL_OBSERVATION_CODES = frozenset(
-    {ECOG_CODE, KARNOFSKY_CODE, TUMOUR_SIZE_CODE, LONGEST_DIMENSION_CODE, BP_PANEL_CODE, SYSTOLIC_CODE, DIASTOLIC_CODE}
+    {
+        ECOG_CODE,
+        KARNOFSKY_CODE,
+        TUMOUR_SIZE_CODE,
+        LONGEST_DIMENSION_CODE,
+        BP_PANEL_CODE,
+        SYSTOLIC_CODE,
+        DIASTOLIC_CODE,
+    }
     | DISEASE_STATUS_CODES
     | M_CATEGORY_CODES
     | PREGNANCY_QUALITATIVE_CODES
     | PREGNANCY_QUANTITATIVE_CODES
 )
 
-# Quantitative hCG (analyte "hcg", mIU/mL): above 25 is read as a positive pregnancy test (the usual qualitative
-# test threshold), below 5 as negative; 5-25 is equivocal and gives no fact (the clinician decides).
+# Quantitative hCG (analyte "hcg", mIU/mL): above 25 is read as a positive pregnancy test (the usual
+# qualitative test threshold), below 5 as negative; 5-25 is equivocal and gives no fact.
 HCG_ANALYTE = "hcg"
 HCG_POSITIVE_ABOVE = 25.0
 HCG_NEGATIVE_BELOW = 5.0
@@ -218,8 +226,8 @@ HCG_NEGATIVE_BELOW = 5.0
 TUMOUR_SIZE_UNITS_TO_CM: Mapping[str, float] = {"cm": 1.0, "mm": 0.1}
 BLOOD_PRESSURE_UNITS: frozenset[str] = frozenset({"mm[Hg]", "mmHg"})
 
-# Observation statuses whose values are used. `preliminary` is left out on purpose: eligibility rests on verified
-# results, and a missing value only makes a criterion unknown.
+# Observation statuses whose values are used. `preliminary` is left out on purpose: eligibility rests on
+# verified results, and a missing value only makes a criterion unknown.
 USABLE_OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected"})
 IGNORED_VERIFICATION = frozenset({"entered-in-error", "refuted"})
 UNCONFIRMED_VERIFICATION = frozenset({"provisional", "differential", "unconfirmed"})
@@ -228,7 +236,8 @@ IGNORED_MEDICATION_STATUSES = frozenset({"entered-in-error", "cancelled", "not-t
 ACTIVE_MEDICATION_STATUSES = frozenset({"active", "on-hold", "intended"})
 
 LINE_JOIN_DAYS = 28  # a drug started within this many days of a line's start belongs to that line
-METASTATIC_LINE_MARGIN_DAYS = 30  # a line started up to this long before the first metastasis date is metastatic
+# A line started up to this long before the first metastasis date is a line for metastatic disease.
+METASTATIC_LINE_MARGIN_DAYS = 30
 
 KIDNEY_CANCER = "kidney-cancer"
 METASTATIC_DISEASE = "metastatic-disease"
@@ -242,7 +251,13 @@ RESULT_NEGATIVE = "result-negative"
 TUMOUR_SITE_KIDNEY = "tumour-site-kidney"
 DISEASE_STATUS_PREFIX = "disease-status-"
 DISEASE_STATUSES = (
-    "improved", "stable", "worsened", "undetermined", "complete-remission", "partial-remission", "metastatic",
+    "improved",
+    "stable",
+    "worsened",
+    "undetermined",
+    "complete-remission",
+    "partial-remission",
+    "metastatic",
 )
 ECOG_VALUES = tuple(range(6))
 KARNOFSKY_VALUES = tuple(range(0, 101, 10))
@@ -305,24 +320,26 @@ def _lab_value(rec: ObservationRecord, analyte: Analyte) -> LabValue | None:
 
 def _answer_values(codes: Iterable[Code], prefix: str, terminology: Terminology) -> set[int]:
     return {
-        int(vs_id[len(prefix):])
+        int(vs_id[len(prefix) :])
         for vs_id in terminology.memberships(codes)
-        if vs_id.startswith(prefix) and vs_id[len(prefix):].isdigit()
+        if vs_id.startswith(prefix) and vs_id[len(prefix) :].isdigit()
     }
 
 
 def _score(rec: ObservationRecord, kind: str, terminology: Terminology) -> ScoreFact | None:
     """Read ECOG or Karnofsky from the value, else its LA answer code, else the LA interpretation.
 
-    A value outside the scale (ECOG -1 in real fixtures) discards the observation; it does not fall back to the
-    interpretation, which would then contradict the value.
+    A value outside the scale (ECOG -1 in real fixtures) discards the observation; it does not fall back to
+    the interpretation, which would then contradict the value.
     """
     valid = ECOG_VALUES if kind == "ecog" else KARNOFSKY_VALUES
     value: int | None = None
     if rec.integer is not None:
         value = rec.integer
     elif rec.quantity is not None:
-        value = int(rec.quantity.value) if rec.quantity.value.is_integer() and not rec.quantity.comparator else -1
+        value = (
+            int(rec.quantity.value) if rec.quantity.value.is_integer() and not rec.quantity.comparator else -1
+        )
     else:
         for codes in (rec.concept.codes if rec.concept else frozenset(), rec.interpretation):
             answers = _answer_values(codes, f"{kind}-", terminology)
@@ -402,14 +419,15 @@ def _staging(rec: ObservationRecord, terminology: Terminology) -> StagingFact | 
     m0 = _matching_code(rec.concept.codes, STAGING_M0, terminology)
     if (m1 is None) == (m0 is None):  # neither (MX, stage groups) or contradictory
         return None
-    return StagingFact(metastatic=m1 is not None, code=m1 or m0, date=rec.when, ref=rec.ref)  # type: ignore[arg-type]
+    code: Code = m1 or m0  # type: ignore[assignment]
+    return StagingFact(metastatic=m1 is not None, code=code, date=rec.when, ref=rec.ref)
 
 
 _RESULT_WORDS = {"positive": True, "detected": True, "negative": False, "not detected": False}
 
 
 def _test_result(rec: ObservationRecord, terminology: Terminology) -> bool | None:
-    """Positive / negative from the coded value, else the interpretation, else an exact word in valueString."""
+    """Positive/negative from the coded value, else the interpretation, else the exact word in valueString."""
     for codes in (rec.concept.codes if rec.concept else frozenset(), rec.interpretation):
         memberships = terminology.memberships(codes)
         positive, negative = RESULT_POSITIVE in memberships, RESULT_NEGATIVE in memberships
@@ -461,7 +479,9 @@ def _read_observations(records: Iterable[ObservationRecord], terminology: Termin
             if analyte is not None and rec.quantity is not None and not rec.quantity.comparator:
                 unit = rec.quantity.units[-1] if rec.quantity.units else ""
                 out.unconverted.setdefault(analyte.id, []).append(
-                    LabValue(analyte.id, rec.quantity.value, unit, rec.when, rec.ref, as_sent=rec.quantity.as_sent)
+                    LabValue(
+                        analyte.id, rec.quantity.value, unit, rec.when, rec.ref, as_sent=rec.quantity.as_sent
+                    )
                 )
                 break
         if ECOG_CODE in codes and (score := _score(rec, "ecog", terminology)):
@@ -500,7 +520,9 @@ def _condition_fact(rec: ConditionRecord, terminology: Terminology) -> Condition
     )
 
 
-def _medication_fact(rec: MedicationUseRecord, terminology: Terminology, today: date) -> MedicationFact | None:
+def _medication_fact(
+    rec: MedicationUseRecord, terminology: Terminology, today: date
+) -> MedicationFact | None:
     if rec.status in IGNORED_MEDICATION_STATUSES or (rec.status == "stopped" and rec.start is None):
         return None
     ingredients = terminology.ingredients_for(rec.medication.codes, rec.medication.text)
@@ -521,7 +543,7 @@ def first_metastasis(
     staging: Iterable[StagingFact],
     disease_status: Iterable[DiseaseStatusFact],
 ) -> tuple[date, str] | None:
-    """Earliest dated evidence of distant metastasis (condition onset, M1 staging, status) and its reference."""
+    """Earliest dated evidence of distant metastasis (condition onset, M1 staging, status) and its ref."""
     dated = [
         (c.onset, c.ref) for c in conditions if METASTATIC_DISEASE in c.valuesets and c.confirmed and c.onset
     ]
@@ -530,11 +552,14 @@ def first_metastasis(
     return min(dated) if dated else None
 
 
-def therapy_lines(medications: Iterable[MedicationFact], metastasis_date: date | None) -> tuple[TherapyLine, ...]:
+def therapy_lines(
+    medications: Iterable[MedicationFact], metastasis_date: date | None
+) -> tuple[TherapyLine, ...]:
     """Group systemic anticancer drugs into lines, oldest first (see `TherapyLine`).
 
-    Drugs started within LINE_JOIN_DAYS of a line's start join it; a later drug already in the line (a new order,
-    or the drug kept after a partner was dropped) stays in it; a later drug not in the line opens the next line.
+    Drugs started within LINE_JOIN_DAYS of a line's start join it; a later drug already in the line (a new
+    order, or the drug kept after a partner was dropped) stays in it; a later drug not in the line opens the
+    next line.
     Drugs without a start date or without a known ingredient cannot be placed and are left out.
     """
     drugs = sorted(
@@ -547,7 +572,8 @@ def therapy_lines(medications: Iterable[MedicationFact], metastasis_date: date |
         if current is not None:
             line_start = current[0].start
             line_ingredients = frozenset().union(*(m.ingredients for m in current))
-            if (drug.start - line_start).days <= LINE_JOIN_DAYS or drug.ingredients <= line_ingredients:  # type: ignore[operator]
+            joins = (drug.start - line_start).days <= LINE_JOIN_DAYS  # type: ignore[operator]
+            if joins or drug.ingredients <= line_ingredients:
                 current.append(drug)
                 continue
         groups.append([drug])
@@ -577,7 +603,7 @@ def therapy_lines(medications: Iterable[MedicationFact], metastasis_date: date |
 
 
 def observation_codes_to_read(terminology: Terminology) -> frozenset[Code]:
-    """Observation codes worth validating: every analyte's LOINC plus the scores, statuses, sizes and tests."""
+    """Observation codes worth validating: analyte LOINC codes plus scores, statuses, sizes and tests."""
     return frozenset((LOINC, code) for code in terminology.relevant_loinc()) | SPECIAL_OBSERVATION_CODES
 
 
@@ -609,10 +635,13 @@ def _facts_from_records(
         patient_ref=patient.ref if patient else (f"Patient/{patient_id}" if patient_id else None),
         birth_date=patient.birth_date if patient else None,
         sex=patient.gender if patient else None,
-        conditions=tuple(sorted(conditions, key=lambda c: (c.onset is not None, c.onset or date.min, c.ref),
-                                reverse=True)),
+        conditions=tuple(
+            sorted(conditions, key=lambda c: (c.onset is not None, c.onset or date.min, c.ref), reverse=True)
+        ),
         labs={analyte: _newest_first(values) for analyte, values in sorted(obs.labs.items())},
-        unconverted_labs={analyte: _newest_first(values) for analyte, values in sorted(obs.unconverted.items())},
+        unconverted_labs={
+            analyte: _newest_first(values) for analyte, values in sorted(obs.unconverted.items())
+        },
         ecog=_newest_first(obs.ecog),
         karnofsky=_newest_first(obs.karnofsky),
         disease_status=_newest_first(obs.disease_status),

@@ -1,14 +1,15 @@
 """Raw FHIR R4 JSON -> validated R4B models -> plain records: the only module that imports fhir.resources.
 
 Reading has three steps, each forgiving:
-1. flatten: Bundles (also nested) are unwrapped; anything that is not a JSON object with a resourceType is ignored;
-2. select on the raw dicts, before validating (validation costs ~0.4 ms a resource): only the resource types the
-   facts stage reads, only Observations whose code is wanted, only resources about the patient;
+1. flatten: Bundles (also nested) are unwrapped; anything not a JSON object with a resourceType is ignored;
+2. select on the raw dicts, before validating (validation costs ~0.4 ms a resource): only the resource types
+   the facts stage reads, only Observations whose code is wanted, only resources about the patient;
 3. validate each selected resource alone with its R4B model. A resource that fails is skipped: its reference
    (never its content) is logged on "cds_service.fhir" and returned in `skipped`.
 
 The records keep FHIR's structure where the facts stage needs it (status codes, dates, codings) but no FHIR
-types: the facts stage reads plain dataclasses only. Clinical meaning (value sets, units, lines) is decided there.
+types: the facts stage reads plain dataclasses only. Clinical meaning (value sets, units, lines) is decided
+there.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ MODELS: Mapping[str, Any] = {
 }
 
 
-# --- plain records -------------------------------------------------------------------------------------------
+# --- plain records ------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ class ObservationRecord:
 
 @dataclass(frozen=True)
 class MedicationUseRecord:
-    """A MedicationStatement or MedicationRequest with its medication resolved (inline, contained or bundled)."""
+    """A MedicationStatement or MedicationRequest, its medication resolved (inline, contained or bundled)."""
 
     ref: str
     kind: str  # "MedicationStatement" | "MedicationRequest"
@@ -155,7 +156,7 @@ class PatientRecords:
     skipped: tuple[str, ...] = ()
 
 
-# --- step 1 and 2: flatten and select on raw JSON --------------------------------------------------------------
+# --- step 1 and 2: flatten and select on raw JSON -----------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,9 @@ def _flatten(items: Iterable[Any]) -> Iterator[_Raw]:
                 for entry in entries:
                     if isinstance(entry, Mapping):
                         url = entry.get("fullUrl")
-                        yield from walk(entry.get("resource"), url if isinstance(url, str) else None, depth + 1)
+                        yield from walk(
+                            entry.get("resource"), url if isinstance(url, str) else None, depth + 1
+                        )
             return
         position += 1
         rid = obj.get("id")
@@ -242,7 +245,9 @@ def _selected(raws: list[_Raw], observation_codes: frozenset[Code], patient_id: 
         if rtype == "Patient":
             if patient_id is not None and raw.resource.get("id") != patient_id:
                 continue
-        elif rtype == "Observation" and not any(c in observation_codes for c in _raw_codes(raw.resource.get("code"))):
+        elif rtype == "Observation" and not any(
+            c in observation_codes for c in _raw_codes(raw.resource.get("code"))
+        ):
             continue
         if patient_id is not None and rtype not in ("Patient", "Medication"):
             reference = _raw_reference(raw.resource)
@@ -252,7 +257,7 @@ def _selected(raws: list[_Raw], observation_codes: frozenset[Code], patient_id: 
     return kept
 
 
-# --- step 3: validate, then convert to records -----------------------------------------------------------------
+# --- step 3: validate, then convert to records --------------------------------------------------------------
 
 
 def _validated(raw: _Raw) -> Any | None:
@@ -265,7 +270,7 @@ def _validated(raw: _Raw) -> Any | None:
 
 
 def as_date(value: Any) -> date | None:
-    """Return the calendar date of a FHIR date/dateTime/instant; a partial date ("2024-05") is its first day."""
+    """Return the calendar date of a FHIR date, dateTime or instant; a partial date is its first day."""
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
@@ -322,7 +327,9 @@ def _amount(quantity: Any) -> Amount | None:
     value = _number(quantity.value)
     if value is None:
         return None
-    units = tuple(dict.fromkeys(u.strip() for u in (quantity.code, quantity.unit) if isinstance(u, str) and u.strip()))
+    units = tuple(
+        dict.fromkeys(u.strip() for u in (quantity.code, quantity.unit) if isinstance(u, str) and u.strip())
+    )
     return Amount(value, units, quantity.comparator)
 
 

@@ -1,8 +1,8 @@
 """Test helpers for the facts stage: a Terminology read straight from the YAML catalog, and FHIR builders.
 
-Kept apart from the catalog loader (cds_service/catalog.py) on purpose: these tests need only the vocabulary, not
-trials, and must not depend on a catalog that is still being written. A minimal `systemic-anticancer` value set is
-added when mappings/valuesets/ does not define one yet.
+Kept apart from the catalog loader (cds_service/catalog.py) on purpose: these tests need only the vocabulary,
+not trials, and must not depend on a catalog that is still being written. A minimal `systemic-anticancer`
+value set is added when mappings/valuesets/ does not define one yet.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ from cds_service.terminology import (
 REPO = Path(__file__).resolve().parents[1]
 MAPPINGS = REPO / "mappings"
 THIRDPARTY = Path(__file__).resolve().parents[2] / "shared" / "thirdparty-fhir"
-ANTICANCER = ("pembrolizumab nivolumab ipilimumab avelumab axitinib cabozantinib sunitinib sorafenib everolimus "
-              "pazopanib lenvatinib tivozanib belzutifan temsirolimus").split()
+ANTICANCER = (
+    "pembrolizumab nivolumab ipilimumab avelumab axitinib cabozantinib sunitinib sorafenib everolimus "
+    "pazopanib lenvatinib tivozanib belzutifan temsirolimus"
+).split()
 
 
 def _valueset(entry: Mapping[str, Any]) -> ValueSet:
@@ -78,7 +80,7 @@ def load_terminology(directory: Path = MAPPINGS, extra: Iterable[ValueSet] = ())
     return Terminology.build(valuesets.values(), analytes, ingredients)
 
 
-# --- FHIR JSON builders -----------------------------------------------------------------------------------------
+# --- FHIR JSON builders -------------------------------------------------------------------------------------
 
 LOINC_URI = "http://loinc.org"
 SNOMED_URI = "http://snomed.info/sct"
@@ -97,7 +99,12 @@ def patient(pid: str = "p1", birth: str = "1966-01-01", gender: str = "male") ->
 
 
 def observation(
-    oid: str, loinc: str, when: str = "2026-11-16", status: str = "final", subject: str = "Patient/p1", **value: Any
+    oid: str,
+    loinc: str,
+    when: str = "2026-11-16",
+    status: str = "final",
+    subject: str = "Patient/p1",
+    **value: Any,
 ) -> dict[str, Any]:
     res = {
         "resourceType": "Observation",
@@ -118,11 +125,15 @@ def quantity(value: float, unit: str, system: str | None = "http://unitsofmeasur
     return q
 
 
-def lab(oid: str, loinc: str, value: float, unit: str, when: str = "2026-11-16", **extra: Any) -> dict[str, Any]:
+def lab(
+    oid: str, loinc: str, value: float, unit: str, when: str = "2026-11-16", **extra: Any
+) -> dict[str, Any]:
     return observation(oid, loinc, when, valueQuantity=quantity(value, unit), **extra)
 
 
-def condition(cid: str, system: str, code: str, onset: str | None = "2025-01-10", **extra: Any) -> dict[str, Any]:
+def condition(
+    cid: str, system: str, code: str, onset: str | None = "2025-01-10", **extra: Any
+) -> dict[str, Any]:
     res: dict[str, Any] = {
         "resourceType": "Condition",
         "id": cid,
@@ -135,8 +146,14 @@ def condition(cid: str, system: str, code: str, onset: str | None = "2025-01-10"
     return res
 
 
-def med_statement(mid: str, rxnorm: str | None, start: str, end: str | None = None, status: str = "active",
-                  text: str | None = None) -> dict[str, Any]:
+def med_statement(
+    mid: str,
+    rxnorm: str | None,
+    start: str,
+    end: str | None = None,
+    status: str = "active",
+    text: str | None = None,
+) -> dict[str, Any]:
     res: dict[str, Any] = {
         "resourceType": "MedicationStatement",
         "id": mid,

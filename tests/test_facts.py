@@ -35,13 +35,16 @@ def status(code: str) -> dict:
     return {"coding": [{"code": code}]}
 
 
-# --- patient --------------------------------------------------------------------------------------------------
+# --- patient ------------------------------------------------------------------------------------------------
 
 
 def test_demographics_and_age():
     facts = facts_of(patient(birth="1966-11-22", gender="female"), patient_id="p1")
     assert (facts.patient_ref, facts.birth_date, facts.sex, facts.age) == (
-        "Patient/p1", date(1966, 11, 22), "female", 59
+        "Patient/p1",
+        date(1966, 11, 22),
+        "female",
+        59,
     )
 
 
@@ -50,7 +53,7 @@ def test_no_patient_resource_leaves_demographics_unknown():
     assert (facts.patient_ref, facts.birth_date, facts.sex, facts.age) == ("Patient/p1", None, None, None)
 
 
-# --- conditions -----------------------------------------------------------------------------------------------
+# --- conditions ---------------------------------------------------------------------------------------------
 
 
 def test_condition_valuesets_from_codes_and_histology():
@@ -82,16 +85,20 @@ def test_resolved_conditions_are_history(clinical):
 
 
 def test_provisional_condition_is_not_confirmed():
-    (fact,) = facts_of(condition("c1", SNOMED_URI, "702391001", verificationStatus=status("provisional"))).conditions
+    (fact,) = facts_of(
+        condition("c1", SNOMED_URI, "702391001", verificationStatus=status("provisional"))
+    ).conditions
     assert fact.confirmed is False
 
 
 def test_onset_falls_back_to_recorded_date():
-    (fact,) = facts_of(condition("c1", SNOMED_URI, "702391001", onset=None, recordedDate="2024-02-03")).conditions
+    (fact,) = facts_of(
+        condition("c1", SNOMED_URI, "702391001", onset=None, recordedDate="2024-02-03")
+    ).conditions
     assert fact.onset == date(2024, 2, 3)
 
 
-# --- labs -----------------------------------------------------------------------------------------------------
+# --- labs ---------------------------------------------------------------------------------------------------
 
 
 def test_latest_value_comes_first_with_its_date_and_ref():
@@ -102,11 +109,21 @@ def test_latest_value_comes_first_with_its_date_and_ref():
     )
     first = facts.labs["creatinine"][0]
     assert (first.ref, first.date, first.as_sent) == ("Observation/new", date(2026, 11, 16), "97 umol/L")
-    assert [v.ref for v in facts.labs["creatinine"]] == ["Observation/new", "Observation/mid", "Observation/old"]
+    assert [v.ref for v in facts.labs["creatinine"]] == [
+        "Observation/new",
+        "Observation/mid",
+        "Observation/old",
+    ]
 
 
 def test_reference_range_from_the_observation():
-    res = lab("a", "1975-2", 1.0, "mg/dL", referenceRange=[{"low": quantity(0.3, "mg/dL"), "high": quantity(1.0, "mg/dL")}])
+    res = lab(
+        "a",
+        "1975-2",
+        1.0,
+        "mg/dL",
+        referenceRange=[{"low": quantity(0.3, "mg/dL"), "high": quantity(1.0, "mg/dL")}],
+    )
     value = facts_of(res).labs["bilirubin"][0]
     assert (value.low, value.high) == (0.3, 1.0)
 
@@ -130,12 +147,14 @@ def test_observation_status_usable(obs_status):
     assert facts_of(lab("a", "2160-0", 1.0, "mg/dL", status=obs_status)).labs["creatinine"][0].value == 1.0
 
 
-# --- scores, status, staging, size, blood pressure, pregnancy --------------------------------------------------------
+# --- scores, status, staging, size, blood pressure, pregnancy -----------------------------------------------
 
 
 def test_ecog_minus_one_is_discarded():
-    facts = facts_of(observation("e1", "89247-1", valueInteger=-1), observation("e2", "89247-1", "2026-01-01",
-                                                                               valueInteger=2))
+    facts = facts_of(
+        observation("e1", "89247-1", valueInteger=-1),
+        observation("e2", "89247-1", "2026-01-01", valueInteger=2),
+    )
     assert [(s.value, s.ref) for s in facts.ecog] == [(2, "Observation/e2")]
 
 
@@ -166,8 +185,12 @@ def test_karnofsky_from_answer_code():
         (SNOMED_URI, "97509-4", "271299001", "worsened"),
         (SNOMED_URI, "88040-1", "268910001", "improved"),
         (SNOMED_URI, "97509-4", "399409002", "metastatic"),
-        ("http://hl7.org/fhir/us/mcode/CodeSystem/snomed-requested-cs", "97509-4", "USCRS-352236",
-         "complete-remission"),
+        (
+            "http://hl7.org/fhir/us/mcode/CodeSystem/snomed-requested-cs",
+            "97509-4",
+            "USCRS-352236",
+            "complete-remission",
+        ),
     ],
 )
 def test_disease_status(code_system, loinc, value, expected):
@@ -176,7 +199,10 @@ def test_disease_status(code_system, loinc, value, expected):
 
 
 def test_unknown_disease_status_value_gives_no_fact():
-    assert facts_of(observation("s", "97509-4", valueCodeableConcept=concept(SNOMED_URI, "1234"))).disease_status == ()
+    assert (
+        facts_of(observation("s", "97509-4", valueCodeableConcept=concept(SNOMED_URI, "1234"))).disease_status
+        == ()
+    )
 
 
 def test_m_category_staging_snomed_and_ajcc():
@@ -187,13 +213,16 @@ def test_m_category_staging_snomed_and_ajcc():
     mx = observation("mx", "21907-1", valueCodeableConcept=concept(AJCC_URI, "cMX"))
     facts = facts_of(m1, m0, snomed_code, mx)
     assert [(s.ref, s.metastatic) for s in facts.staging] == [
-        ("Observation/m2", True), ("Observation/m1", True), ("Observation/m0", False)
+        ("Observation/m2", True),
+        ("Observation/m1", True),
+        ("Observation/m0", False),
     ]
 
 
 def test_tumour_size_longest_component_focus_and_site():
     res = observation(
-        "t1", "21889-1",
+        "t1",
+        "21889-1",
         component=[
             {"code": concept(LOINC_URI, "33728-7"), "valueQuantity": quantity(45, "mm")},
             {"code": concept(LOINC_URI, "33729-5"), "valueQuantity": quantity(6, "cm")},
@@ -207,23 +236,33 @@ def test_tumour_size_longest_component_focus_and_site():
 
 
 def test_tumour_size_without_longest_component_takes_the_largest_dimension():
-    res = observation("t1", "21889-1", component=[
-        {"code": concept(LOINC_URI, "33729-5"), "valueQuantity": quantity(2, "cm")},
-        {"code": concept(LOINC_URI, "33729-5"), "valueQuantity": quantity(31, "mm")},
-    ])
+    res = observation(
+        "t1",
+        "21889-1",
+        component=[
+            {"code": concept(LOINC_URI, "33729-5"), "valueQuantity": quantity(2, "cm")},
+            {"code": concept(LOINC_URI, "33729-5"), "valueQuantity": quantity(31, "mm")},
+        ],
+    )
     assert facts_of(res).tumour_sizes[0].longest_cm == pytest.approx(3.1)
 
 
 def test_blood_pressure_panel_and_standalone_readings():
-    panel = observation("bp", "85354-9", "2026-11-10", component=[
-        {"code": concept(LOINC_URI, "8480-6"), "valueQuantity": quantity(152, "mm[Hg]")},
-        {"code": concept(LOINC_URI, "8462-4"), "valueQuantity": quantity(91, "mm[Hg]")},
-    ])
+    panel = observation(
+        "bp",
+        "85354-9",
+        "2026-11-10",
+        component=[
+            {"code": concept(LOINC_URI, "8480-6"), "valueQuantity": quantity(152, "mm[Hg]")},
+            {"code": concept(LOINC_URI, "8462-4"), "valueQuantity": quantity(91, "mm[Hg]")},
+        ],
+    )
     systolic = observation("sys", "8480-6", "2026-11-12", valueQuantity=quantity(138, "mm[Hg]"))
     wrong_unit = observation("kpa", "8480-6", "2026-11-13", valueQuantity=quantity(18, "kPa"))
     facts = facts_of(panel, systolic, wrong_unit)
     assert [(b.ref, b.systolic, b.diastolic) for b in facts.blood_pressure] == [
-        ("Observation/sys", 138, None), ("Observation/bp", 152, 91)
+        ("Observation/sys", 138, None),
+        ("Observation/bp", 152, 91),
     ]
 
 
@@ -245,7 +284,7 @@ def test_pregnancy_tests(loinc, value, positive):
     assert [t.positive for t in facts.pregnancy_tests] == ([] if positive is None else [positive])
 
 
-# --- medications and lines --------------------------------------------------------------------------------------
+# --- medications and lines ----------------------------------------------------------------------------------
 
 
 def test_product_code_maps_to_ingredient_and_drug_class():
@@ -267,7 +306,9 @@ def test_ignored_statement_statuses(med_status):
 
 def test_cancelled_request_and_stopped_before_start_are_ignored():
     base = {
-        "resourceType": "MedicationRequest", "intent": "order", "subject": {"reference": "Patient/p1"},
+        "resourceType": "MedicationRequest",
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
         "medicationCodeableConcept": concept(RXNORM_URI, "1242999"),
     }
     cancelled = base | {"id": "r1", "status": "cancelled", "authoredOn": "2026-09-01"}
@@ -279,8 +320,14 @@ def test_cancelled_request_and_stopped_before_start_are_ignored():
 
 @pytest.mark.parametrize(
     ("med_status", "end", "active"),
-    [("active", None, True), ("active", "2026-11-30", True), ("active", "2026-11-01", False),
-     ("on-hold", None, True), ("completed", None, False), ("stopped", "2026-10-01", False)],
+    [
+        ("active", None, True),
+        ("active", "2026-11-30", True),
+        ("active", "2026-11-01", False),
+        ("on-hold", None, True),
+        ("completed", None, False),
+        ("stopped", "2026-10-01", False),
+    ],
 )
 def test_active_medication(med_status, end, active):
     (med,) = facts_of(med_statement("m1", "1242999", "2026-01-01", end, status=med_status)).medications
@@ -297,7 +344,11 @@ def test_nivolumab_after_nivolumab_ipilimumab_is_one_line():
     (line,) = facts.therapy_lines
     assert line.ingredients == frozenset({"nivolumab", "ipilimumab"})
     assert (line.number, line.start, line.end, line.ongoing, line.metastatic_setting) == (
-        1, date(2026, 1, 5), None, True, True
+        1,
+        date(2026, 1, 5),
+        None,
+        True,
+        True,
     )
     assert set(line.refs) == {"MedicationStatement/n1", "MedicationStatement/i1", "MedicationStatement/n2"}
 
@@ -309,7 +360,11 @@ def test_sunitinib_then_cabozantinib_are_two_lines():
         med_statement("c", "1790173", "2025-05-20"),
     )
     first, second = facts.therapy_lines
-    assert (first.ingredients, first.end, first.ongoing) == (frozenset({"sunitinib"}), date(2025, 5, 1), False)
+    assert (first.ingredients, first.end, first.ongoing) == (
+        frozenset({"sunitinib"}),
+        date(2025, 5, 1),
+        False,
+    )
     assert (second.number, second.ingredients, second.ongoing) == (2, frozenset({"cabozantinib"}), True)
 
 
@@ -326,7 +381,9 @@ def test_line_setting_depends_on_the_metastasis_date():
     metastatic = med_statement("met", "1242999", "2026-03-01")
     unknown = facts_of(adjuvant, metastatic).therapy_lines
     assert [line.metastatic_setting for line in unknown] == [None, None]
-    known = facts_of(adjuvant, metastatic, condition("m", ICD10CM, "C78.01", onset="2026-03-15")).therapy_lines
+    known = facts_of(
+        adjuvant, metastatic, condition("m", ICD10CM, "C78.01", onset="2026-03-15")
+    ).therapy_lines
     assert [line.metastatic_setting for line in known] == [False, True]
 
 
@@ -335,26 +392,37 @@ def test_non_anticancer_drugs_do_not_make_lines():
     assert facts.therapy_lines == () and "anticoagulant" in facts.medications[0].valuesets
 
 
-# --- procedures -------------------------------------------------------------------------------------------------
+# --- procedures ---------------------------------------------------------------------------------------------
 
 
 def test_only_completed_procedures_count():
     def procedure(pid, proc_status):
         return {
-            "resourceType": "Procedure", "id": pid, "status": proc_status, "subject": {"reference": "Patient/p1"},
-            "code": concept(SNOMED_URI, "116033007"), "performedPeriod": {"start": "2023-04-02"},
+            "resourceType": "Procedure",
+            "id": pid,
+            "status": proc_status,
+            "subject": {"reference": "Patient/p1"},
+            "code": concept(SNOMED_URI, "116033007"),
+            "performedPeriod": {"start": "2023-04-02"},
         }
 
-    facts = facts_of(procedure("a", "completed"), procedure("b", "entered-in-error"), procedure("c", "not-done"))
+    facts = facts_of(
+        procedure("a", "completed"), procedure("b", "entered-in-error"), procedure("c", "not-done")
+    )
     assert [(p.ref, p.date) for p in facts.procedures] == [("Procedure/a", date(2023, 4, 2))]
     assert "nephrectomy" in facts.procedures[0].valuesets
 
 
-# --- robustness -------------------------------------------------------------------------------------------------
+# --- robustness ---------------------------------------------------------------------------------------------
 
 
 def test_skipped_resources_are_reported():
-    bad = {"resourceType": "Condition", "id": "bad", "code": "not a concept", "subject": {"reference": "Patient/p1"}}
+    bad = {
+        "resourceType": "Condition",
+        "id": "bad",
+        "code": "not a concept",
+        "subject": {"reference": "Patient/p1"},
+    }
     facts = facts_of(bad, condition("ok", ICD10CM, "C64.9"))
     assert facts.skipped == ("Condition/bad",)
     assert [c.ref for c in facts.conditions] == ["Condition/ok"]

@@ -23,7 +23,12 @@ def test_bundles_are_unwrapped_and_unwanted_observations_are_not_read():
             {"resource": lab("cr", "2160-0", 1.0, "mg/dL")},
             {"resource": lab("glucose", "2345-7", 99, "mg/dL")},
             {"resource": {"resourceType": "Encounter", "id": "e1", "status": "finished"}},
-            {"resource": {"resourceType": "Bundle", "entry": [{"resource": lab("cr2", "2160-0", 1.1, "mg/dL")}]}},
+            {
+                "resource": {
+                    "resourceType": "Bundle",
+                    "entry": [{"resource": lab("cr2", "2160-0", 1.1, "mg/dL")}],
+                }
+            },
         ],
     }
     records = read_records([bundle], WANTED, "p1")
@@ -32,7 +37,10 @@ def test_bundles_are_unwrapped_and_unwanted_observations_are_not_read():
 
 
 def test_invalid_resource_is_skipped_and_logged_by_reference_only(caplog):
-    bad = lab("bad", "2160-0", 1.0, "mg/dL") | {"valueQuantity": {"value": "lots"}, "note": [{"text": "secret"}]}
+    bad = lab("bad", "2160-0", 1.0, "mg/dL") | {
+        "valueQuantity": {"value": "lots"},
+        "note": [{"text": "secret"}],
+    }
     good = lab("good", "2160-0", 1.0, "mg/dL")
     with caplog.at_level(logging.WARNING, logger="cds_service.fhir"):
         records = read_records([bad, good, "garbage", 42, None, {"no": "type"}], WANTED)
@@ -70,7 +78,9 @@ def test_icd10_oid_form_is_normalised():
 
 
 def test_condition_onset_from_period_and_recorded_date():
-    res = condition("c1", ICD10CM, "C64.1", onset=None, onsetPeriod={"start": "2024-03-05"}, recordedDate="2024-04-01")
+    res = condition(
+        "c1", ICD10CM, "C64.1", onset=None, onsetPeriod={"start": "2024-03-05"}, recordedDate="2024-04-01"
+    )
     rec = read_records([res], WANTED).conditions[0]
     assert (rec.onset, rec.recorded) == (date(2024, 3, 5), date(2024, 4, 1))
 
@@ -98,7 +108,9 @@ def _statement(**medication):
 def test_contained_medication_is_resolved():
     res = _statement(
         medicationReference={"reference": "#m1"},
-        contained=[{"resourceType": "Medication", "id": "m1", "code": concept(RXNORM_URI, "1657191", "Opdivo")}],
+        contained=[
+            {"resourceType": "Medication", "id": "m1", "code": concept(RXNORM_URI, "1657191", "Opdivo")}
+        ],
     )
     use = read_records([res], WANTED).medication_uses[0]
     assert use.medication.codes == frozenset({(RXNORM, "1657191")})
@@ -110,8 +122,10 @@ def test_bundled_medication_is_resolved_by_reference_and_full_url():
     med = {"resourceType": "Medication", "id": "m9", "code": {"text": "Inlyta 5 mg tablet"}}
     by_ref = _statement(medicationReference={"reference": "Medication/m9"})
     by_url = _statement(medicationReference={"reference": "urn:uuid:abc"}) | {"id": "ms2"}
-    bundle = {"resourceType": "Bundle", "entry": [{"fullUrl": "urn:uuid:abc", "resource": med},
-                                                  {"resource": by_ref}, {"resource": by_url}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "entry": [{"fullUrl": "urn:uuid:abc", "resource": med}, {"resource": by_ref}, {"resource": by_url}],
+    }
     uses = read_records([bundle], WANTED).medication_uses
     assert [u.medication.text for u in uses] == ["Inlyta 5 mg tablet", "Inlyta 5 mg tablet"]
 
@@ -131,11 +145,16 @@ def test_request_dates_from_dosage_bounds_then_authored_on():
         "subject": {"reference": "Patient/p1"},
         "medicationCodeableConcept": concept(RXNORM_URI, "1242999"),
         "authoredOn": "2026-01-02",
-        "dosageInstruction": [{"timing": {"repeat": {"boundsPeriod": {"start": "2026-01-05", "end": "2026-06-30"}}}}],
+        "dosageInstruction": [
+            {"timing": {"repeat": {"boundsPeriod": {"start": "2026-01-05", "end": "2026-06-30"}}}}
+        ],
     }
     plain = request | {"id": "mr2", "dosageInstruction": []}
     uses = read_records([request, plain], WANTED).medication_uses
-    assert [(u.start, u.end) for u in uses] == [(date(2026, 1, 5), date(2026, 6, 30)), (date(2026, 1, 2), None)]
+    assert [(u.start, u.end) for u in uses] == [
+        (date(2026, 1, 5), date(2026, 6, 30)),
+        (date(2026, 1, 2), None),
+    ]
 
 
 def test_observation_dates_fall_back_in_order():
@@ -149,8 +168,13 @@ def test_observation_dates_fall_back_in_order():
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("2024", date(2024, 1, 1)), ("2024-05", date(2024, 5, 1)), ("2024-05-06", date(2024, 5, 6)),
-     ("garbage", None), (None, None)],
+    [
+        ("2024", date(2024, 1, 1)),
+        ("2024-05", date(2024, 5, 1)),
+        ("2024-05-06", date(2024, 5, 6)),
+        ("garbage", None),
+        (None, None),
+    ],
 )
 def test_partial_dates_read_as_their_first_day(raw, expected):
     assert as_date(raw) == expected

@@ -62,8 +62,12 @@ def test_value_is_converted_to_the_canonical_unit(analyte, loinc, value, unit, e
 
 @pytest.mark.parametrize(
     ("analyte", "loinc", "unit"),
-    [("creatinine", "2160-0", "mmol/L"), ("hemoglobin", "718-7", "%"), ("weight", "29463-7", "stone"),
-     ("platelets", "777-3", "10*6/uL")],
+    [
+        ("creatinine", "2160-0", "mmol/L"),
+        ("hemoglobin", "718-7", "%"),
+        ("weight", "29463-7", "stone"),
+        ("platelets", "777-3", "10*6/uL"),
+    ],
 )
 def test_unknown_unit_is_not_used(analyte, loinc, unit):
     assert _single(analyte, loinc, 5, unit) is None
@@ -94,7 +98,10 @@ def test_tumour_size_in_mm_and_cm():
     cm = observation("t1", "21889-1", "2026-10-01", valueQuantity=quantity(3.5, "cm"))
     mm = observation("t2", "33728-7", "2026-11-01", valueQuantity=quantity(52, "mm"))
     sizes = build_facts([cm, mm], TERMINOLOGY, TODAY).tumour_sizes
-    assert [(s.ref, s.longest_cm) for s in sizes] == [("Observation/t2", pytest.approx(5.2)), ("Observation/t1", 3.5)]
+    assert [(s.ref, s.longest_cm) for s in sizes] == [
+        ("Observation/t2", pytest.approx(5.2)),
+        ("Observation/t1", 3.5),
+    ]
 
 
 def test_tumour_size_in_an_unknown_unit_is_not_used():
