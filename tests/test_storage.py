@@ -1,0 +1,150 @@
+"""Storage on SQLite: idempotent feedback, audit trail, JWT replay cache, several writers at once."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cds_service.storage import DATABASE_FILE, Storage, default_database_url
+
+NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+CARD_UUID = "00000000-0000-4000-8000-000000000001"
+OVERRIDDEN = {
+    "card": CARD_UUID,
+    "outcome": "overridden",
+    "overrideReason": {
+        "reason": {"system": "http://example.org/override", "code": "not-interested", "display": "Not interested"},
+        "userComment": "Patient prefers local treatment",
+    },
+    "outcomeTimestamp": "2026-11-21T09:05:31Z",
+}
+
+
+@pytest.fixture
+def storage(tmp_path: Path):
+    store = Storage(default_database_url(tmp_path / "instance"))
+    yield store
+    store.close()
+
+
+def card(uuid: str, nct_id: str, verdict: str = "possibly-eligible") -> dict:
+    return {
+        "uuid": uuid,
+        "summary": "s",
+        "extension": {"org.trialmatch.eligibility": {"nctId": nct_id, "verdict": verdict, "criteria": []}},
+    }
+
+
+def test_default_database_is_a_file_in_a_created_instance_folder(tmp_path: Path):
+    url = default_database_url(tmp_path / "a" / "instance")
+    assert url == f"sqlite:///{tmp_path / 'a' / 'instance' / DATABASE_FILE}"
+    assert (tmp_path / "a" / "instance").is_dir()
+
+
+def test_sqlite_runs_in_wal_mode(storage: Storage, tmp_path: Path):
+    assert storage.ping()
+    with sqlite3.connect(tmp_path / "instance" / DATABASE_FILE) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_repeated_feedback_item_is_stored_once(storage: Storage):
+    accepted = {"card": "c-2", "outcome": "accepted", "acceptedSuggestions": [{"id": "s-1"}],
+                "outcomeTimestamp": "2026-11-21T09:06:00Z"}
+    assert storage.record_feedback("mrcc-trials", [OVERRIDDEN, accepted, OVERRIDDEN]) == 2
+    assert storage.record_feedback("mrcc-trials", [OVERRIDDEN]) == 0
+    assert [item["card"] for item in storage.iter_feedback()] == [CARD_UUID, "c-2"]
+
+
+def test_the_same_item_for_another_service_is_another_item(storage: Storage):
+    assert storage.record_feedback("mrcc-trials", [OVERRIDDEN]) == 1
+    assert storage.record_feedback("other-service", [OVERRIDDEN]) == 1
+
+
+def test_feedback_export_names_the_trial_of_the_card(storage: Storage):
+    storage.record_audit(
+        hook_instance="hi-1",
+        service_id="mrcc-trials",
+        patient_id="pt-1",
+        cards=[card(CARD_UUID, "NCT06903312"), card("c-9", "NCT04299646", "likely-eligible")],
+        catalog_version="v1",
+        duration_ms=12,
+    )
+    storage.record_feedback("mrcc-trials", [OVERRIDDEN, {**OVERRIDDEN, "card": "unknown-card"}])
+    exported = list(storage.iter_feedback())
+    assert exported[0] == {
+        "card": CARD_UUID,
+        "outcome": "overridden",
+        "reason": {"system": "http://example.org/override", "code": "not-interested", "display": "Not interested"},
+        "comment": "Patient prefers local treatment",
+        "acceptedSuggestions": None,
+        "timestamp": "2026-11-21T09:05:31Z",
+        "serviceId": "mrcc-trials",
+        "nctId": "NCT06903312",
+    }
+    assert exported[1]["nctId"] is None
+
+
+def test_the_audit_row_holds_ids_and_verdicts_only(storage: Storage, tmp_path: Path):
+    storage.record_audit(
+        hook_instance="hi-1",
+        service_id="mrcc-trials",
+        patient_id="pt-1",
+        cards=[card(CARD_UUID, "NCT06903312")],
+        catalog_version="v1",
+        duration_ms=12,
+    )
+    with sqlite3.connect(tmp_path / "instance" / DATABASE_FILE) as connection:
+        row = connection.execute(
+            "SELECT hook_instance, service_id, patient_id, cards, catalog_version, duration_ms FROM audit"
+        ).fetchone()
+    assert row == (
+        "hi-1",
+        "mrcc-trials",
+        "pt-1",
+        f'[{{"uuid": "{CARD_UUID}", "nctId": "NCT06903312", "verdict": "possibly-eligible"}}]',
+        "v1",
+        12,
+    )
+
+
+def test_a_jti_is_accepted_once_until_it_expires(storage: Storage):
+    expires = NOW + timedelta(minutes=5)
+    assert storage.remember_jti("jti-1", expires, now=NOW) is True
+    assert storage.remember_jti("jti-1", expires, now=NOW + timedelta(minutes=4)) is False
+    assert storage.remember_jti("jti-2", expires, now=NOW) is True
+    later = NOW + timedelta(minutes=6)
+    assert storage.remember_jti("jti-1", later + timedelta(minutes=5), now=later) is True
+
+
+def test_expired_jtis_are_purged(storage: Storage, tmp_path: Path):
+    storage.remember_jti("old", NOW, now=NOW - timedelta(minutes=1))
+    storage.remember_jti("new", NOW + timedelta(hours=1), now=NOW)
+    with sqlite3.connect(tmp_path / "instance" / DATABASE_FILE) as connection:
+        assert connection.execute("SELECT jti FROM seen_jti").fetchall() == [("new",)]
+
+
+def test_several_storages_write_the_same_file_at_once(tmp_path: Path):
+    url = default_database_url(tmp_path / "instance")
+    stores = [Storage(url) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def write(store: Storage, worker: int) -> None:
+        try:
+            for i in range(25):
+                store.record_feedback("mrcc-trials", [{**OVERRIDDEN, "card": f"card-{worker}-{i}"}, OVERRIDDEN])
+        except BaseException as exc:  # collected and asserted below: a thread cannot fail the test itself
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(store, n)) for n, store in enumerate(stores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(list(stores[0].iter_feedback())) == 4 * 25 + 1
+    for store in stores:
+        store.close()
