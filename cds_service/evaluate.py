@@ -1,0 +1,179 @@
+"""Evaluate every trial of the catalog for one patient: criterion outcomes, verdicts and arms.
+
+`Engine` compiles every criterion, anchor and cohort rule once. Equal rules (same canonical text, in any
+trial) become one `Rule` object, evaluated at most once per patient: trials sharing their anchors share that
+evaluation, and trials are grouped by their anchors so that a group whose anchors are not all `met` is settled
+without looking at any other criterion. Derived values are memoised in the per-patient `EvaluationContext`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cds_service.catalog import Catalog, Criterion, Trial
+from cds_service.facts import PatientFacts
+from cds_service.rules import EvaluationContext, LeafResult, Rule, compile_rule
+from cds_service.verdicts import RECRUITING_STATUSES, CriterionResult, Outcome, TrialResult, Truth, Verdict
+
+_INCLUSION_OUTCOME: Mapping[Truth, Outcome] = {
+    Truth.TRUE: Outcome.MET,
+    Truth.FALSE: Outcome.NOT_MET,
+    Truth.UNKNOWN: Outcome.UNKNOWN,
+    Truth.CLINICIAN: Outcome.CLINICIAN,
+}
+# An exclusion's rule describes the excluding situation: true excludes.
+_EXCLUSION_OUTCOME: Mapping[Truth, Outcome] = {
+    **_INCLUSION_OUTCOME,
+    Truth.TRUE: Outcome.NOT_MET,
+    Truth.FALSE: Outcome.MET,
+}
+_VERDICT_ORDER = {
+    Verdict.LIKELY: 0,
+    Verdict.POSSIBLY: 1,
+    Verdict.NOT_ELIGIBLE: 2,
+    Verdict.NOT_RECRUITING: 3,
+    Verdict.NOT_CONSIDERED: 4,
+}
+
+
+class EngineError(ValueError):
+    """The catalog cannot be evaluated (an anchor names no criterion); rule errors are `rules.RuleError`."""
+
+
+@dataclass(frozen=True)
+class EvaluationPolicy:
+    """Recency windows (days) for measurements without their own `max_age_days`."""
+
+    lab_max_age_days: int = 30
+    performance_max_age_days: int = 60
+
+
+def outcome_of(criterion_type: str, truth: Truth) -> Outcome:
+    """Map a rule's value to the criterion's outcome (an exclusion that applies is `not-met`)."""
+    return (_EXCLUSION_OUTCOME if criterion_type == "exclusion" else _INCLUSION_OUTCOME)[truth]
+
+
+def verdict_of(status: str, anchors_met: bool, outcomes: list[Outcome]) -> Verdict:
+    """Verdict of a trial from its status, its anchors and its criterion outcomes."""
+    if status not in RECRUITING_STATUSES:
+        return Verdict.NOT_RECRUITING
+    if not anchors_met:
+        return Verdict.NOT_CONSIDERED
+    if Outcome.NOT_MET in outcomes:
+        return Verdict.NOT_ELIGIBLE
+    if all(o in (Outcome.MET, Outcome.CLINICIAN) for o in outcomes):
+        return Verdict.LIKELY
+    return Verdict.POSSIBLY
+
+
+@dataclass(frozen=True)
+class _Criterion:
+    source: Criterion
+    rule: Rule | None  # None: left to the clinician
+
+    def result(self, facts: PatientFacts, engine: Engine, context: EvaluationContext) -> CriterionResult:
+        c = self.source
+        if self.rule is None:
+            outcome, reason, evidence = Outcome.CLINICIAN, c.clinician or "", ()
+        else:
+            value = engine.run(self.rule, facts, context)
+            outcome, reason, evidence = outcome_of(c.type, value.truth), value.reason, value.evidence
+        return CriterionResult(c.id, c.type, c.text, outcome, reason, evidence, c.heading)
+
+
+@dataclass(frozen=True)
+class _Trial:
+    source: Trial
+    criteria: tuple[_Criterion, ...]  # in file order
+    anchors: tuple[_Criterion, ...]
+    cohorts: tuple[tuple[str, Rule], ...]
+
+    @property
+    def anchor_key(self) -> tuple[str, ...]:
+        return tuple(f"{a.source.type}:{a.rule.key if a.rule else ''}" for a in self.anchors)
+
+
+class Engine:
+    """Compiled catalog; `evaluate(facts)` returns one `TrialResult` per trial, best verdicts first."""
+
+    def __init__(self, catalog: Catalog, policy: EvaluationPolicy | None = None) -> None:
+        self.catalog = catalog
+        self.policy = policy or EvaluationPolicy()
+        self._rules: dict[str, Rule] = {}
+        groups: dict[tuple[str, ...], list[_Trial]] = {}
+        for trial in catalog.trials:
+            compiled = self._compile_trial(trial)
+            groups.setdefault(compiled.anchor_key, []).append(compiled)
+        self._groups = tuple(tuple(group) for group in groups.values())
+
+    @property
+    def distinct_rules(self) -> int:
+        """Number of distinct compiled rules (criteria, anchors and cohorts of every trial)."""
+        return len(self._rules)
+
+    def _intern(self, raw: Mapping[str, object], path: str) -> Rule:
+        rule = compile_rule(raw, path)
+        return self._rules.setdefault(rule.key, rule)
+
+    def _compile_trial(self, trial: Trial) -> _Trial:
+        key = trial.info.key
+        criteria = tuple(
+            _Criterion(c, self._intern(c.rule, f"{key}/criteria/{c.id}/rule") if c.rule is not None else None)
+            for c in trial.criteria
+        )
+        by_id = {c.source.id: c for c in criteria}
+        missing = [a for a in trial.anchors if a not in by_id or by_id[a].rule is None]
+        if missing:
+            raise EngineError(f"{key}: anchor {missing[0]!r} names no criterion with a rule")
+        cohorts = tuple(
+            (cohort.label, self._intern(cohort.rule, f"{key}/cohorts/{i}/rule"))
+            for i, cohort in enumerate(trial.cohorts)
+        )
+        return _Trial(trial, criteria, tuple(by_id[a] for a in trial.anchors), cohorts)
+
+    def context(self) -> EvaluationContext:
+        """A fresh per-patient context (memo of rule results and derived values)."""
+        return EvaluationContext(
+            terminology=self.catalog.terminology,
+            lab_max_age_days=self.policy.lab_max_age_days,
+            performance_max_age_days=self.policy.performance_max_age_days,
+        )
+
+    def run(self, rule: Rule, facts: PatientFacts, context: EvaluationContext) -> LeafResult:
+        """Evaluate a compiled rule at most once per patient (context)."""
+        return context.remember(("rule", rule.key), lambda: rule.evaluate(facts, context))
+
+    def evaluate(self, facts: PatientFacts) -> tuple[TrialResult, ...]:
+        """Evaluate every trial of the catalog for one patient, sorted: likely, possibly, then the rest."""
+        context = self.context()
+        results: list[TrialResult] = []
+        for group in self._groups:
+            anchors_met = all(
+                outcome_of(a.source.type, self.run(a.rule, facts, context).truth) is Outcome.MET
+                for a in group[0].anchors
+                if a.rule is not None
+            )
+            for trial in group:
+                results.append(self._trial_result(trial, facts, context, anchors_met))
+        results.sort(key=lambda r: (_VERDICT_ORDER[r.verdict], r.trial.key))
+        return tuple(results)
+
+    def _trial_result(
+        self, trial: _Trial, facts: PatientFacts, context: EvaluationContext, anchors_met: bool
+    ) -> TrialResult:
+        evaluated = trial.criteria if anchors_met else trial.anchors
+        criteria = tuple(c.result(facts, self, context) for c in evaluated)
+        arm = None
+        if anchors_met:
+            arm = next(
+                (
+                    label
+                    for label, rule in trial.cohorts
+                    if self.run(rule, facts, context).truth is Truth.TRUE
+                ),
+                None,
+            )
+        info = trial.source.info
+        verdict = verdict_of(info.status, anchors_met, [c.outcome for c in criteria])
+        return TrialResult(info, verdict, criteria, arm, self.catalog.version)
