@@ -74,7 +74,7 @@ def line(
 MAN = PatientFacts(today=TODAY, birth_date=date(1966, 1, 1), sex="male")  # 60 years old
 
 
-# --- Cockcroft-Gault ---------------------------------------------------------------------------------------------
+# --- Cockcroft-Gault
 
 
 def test_cockcroft_gault_worked_example_man():
@@ -104,7 +104,7 @@ def test_cockcroft_gault_ignores_creatinine_older_than_since():
     assert creatinine_clearance(facts, since=date(2026, 10, 22)) is None
 
 
-# --- limits of normal ----------------------------------------------------------------------------------------------
+# --- limits of normal
 
 
 def test_uln_from_the_observation_range_first():
@@ -127,7 +127,7 @@ def test_lln_uses_the_sex_specific_default():
     assert limit_multiple(lab("hemoglobin", 12.6), analyte, None, "low") is None
 
 
-# --- corrected calcium ---------------------------------------------------------------------------------------------
+# --- corrected calcium
 
 
 def test_corrected_calcium_worked_example():
@@ -142,7 +142,7 @@ def test_corrected_calcium_needs_an_albumin_close_in_time():
     assert corrected_calcium(facts) is None
 
 
-# --- treatment history ---------------------------------------------------------------------------------------------
+# --- treatment history
 
 
 def test_weeks_on_current_regimen():
@@ -174,7 +174,7 @@ def test_metastatic_line_count():
     assert metastatic_line_count(replace(MAN, therapy_lines=unknown_setting)) is None
 
 
-# --- disease history -----------------------------------------------------------------------------------------------
+# --- disease history
 
 
 def test_synchronous_when_metastasis_within_90_days():
@@ -239,7 +239,7 @@ def test_primary_size_found_by_body_site():
     assert nct06903312_cohort(replace(MAN, tumour_sizes=(size(6.0, focus=()),)), TERMINOLOGY) is None
 
 
-# --- IMDC ----------------------------------------------------------------------------------------------------------
+# --- IMDC ---------------------------------------------------------------------------------------------------
 
 KPS_90 = ScoreFact("karnofsky", 90, RECENT, "Observation/kps")
 FAVOURABLE = with_labs(
