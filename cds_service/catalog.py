@@ -37,6 +37,11 @@ from cds_service.verdicts import TrialInfo
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 # Hooks this service answers; a service listed for any other hook could never be called.
 SUPPORTED_HOOKS = frozenset({"patient-view"})
+# Modules that read value sets by name, and the constant listing those names.
+STAGES_READING_VALUESETS = (
+    ("cds_service.facts", "VALUESETS_READ_BY_FACTS"),
+    ("cds_service.rules", "VALUESETS_READ_BY_RULES"),
+)
 # Rule parameters that name a value set.
 VALUESET_PARAMETERS = ("valueset", "contrary", "except")
 
@@ -431,8 +436,12 @@ def load_catalog(directory: Path) -> Catalog:
         (_build_analyte(entry) for entry in loaded.analytes),
         (_build_ingredient(entry) for entry in loaded.ingredients),
     )
-    used = set(_names_read_by_code("cds_service.facts", "VALUESETS_READ_BY_FACTS"))
-    used |= _names_read_by_code("cds_service.rules", "VALUESETS_READ_BY_RULES")
+    used: set[str] = set()
+    for module_name, attribute in STAGES_READING_VALUESETS:
+        read_by_stage = _names_read_by_code(module_name, attribute)
+        used |= read_by_stage
+        for missing in sorted(read_by_stage - set(terminology.valuesets)):
+            problems.append(Problem("valuesets", "", f"value set {missing!r} read by {module_name} is missing"))
     trial_ids: dict[str, str] = {}
     for file, doc in loaded.trials:
         if doc["id"] in trial_ids:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cds_service.catalog import CatalogError, load_catalog
+from cds_service.catalog import SCHEMA_DIR, CatalogError, load_catalog
 from cds_service.config import DEFAULT_MAPPINGS_DIR
 from cds_service.terminology import ICD10CM, INGREDIENT, RXNORM, SNOMED
 
@@ -127,6 +129,9 @@ DEFECTS: list[tuple[str, Callable[[Path], None], str, str, str]] = [
     ("key given twice",
      write_text("trials/RESORT.yaml", "id: RESORT\nstatus: COMPLETED\nstatus: RECRUITING\n"),
      "trials/RESORT.yaml", "line 3, column 1", "duplicate key 'status'"),
+    ("value set a stage reads by name is missing",
+     edit(CONDITIONS, lambda doc: doc.update(valuesets=[v for v in doc["valuesets"] if v["id"] != "pregnancy"])),
+     "valuesets", "", "'pregnancy' read by cds_service."),
     ("file name differs from the id", edit(TRIAL, lambda doc: doc.update(id="NCT06903313")),
      TRIAL, "id", "differs from the file name"),
 ]
@@ -148,7 +153,7 @@ def test_each_defect_is_reported_with_file_and_path(
     error = caught.value
     matching = [p for p in error.problems if p.file == file and p.path == path and words in p.message]
     assert matching, str(error)
-    assert f"{file}: {path}: " in str(error)
+    assert f"{file}: {path or '(top)'}: " in str(error)
 
 
 def test_error_lists_every_problem_first_one_first(copy: Path) -> None:
@@ -225,3 +230,33 @@ def test_version_is_a_hash_of_every_file(copy: Path, catalog) -> None:
     with (copy / "trials" / "RESORT.yaml").open("a", encoding="utf-8") as handle:
         handle.write("# a comment changes the version\n")
     assert load_catalog(copy).version != catalog.version
+
+
+def readme_leaf_table() -> dict[str, set[str]]:
+    """Leaf operators of mappings/README.md and the backticked words of their parameter column."""
+    text = (DEFAULT_MAPPINGS_DIR / "README.md").read_text(encoding="utf-8")
+    table = text.split("### Leaf operators", 1)[1]
+    leaves: dict[str, set[str]] = {}
+    for row in table.splitlines():
+        cells = [cell.strip() for cell in row.strip().strip("|").split(" | ")]
+        if len(cells) < 3 or not cells[0].startswith("`"):
+            continue
+        words = {w for token in re.findall(r"`([^`]+)`", cells[1]) for w in token.split()}
+        for name in re.findall(r"`([^`]+)`", cells[0]):
+            leaves[name] = words
+    return leaves
+
+
+def test_schema_defines_exactly_the_leaf_operators_of_the_readme() -> None:
+    schema = json.loads((SCHEMA_DIR / "trial.schema.json").read_text(encoding="utf-8"))
+    rule = schema["$defs"]["rule"]["properties"]
+    readme = readme_leaf_table()
+    assert set(rule) - {"all", "any", "not"} == set(readme)
+    for name, words in readme.items():
+        leaf = rule[name]
+        if leaf.get("type") != "object":
+            continue
+        params = set(leaf["properties"]) - {"if_true", "if_false", "note"}
+        assert params <= words, f"{name}: parameters missing from the README"
+        values = json.dumps(leaf)
+        assert all(w in params or f'"{w}"' in values or w == "false" for w in words), name
