@@ -441,7 +441,8 @@ def load_catalog(directory: Path) -> Catalog:
         read_by_stage = _names_read_by_code(module_name, attribute)
         used |= read_by_stage
         for missing in sorted(read_by_stage - set(terminology.valuesets)):
-            problems.append(Problem("valuesets", "", f"value set {missing!r} read by {module_name} is missing"))
+            message = f"value set {missing!r} read by {module_name} is missing"
+            problems.append(Problem("valuesets", "", message))
     trial_ids: dict[str, str] = {}
     for file, doc in loaded.trials:
         if doc["id"] in trial_ids:

@@ -18,6 +18,7 @@ from cds_service.terminology import ICD10CM, INGREDIENT, RXNORM, SNOMED
 
 TRIAL = "trials/NCT06903312.yaml"
 CONDITIONS = "valuesets/conditions.yaml"
+PREGNANCY = "pregnancy"
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +131,8 @@ DEFECTS: list[tuple[str, Callable[[Path], None], str, str, str]] = [
      write_text("trials/RESORT.yaml", "id: RESORT\nstatus: COMPLETED\nstatus: RECRUITING\n"),
      "trials/RESORT.yaml", "line 3, column 1", "duplicate key 'status'"),
     ("value set a stage reads by name is missing",
-     edit(CONDITIONS, lambda doc: doc.update(valuesets=[v for v in doc["valuesets"] if v["id"] != "pregnancy"])),
-     "valuesets", "", "'pregnancy' read by cds_service."),
+     edit(CONDITIONS, lambda doc: doc.update(valuesets=[v for v in doc["valuesets"] if v["id"] != PREGNANCY])),
+     "valuesets", "", f"{PREGNANCY!r} read by cds_service."),
     ("file name differs from the id", edit(TRIAL, lambda doc: doc.update(id="NCT06903313")),
      TRIAL, "id", "differs from the file name"),
 ]
