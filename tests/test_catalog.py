@@ -18,7 +18,6 @@ from cds_service.terminology import ICD10CM, INGREDIENT, RXNORM, SNOMED
 
 TRIAL = "trials/NCT06903312.yaml"
 CONDITIONS = "valuesets/conditions.yaml"
-PREGNANCY = "pregnancy"
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +61,13 @@ def index_of(directory: Path, criterion_id: str) -> int:
 
 def set_rule(criterion_id: str, rule: Any) -> Callable[[Path], None]:
     return edit(TRIAL, lambda doc: criterion(doc, criterion_id).update(rule=rule))
+
+
+def drop_valueset(valueset_id: str) -> Callable[[Path], None]:
+    def change(doc: dict[str, Any]) -> None:
+        doc["valuesets"] = [v for v in doc["valuesets"] if v["id"] != valueset_id]
+
+    return edit(CONDITIONS, change)
 
 
 def add_valueset(entry: dict[str, Any]) -> Callable[[Path], None]:
@@ -131,8 +137,8 @@ DEFECTS: list[tuple[str, Callable[[Path], None], str, str, str]] = [
      write_text("trials/RESORT.yaml", "id: RESORT\nstatus: COMPLETED\nstatus: RECRUITING\n"),
      "trials/RESORT.yaml", "line 3, column 1", "duplicate key 'status'"),
     ("value set a stage reads by name is missing",
-     edit(CONDITIONS, lambda doc: doc.update(valuesets=[v for v in doc["valuesets"] if v["id"] != PREGNANCY])),
-     "valuesets", "", f"{PREGNANCY!r} read by cds_service."),
+     drop_valueset("pregnancy"),
+     "valuesets", "", "'pregnancy' read by cds_service."),
     ("file name differs from the id", edit(TRIAL, lambda doc: doc.update(id="NCT06903313")),
      TRIAL, "id", "differs from the file name"),
 ]
