@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -139,16 +139,17 @@ def _validator(schema_name: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema)
 
 
-def _pointer(parts: Iterator[Any] | list[Any] | tuple[Any, ...]) -> str:
+def _pointer(parts: Iterable[Any]) -> str:
     return "/".join(str(p) for p in parts)
 
 
 def _schema_problem(file: str, error: jsonschema.ValidationError) -> Problem:
     """Turn a schema error into a short message whose path points at the offending key where possible."""
     path = list(error.absolute_path)
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = set(error.schema.get("properties", {}))
-        extra = sorted(str(k) for k in error.instance if k not in allowed)
+    allowed = set(error.schema.get("properties", {}))
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    extra = sorted(str(k) for k in instance if k not in allowed)
+    if error.validator == "additionalProperties" and extra:
         path.append(extra[0])
         allowed_list = ", ".join(sorted(allowed))
         return Problem(file, _pointer(path), f"unknown key {extra[0]!r} (allowed: {allowed_list})")
@@ -186,14 +187,16 @@ def _read_yaml(directory: Path, path: Path) -> tuple[Any, list[Problem]]:
 def catalog_version(directory: Path) -> str:
     """Return the first 16 hex digits of a sha256 over every file's relative path and bytes, in path order."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and not _hidden(directory, p)):
-        digest.update(path.relative_to(directory).as_posix().encode("utf-8") + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+    files = {p.relative_to(directory).as_posix(): p for p in directory.rglob("*") if p.is_file()}
+    for name in sorted(n for n in files if not _hidden(n)):
+        digest.update(name.encode("utf-8") + b"\0")
+        digest.update(files[name].read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
-def _hidden(directory: Path, path: Path) -> bool:
-    return any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(directory).parts)
+def _hidden(relative_name: str) -> bool:
+    """Editor and cache files are not part of the catalog."""
+    return any(part.startswith(".") or part == "__pycache__" for part in relative_name.split("/"))
 
 
 @dataclass
