@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import quote
 
 from cds_service.config import Settings
-from cds_service.fhir_fetch import FetchJob, FhirFetcher, FetchResult, next_link
+from cds_service.fhir_fetch import FetchJob, FetchResult, FhirFetcher, next_link
 from cds_service.hook_request import HookRequest
 
 # The trials' anchors (diagnosis and stage) come from these keys: without them no trial can be considered.
@@ -108,11 +108,11 @@ def gather_patient_data(
             url = expand_template(template, request.context) if next_url is None else next_url
             pages_left = settings.fhir_max_pages - (0 if next_url is None else 1)
             if url is None:
-                notes[key] = f"{_cap(label)} could not be read (the query needs a context value not given)."
+                notes[key] = f"{_cap(label)} could not be read (the query needs a context value not given)"
             elif fetcher is None:
                 notes[key] = _cannot_fetch_note(label, request, partial=resources is not None)
             elif pages_left <= 0:
-                notes[key] = f"Not all {label} could be read (stopped after {settings.fhir_max_pages} pages)."
+                notes[key] = f"Not all {label} could be read (stopped after {settings.fhir_max_pages} pages)"
             else:
                 jobs[key] = FetchJob(url, pages_left)
     _check_required(templates, gathered, jobs, notes)
@@ -209,14 +209,14 @@ def _check_patient(request: HookRequest) -> None:
 def _cannot_fetch_note(label: str, request: HookRequest, partial: bool) -> str:
     why = "no FHIR server was given" if request.fhir_server is None else "no FHIR access token was given"
     if partial:
-        return f"Not all {label} could be read (only the first page was prefetched, and {why})."
-    return f"{_cap(label)} could not be read (missing from the prefetch, and {why})."
+        return f"Not all {label} could be read (only the first page was prefetched, and {why})"
+    return f"{_cap(label)} could not be read (missing from the prefetch, and {why})"
 
 
 def _fetch_note(label: str, result: FetchResult, partial: bool) -> str:
     if partial:
-        return f"Not all {label} could be read from the FHIR server ({result.problem})."
-    return f"{_cap(label)} could not be read from the FHIR server ({result.problem})."
+        return f"Not all {label} could be read from the FHIR server ({result.problem})"
+    return f"{_cap(label)} could not be read from the FHIR server ({result.problem})"
 
 
 def _token_value(token: str, context: Mapping[str, Any]) -> str | None:

@@ -142,8 +142,12 @@ class Storage:
             ).inserted_primary_key[0]
             for card in shown:
                 if card.get("uuid"):
-                    row = {"card_uuid": card["uuid"], "audit_id": audit_id, "nct_id": card.get("nctId"),
-                           "verdict": card.get("verdict")}
+                    row = {
+                        "card_uuid": card["uuid"],
+                        "audit_id": audit_id,
+                        "nct_id": card.get("nctId"),
+                        "verdict": card.get("verdict"),
+                    }
                     _insert_ignore(connection, audit_card, row)
 
     def remember_jti(self, jti: str, expires_at: datetime, now: datetime | None = None) -> bool:

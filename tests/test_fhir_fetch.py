@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 import requests
 import responses
+from fake_fhir import BASE, TOKEN, bearer_headers
 
 from cds_service.fhir_fetch import FetchJob, FhirFetcher, next_link
-from tests.fake_fhir import BASE, TOKEN, bearer_headers
 
 SEARCH = "Condition?patient=pt-1"
 

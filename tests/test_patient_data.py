@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import responses
+from fake_fhir import BASE, TOKEN, bearer_headers, load_request, serve, service_templates
 
 from cds_service.config import load_settings
 from cds_service.hook_request import parse_hook_request
@@ -17,7 +18,6 @@ from cds_service.patient_data import (
     expand_template,
     gather_patient_data,
 )
-from tests.fake_fhir import BASE, TOKEN, bearer_headers, load_request, serve, service_templates
 
 CONTEXT = {"patientId": "pt-rcc-1", "userId": "Practitioner/dr-1"}
 ALL_KEYS = tuple(service_templates())
@@ -121,7 +121,7 @@ def test_next_link_to_another_host_is_not_followed(rsps):
     assert "Condition/cond-lung-mets" not in references(data)
     assert data.notes == (
         "Not all conditions could be read from the FHIR server (a link pointing outside the FHIR server "
-        "was not followed).",
+        "was not followed)",
     )
     assert data.unavailable == frozenset({"Condition"})
     assert len(rsps.calls) == 0
@@ -138,8 +138,8 @@ def test_no_fhir_server_and_optional_keys_missing_gives_notes():
     del document["prefetch"]["procedures"], document["prefetch"]["medicationStatements"]
     data = gather(document)
     assert data.notes == (
-        "Medication statements could not be read (missing from the prefetch, and no FHIR server was given).",
-        "Procedures could not be read (missing from the prefetch, and no FHIR server was given).",
+        "Medication statements could not be read (missing from the prefetch, and no FHIR server was given)",
+        "Procedures could not be read (missing from the prefetch, and no FHIR server was given)",
     )
     assert data.unavailable == frozenset({"MedicationStatement", "Procedure"})
 
@@ -171,7 +171,7 @@ def test_an_optional_key_that_fails_gives_a_note_and_the_rest_is_used(rsps):
     for key in ALL_KEYS:
         serve(rsps, key, CONTEXT, **({"status": 500} if key == "procedures" else {}))
     data = gather(load_request("no-prefetch"))
-    assert data.notes == ("Procedures could not be read from the FHIR server (HTTP 500).",)
+    assert data.notes == ("Procedures could not be read from the FHIR server (HTTP 500)",)
     assert data.unavailable == frozenset({"Procedure"})
     assert sorted(references(data)) == sorted(r for r in full_references() if not r.startswith("Procedure/"))
 

@@ -13,11 +13,12 @@ from cds_service.storage import DATABASE_FILE, Storage, default_database_url
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 CARD_UUID = "00000000-0000-4000-8000-000000000001"
+REASON = {"system": "http://example.org/override", "code": "not-interested", "display": "Not interested"}
 OVERRIDDEN = {
     "card": CARD_UUID,
     "outcome": "overridden",
     "overrideReason": {
-        "reason": {"system": "http://example.org/override", "code": "not-interested", "display": "Not interested"},
+        "reason": REASON,
         "userComment": "Patient prefers local treatment",
     },
     "outcomeTimestamp": "2026-11-21T09:05:31Z",
@@ -52,8 +53,12 @@ def test_sqlite_runs_in_wal_mode(storage: Storage, tmp_path: Path):
 
 
 def test_a_repeated_feedback_item_is_stored_once(storage: Storage):
-    accepted = {"card": "c-2", "outcome": "accepted", "acceptedSuggestions": [{"id": "s-1"}],
-                "outcomeTimestamp": "2026-11-21T09:06:00Z"}
+    accepted = {
+        "card": "c-2",
+        "outcome": "accepted",
+        "acceptedSuggestions": [{"id": "s-1"}],
+        "outcomeTimestamp": "2026-11-21T09:06:00Z",
+    }
     assert storage.record_feedback("mrcc-trials", [OVERRIDDEN, accepted, OVERRIDDEN]) == 2
     assert storage.record_feedback("mrcc-trials", [OVERRIDDEN]) == 0
     assert [item["card"] for item in storage.iter_feedback()] == [CARD_UUID, "c-2"]
@@ -78,7 +83,7 @@ def test_feedback_export_names_the_trial_of_the_card(storage: Storage):
     assert exported[0] == {
         "card": CARD_UUID,
         "outcome": "overridden",
-        "reason": {"system": "http://example.org/override", "code": "not-interested", "display": "Not interested"},
+        "reason": REASON,
         "comment": "Patient prefers local treatment",
         "acceptedSuggestions": None,
         "timestamp": "2026-11-21T09:05:31Z",
@@ -135,7 +140,8 @@ def test_several_storages_write_the_same_file_at_once(tmp_path: Path):
     def write(store: Storage, worker: int) -> None:
         try:
             for i in range(25):
-                store.record_feedback("mrcc-trials", [{**OVERRIDDEN, "card": f"card-{worker}-{i}"}, OVERRIDDEN])
+                items = [{**OVERRIDDEN, "card": f"card-{worker}-{i}"}, OVERRIDDEN]
+                store.record_feedback("mrcc-trials", items)
         except BaseException as exc:  # collected and asserted below: a thread cannot fail the test itself
             errors.append(exc)
 

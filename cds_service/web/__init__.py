@@ -1,0 +1,58 @@
+"""The Flask application: `create_app` builds it; nothing here runs at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flask import Flask
+
+from cds_service.catalog import load_catalog
+from cds_service.config import load_settings
+from cds_service.logs import configure_logging
+from cds_service.pipeline import Matcher, random_uuid
+from cds_service.storage import Storage, default_database_url
+from cds_service.web import hooks, openapi, sandbox
+from cds_service.web.auth import init_auth
+from cds_service.web.cors import init_cors
+from cds_service.web.errors import init_errors
+from cds_service.web.request_log import init_request_log
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the service: settings (defaults < CDS_* env < `config`), catalog, matcher, storage, routes.
+
+    `config` may also hold "UUID_FACTORY" (callable giving card uuids, for deterministic tests) and
+    "INSTANCE_PATH" (the folder of the default SQLite database); every other key is a Settings field.
+    """
+    overrides = dict(config or {})
+    uuid_factory: Callable[[], str] = overrides.pop("UUID_FACTORY", None) or random_uuid
+    instance_path = overrides.pop("INSTANCE_PATH", None)
+    settings = load_settings(overrides)
+    configure_logging(settings.log_level)
+
+    app = Flask(__name__, instance_path=str(instance_path) if instance_path else None)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # keep the order in which cards and their fields were built
+
+    catalog = load_catalog(settings.mappings_dir)  # a bad catalog stops the start, naming file and path
+    storage = Storage(settings.database_url or default_database_url(app.instance_path))
+    app.extensions[hooks.STATE_KEY] = hooks.ServiceState(
+        settings=settings,
+        catalog=catalog,
+        matcher=Matcher(catalog, settings, uuid_factory),
+        storage=storage,
+    )
+
+    init_request_log(app)  # first: every request is logged and starts without a stale request id
+    init_errors(app)
+    init_cors(app)  # before authentication: preflights are answered without a JWT
+    init_auth(app, settings, storage.remember_jti)  # the single place where authentication is installed
+    app.register_blueprint(hooks.bp)
+    app.register_blueprint(openapi.bp)
+    app.register_blueprint(sandbox.bp)
+    log.info("service ready with %d trial(s) in the catalog", len(catalog.trials))
+    return app

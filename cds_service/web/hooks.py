@@ -1,0 +1,119 @@
+"""CDS Hooks endpoints: discovery, service calls, feedback, health. Views validate, call the core, answer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from cds_service.catalog import Catalog, ServiceDefinition
+from cds_service.config import Settings
+from cds_service.hook_request import parse_feedback, parse_hook_request
+from cds_service.logs import bind_request_id
+from cds_service.patient_data import gather_patient_data
+from cds_service.pipeline import Matcher
+from cds_service.storage import Storage
+from cds_service.web.auth import authorize_fhir_server
+from cds_service.web.errors import UnknownService
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("hooks", __name__)
+
+STATE_KEY = "cds"
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """What the views need, built once by create_app."""
+
+    settings: Settings
+    catalog: Catalog
+    matcher: Matcher
+    storage: Storage
+
+
+def _state() -> ServiceState:
+    return current_app.extensions[STATE_KEY]
+
+
+def _definitions(service_id: str) -> list[ServiceDefinition]:
+    """Every discovery entry with this id (CDS Hooks lets one id serve several hooks)."""
+    definitions = [s for s in _state().catalog.services if s.id == service_id]
+    if not definitions:
+        raise UnknownService(f"no CDS service with id {service_id!r}; GET /cds-services lists them")
+    return definitions
+
+
+def discovery_entry(service: ServiceDefinition) -> dict[str, Any]:
+    entry = {
+        "hook": service.hook,
+        "id": service.id,
+        "title": service.title,
+        "description": service.description,
+        "prefetch": dict(service.prefetch),
+        "usageRequirements": service.usage_requirements,
+    }
+    return {key: value for key, value in entry.items() if value not in (None, "", {}, [])}
+
+
+@bp.get("/cds-services")
+def discovery() -> Response:
+    return jsonify(services=[discovery_entry(service) for service in _state().catalog.services])
+
+
+@bp.post("/cds-services/<service_id>")
+def call_service(service_id: str) -> Response:
+    started = time.perf_counter()
+    state = _state()
+    definitions = _definitions(service_id)
+    hook_request = parse_hook_request(
+        request.get_data(), {d.hook for d in definitions}, max_depth=state.settings.max_json_depth
+    )
+    bind_request_id(hook_request.hook_instance)
+    service = next(d for d in definitions if d.hook == hook_request.hook)
+    authorize_fhir_server(hook_request.fhir_server)
+    data = gather_patient_data(hook_request, service.prefetch, state.settings)
+    output = state.matcher.match(data.resources, hook_request.patient_id, data.notes, data.unavailable)
+    duration_ms = round((time.perf_counter() - started) * 1000)
+    state.storage.record_audit(
+        hook_instance=hook_request.hook_instance,
+        service_id=service_id,
+        patient_id=hook_request.patient_id,
+        cards=output.cards,
+        catalog_version=state.catalog.version,
+        duration_ms=duration_ms,
+    )
+    log.info(
+        "hook answered with %d card(s)",
+        len(output.cards),
+        extra={
+            "service": service_id,
+            "hook": hook_request.hook,
+            "patient_id": hook_request.patient_id,
+            "resources": len(data.resources),
+            "duration_ms": duration_ms,
+        },
+    )
+    return jsonify(cards=output.cards)
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str) -> Response:
+    _definitions(service_id)
+    state = _state()
+    items = parse_feedback(request.get_data(), max_depth=state.settings.max_json_depth)
+    stored = state.storage.record_feedback(service_id, items)
+    log.info("feedback stored: %d new of %d item(s)", stored, len(items), extra={"service": service_id})
+    return jsonify({})
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    state = _state()
+    if not state.storage.ping():
+        return jsonify(status="unavailable", message="the database does not answer"), 503
+    return jsonify(status="ok", catalogVersion=state.catalog.version, trials=len(state.catalog.trials)), 200

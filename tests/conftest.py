@@ -1,0 +1,52 @@
+"""Shared fixtures: a fresh sandbox app per test (own instance folder and database), its client, "today"."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+TODAY = date(2026, 11, 21)
+
+
+@pytest.fixture
+def today() -> date:
+    return TODAY
+
+
+@pytest.fixture
+def uuid_factory() -> Callable[[], str]:
+    """Deterministic card uuids: 00000000-0000-4000-8000-000000000001, ...002, ..."""
+    counter = itertools.count(1)
+    return lambda: f"00000000-0000-4000-8000-{next(counter):012d}"
+
+
+@pytest.fixture
+def app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, today: date, uuid_factory: Callable[[], str]
+) -> Iterator[Flask]:
+    from cds_service.web import create_app
+
+    for name in [name for name in os.environ if name.startswith("CDS_")]:
+        monkeypatch.delenv(name)  # the developer's environment must not change test results
+    application = create_app(
+        {
+            "SANDBOX": True,
+            "TODAY": today.isoformat(),
+            "UUID_FACTORY": uuid_factory,
+            "INSTANCE_PATH": tmp_path / "instance",
+        }
+    )
+    yield application
+    application.extensions["cds"].storage.close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
