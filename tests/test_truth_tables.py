@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 import yaml
+from factories import Patient, context
 
 from cds_service.rules import compile_rule, kleene_all, kleene_any, kleene_not
 from cds_service.verdicts import Truth
-from factories import Patient, context
 
 TABLES = yaml.safe_load((Path(__file__).parent / "truth_tables.yaml").read_text(encoding="utf-8"))
 
@@ -75,7 +75,10 @@ def test_nested_trees(case: dict[str, Any]) -> None:
     assert _evaluate(_as_rule(case["rule"])) is Truth(case["expected"])
 
 
-@pytest.mark.parametrize("case", TABLES["modifiers"], ids=[str(sorted(c.items())) for c in TABLES["modifiers"]])
+MODIFIER_IDS = [str(sorted(case.items())) for case in TABLES["modifiers"]]
+
+
+@pytest.mark.parametrize("case", TABLES["modifiers"], ids=MODIFIER_IDS)
 def test_modifiers(case: dict[str, Any]) -> None:
     ((name, params),) = LEAVES[case["leaf"]].items()
     modifiers = {key: case[key] for key in ("if_true", "if_false") if key in case}
