@@ -74,6 +74,10 @@ def sign(claims: dict[str, Any], key: SigningKey, **header: Any) -> str:
     return jwt.encode(claims, key.private_key, algorithm=key.alg, headers=headers)
 
 
+def bearer_header(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def write_issuers(path: Path, *entries: dict[str, Any]) -> Path:
     path.write_text(json.dumps({"issuers": list(entries)}), encoding="utf-8")
     return path

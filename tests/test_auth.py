@@ -17,6 +17,7 @@ from auth_support import (
     PUBLIC_BASE_URL,
     SERVICE_ID,
     app_config,
+    bearer_header,
     claims_for,
     feedback_body,
     hmac_token,
@@ -73,10 +74,6 @@ def jwks_server():
         yield mock
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def assert_bare_401(response) -> None:
     assert response.status_code == 401
     assert response.get_data() == b""
@@ -86,49 +83,49 @@ def assert_bare_401(response) -> None:
 PEM_SECRET = EC_KEY.public_pem()
 # name -> headers of a discovery call that must be refused
 ATTACKS = {
-    "alg-none": lambda: bearer(unsigned_token(claims_for(DISCOVERY_AUD), "ec-1")),
-    "hs256-with-public-key-as-secret": lambda: bearer(
+    "alg-none": lambda: bearer_header(unsigned_token(claims_for(DISCOVERY_AUD), "ec-1")),
+    "hs256-with-public-key-as-secret": lambda: bearer_header(
         hmac_token(claims_for(DISCOVERY_AUD), PEM_SECRET, "HS256", "ec-1")
     ),
-    "hs384-with-public-key-as-secret": lambda: bearer(
+    "hs384-with-public-key-as-secret": lambda: bearer_header(
         hmac_token(claims_for(DISCOVERY_AUD), PEM_SECRET, "HS384", "ec-1")
     ),
-    "rs256-valid-rsa-key": lambda: bearer(_rs256(claims_for(DISCOVERY_AUD))),
-    "unknown-kid": lambda: bearer(sign(claims_for(DISCOVERY_AUD), ATTACKER_OTHER)),
-    "kid-missing": lambda: bearer(_without_kid(claims_for(DISCOVERY_AUD))),
-    "wrong-iss": lambda: bearer(sign(claims_for(DISCOVERY_AUD, iss="https://evil.test"), EC_KEY)),
-    "missing-iss": lambda: bearer(sign(claims_for(DISCOVERY_AUD, iss=None), EC_KEY)),
-    "jku-not-allowlisted": lambda: bearer(
+    "rs256-valid-rsa-key": lambda: bearer_header(_rs256(claims_for(DISCOVERY_AUD))),
+    "unknown-kid": lambda: bearer_header(sign(claims_for(DISCOVERY_AUD), ATTACKER_OTHER)),
+    "kid-missing": lambda: bearer_header(_without_kid(claims_for(DISCOVERY_AUD))),
+    "wrong-iss": lambda: bearer_header(sign(claims_for(DISCOVERY_AUD, iss="https://evil.test"), EC_KEY)),
+    "missing-iss": lambda: bearer_header(sign(claims_for(DISCOVERY_AUD, iss=None), EC_KEY)),
+    "jku-not-allowlisted": lambda: bearer_header(
         sign(claims_for(DISCOVERY_AUD, iss=REMOTE_ISSUER), ATTACKER_OTHER, jku="https://evil.test/jwks.json")
     ),
-    "jku-on-pinned-issuer": lambda: bearer(
+    "jku-on-pinned-issuer": lambda: bearer_header(
         sign(claims_for(DISCOVERY_AUD), EC_KEY, jku="https://evil.test/j.json")
     ),
-    "bad-signature-same-kid": lambda: bearer(sign(claims_for(DISCOVERY_AUD), ATTACKER_EC)),
-    "signature-tampered": lambda: bearer(_tampered(sign(claims_for(DISCOVERY_AUD), EC_KEY))),
-    "es384-header-on-rsa-kid": lambda: bearer(_es384_with_rsa_kid(claims_for(DISCOVERY_AUD))),
-    "aud-other-endpoint": lambda: bearer(
+    "bad-signature-same-kid": lambda: bearer_header(sign(claims_for(DISCOVERY_AUD), ATTACKER_EC)),
+    "signature-tampered": lambda: bearer_header(_tampered(sign(claims_for(DISCOVERY_AUD), EC_KEY))),
+    "es384-header-on-rsa-kid": lambda: bearer_header(_es384_with_rsa_kid(claims_for(DISCOVERY_AUD))),
+    "aud-other-endpoint": lambda: bearer_header(
         sign(claims_for(f"{PUBLIC_BASE_URL}/cds-services/{SERVICE_ID}"), EC_KEY)
     ),
-    "aud-other-host": lambda: bearer(sign(claims_for("https://other.example/cds-services"), EC_KEY)),
-    "aud-missing": lambda: bearer(sign(claims_for(DISCOVERY_AUD, aud=None), EC_KEY)),
-    "exp-past": lambda: bearer(sign(claims_for(DISCOVERY_AUD, iat=NOW - 900, exp=NOW - 300), EC_KEY)),
-    "exp-missing": lambda: bearer(sign(claims_for(DISCOVERY_AUD, exp=None), EC_KEY)),
-    "exp-not-a-number": lambda: bearer(sign(claims_for(DISCOVERY_AUD, exp=str(NOW + 300)), EC_KEY)),
-    "iat-future-beyond-leeway": lambda: bearer(
+    "aud-other-host": lambda: bearer_header(sign(claims_for("https://other.example/cds-services"), EC_KEY)),
+    "aud-missing": lambda: bearer_header(sign(claims_for(DISCOVERY_AUD, aud=None), EC_KEY)),
+    "exp-past": lambda: bearer_header(sign(claims_for(DISCOVERY_AUD, iat=NOW - 900, exp=NOW - 300), EC_KEY)),
+    "exp-missing": lambda: bearer_header(sign(claims_for(DISCOVERY_AUD, exp=None), EC_KEY)),
+    "exp-not-a-number": lambda: bearer_header(sign(claims_for(DISCOVERY_AUD, exp=str(NOW + 300)), EC_KEY)),
+    "iat-future-beyond-leeway": lambda: bearer_header(
         sign(claims_for(DISCOVERY_AUD, iat=NOW + 600, exp=NOW + 900), EC_KEY)
     ),
-    "iat-missing": lambda: bearer(sign(claims_for(DISCOVERY_AUD, iat=None), EC_KEY)),
-    "lifetime-over-one-hour": lambda: bearer(sign(claims_for(DISCOVERY_AUD, lifetime=3601), EC_KEY)),
-    "jti-missing": lambda: bearer(sign(claims_for(DISCOVERY_AUD, jti=None), EC_KEY)),
-    "jti-empty": lambda: bearer(sign(claims_for(DISCOVERY_AUD, jti=""), EC_KEY)),
-    "typ-not-jwt": lambda: bearer(sign(claims_for(DISCOVERY_AUD), EC_KEY, typ="at+jwt")),
+    "iat-missing": lambda: bearer_header(sign(claims_for(DISCOVERY_AUD, iat=None), EC_KEY)),
+    "lifetime-over-one-hour": lambda: bearer_header(sign(claims_for(DISCOVERY_AUD, lifetime=3601), EC_KEY)),
+    "jti-missing": lambda: bearer_header(sign(claims_for(DISCOVERY_AUD, jti=None), EC_KEY)),
+    "jti-empty": lambda: bearer_header(sign(claims_for(DISCOVERY_AUD, jti=""), EC_KEY)),
+    "typ-not-jwt": lambda: bearer_header(sign(claims_for(DISCOVERY_AUD), EC_KEY, typ="at+jwt")),
     "no-authorization": lambda: {},
     "empty-authorization": lambda: {"Authorization": ""},
     "bearer-without-token": lambda: {"Authorization": "Bearer"},
     "bearer-garbage": lambda: {"Authorization": "Bearer not.a.jwt"},
     "bearer-two-parts": lambda: {"Authorization": "Bearer abc.def"},
-    "bearer-huge": lambda: bearer("a" * 20_000),
+    "bearer-huge": lambda: bearer_header("a" * 20_000),
     "token-without-scheme": lambda: {"Authorization": sign(claims_for(DISCOVERY_AUD), EC_KEY)},
     "basic-auth": lambda: {"Authorization": "Basic dXNlcjpwYXNzd29yZA=="},
 }
@@ -160,15 +157,15 @@ def test_attack_is_rejected_with_bare_401(client, jwks_server, attack):
 
 
 def test_replayed_jti_is_rejected(client):
-    headers = bearer(sign(claims_for(DISCOVERY_AUD), EC_KEY))
+    headers = bearer_header(sign(claims_for(DISCOVERY_AUD), EC_KEY))
     assert client.get(DISCOVERY, headers=headers).status_code == 200
     assert_bare_401(client.get(DISCOVERY, headers=headers))
 
 
 def test_same_jti_from_another_issuer_is_not_a_replay(client, jwks_server):
     shared_jti = "same-nonce"
-    first = bearer(sign(claims_for(DISCOVERY_AUD, jti=shared_jti), EC_KEY))
-    second = bearer(sign(claims_for(DISCOVERY_AUD, iss=REMOTE_ISSUER, jti=shared_jti), EC_KEY))
+    first = bearer_header(sign(claims_for(DISCOVERY_AUD, jti=shared_jti), EC_KEY))
+    second = bearer_header(sign(claims_for(DISCOVERY_AUD, iss=REMOTE_ISSUER, jti=shared_jti), EC_KEY))
     assert client.get(DISCOVERY, headers=first).status_code == 200
     assert client.get(DISCOVERY, headers=second).status_code == 200
 
@@ -176,17 +173,19 @@ def test_same_jti_from_another_issuer_is_not_a_replay(client, jwks_server):
 @pytest.mark.parametrize("key", [EC_KEY, RSA_KEY], ids=["ES384", "RS384"])
 def test_valid_token_is_accepted_on_every_endpoint(client, key):
     service = f"/cds-services/{SERVICE_ID}"
-    discovery = client.get(DISCOVERY, headers=bearer(sign(claims_for(DISCOVERY_AUD), key)))
+    discovery = client.get(DISCOVERY, headers=bearer_header(sign(claims_for(DISCOVERY_AUD), key)))
     assert discovery.status_code == 200
     assert discovery.get_json()["services"]
     call = client.post(
-        service, json=hook_body(), headers=bearer(sign(claims_for(PUBLIC_BASE_URL + service), key))
+        service, json=hook_body(), headers=bearer_header(sign(claims_for(PUBLIC_BASE_URL + service), key))
     )
     assert call.status_code == 200, call.get_data()
     assert "cards" in call.get_json()
     feedback_aud = PUBLIC_BASE_URL + service + "/feedback"
     fed = client.post(
-        service + "/feedback", json=feedback_body(), headers=bearer(sign(claims_for(feedback_aud), key))
+        service + "/feedback",
+        json=feedback_body(),
+        headers=bearer_header(sign(claims_for(feedback_aud), key)),
     )
     assert fed.status_code == 200
 
@@ -202,21 +201,25 @@ def test_valid_token_is_accepted_on_every_endpoint(client, key):
 )
 def test_valid_variants_are_accepted(client, changes):
     assert (
-        client.get(DISCOVERY, headers=bearer(sign(claims_for(DISCOVERY_AUD, **changes), EC_KEY))).status_code
+        client.get(
+            DISCOVERY, headers=bearer_header(sign(claims_for(DISCOVERY_AUD, **changes), EC_KEY))
+        ).status_code
         == 200
     )
 
 
 def test_aud_is_built_from_public_base_url_not_the_request_host(client):
     local_aud = "http://localhost/cds-services"  # what request.url would say inside the test client
-    assert_bare_401(client.get(DISCOVERY, headers=bearer(sign(claims_for(local_aud), EC_KEY))))
+    assert_bare_401(client.get(DISCOVERY, headers=bearer_header(sign(claims_for(local_aud), EC_KEY))))
 
 
 def test_jwks_url_is_fetched_cached_and_refreshed_on_unknown_kid(client, jwks_server, monkeypatch):
     monkeypatch.setattr(trust, "JWKS_MIN_REFRESH_SECONDS", 0.0)  # the limit itself is tested in test_trust.py
 
     def call(key):
-        return client.get(DISCOVERY, headers=bearer(sign(claims_for(DISCOVERY_AUD, iss=REMOTE_ISSUER), key)))
+        return client.get(
+            DISCOVERY, headers=bearer_header(sign(claims_for(DISCOVERY_AUD, iss=REMOTE_ISSUER), key))
+        )
 
     assert call(EC_KEY).status_code == 200
     assert call(EC_KEY).status_code == 200
@@ -228,13 +231,13 @@ def test_jwks_url_is_fetched_cached_and_refreshed_on_unknown_kid(client, jwks_se
 
 def test_jku_equal_to_the_registered_jwks_url_is_honoured(client, jwks_server):
     token = sign(claims_for(DISCOVERY_AUD, iss=REMOTE_ISSUER), EC_KEY, jku=JWKS_URL)
-    assert client.get(DISCOVERY, headers=bearer(token)).status_code == 200
+    assert client.get(DISCOVERY, headers=bearer_header(token)).status_code == 200
 
 
 def test_rejection_log_names_reason_iss_and_jti_but_never_the_token(client, caplog):
     token = sign(claims_for(DISCOVERY_AUD, jti="nonce-123", exp=NOW - 300, iat=NOW - 600), EC_KEY)
     with caplog.at_level(logging.INFO):
-        assert_bare_401(client.get(DISCOVERY, headers=bearer(token)))
+        assert_bare_401(client.get(DISCOVERY, headers=bearer_header(token)))
     rejected = [r for r in caplog.records if getattr(r, "reason", None) == "expired"]
     assert [(r.iss, r.jti) for r in rejected] == [(ISSUER, "nonce-123")]
     assert all(
@@ -297,7 +300,10 @@ def test_sandbox_with_trusted_issuers_still_checks_a_token_that_is_sent(tmp_path
     client = app.test_client()
     assert client.get(DISCOVERY).status_code == 200
     assert_bare_401(client.get(DISCOVERY, headers={"Authorization": "Bearer garbage"}))
-    assert client.get(DISCOVERY, headers=bearer(sign(claims_for(DISCOVERY_AUD), EC_KEY))).status_code == 200
+    assert (
+        client.get(DISCOVERY, headers=bearer_header(sign(claims_for(DISCOVERY_AUD), EC_KEY))).status_code
+        == 200
+    )
 
 
 # --- where the FHIR token may go ---
@@ -330,7 +336,9 @@ def _fetching_body(fhir_server: str) -> dict:
 def test_fhir_server_not_registered_for_the_issuer_gets_nothing(client, fhir_server, status, error):
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         response = client.post(
-            SERVICE, json=_fetching_body(fhir_server), headers=bearer(sign(claims_for(SERVICE_AUD), EC_KEY))
+            SERVICE,
+            json=_fetching_body(fhir_server),
+            headers=bearer_header(sign(claims_for(SERVICE_AUD), EC_KEY)),
         )
         assert len(mock.calls) == 0  # nothing, and so no token, went anywhere
     assert response.status_code == status
@@ -341,7 +349,7 @@ def test_fhir_server_not_registered_for_the_issuer_gets_nothing(client, fhir_ser
 
 def test_issuer_without_fhir_servers_may_name_none(client, jwks_server):
     token = sign(claims_for(SERVICE_AUD, iss=REMOTE_ISSUER), EC_KEY)
-    response = client.post(SERVICE, json=_fetching_body(FHIR_SERVER), headers=bearer(token))
+    response = client.post(SERVICE, json=_fetching_body(FHIR_SERVER), headers=bearer_header(token))
     assert response.status_code == 403
     assert [call.request.url for call in jwks_server.calls] == [JWKS_URL]
 
@@ -357,7 +365,7 @@ def test_registered_fhir_server_is_used_with_the_token(client):
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         _fhir_answers(mock, FHIR_SERVER)
         token = sign(claims_for(SERVICE_AUD), EC_KEY)
-        response = client.post(SERVICE, json=_fetching_body(FHIR_SERVER + "/"), headers=bearer(token))
+        response = client.post(SERVICE, json=_fetching_body(FHIR_SERVER + "/"), headers=bearer_header(token))
         urls = [call.request.url for call in mock.calls]
         tokens = {call.request.headers.get("Authorization") for call in mock.calls}
     assert response.status_code == 200, response.get_data()
