@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cds_service.catalog import SCHEMA_DIR, CatalogError, load_catalog
+from cds_service.catalog import SCHEMA_DIR, Catalog, CatalogError, load_catalog
 from cds_service.config import DEFAULT_MAPPINGS_DIR
 from cds_service.terminology import ICD10CM, INGREDIENT, RXNORM, SNOMED
 
@@ -21,7 +21,7 @@ CONDITIONS = "valuesets/conditions.yaml"
 
 
 @pytest.fixture(scope="module")
-def catalog():
+def catalog() -> Catalog:
     return load_catalog(DEFAULT_MAPPINGS_DIR)
 
 
@@ -191,7 +191,7 @@ def test_missing_folder_is_an_error(tmp_path: Path) -> None:
         load_catalog(tmp_path / "nowhere")
 
 
-def test_bundled_catalog_loads(catalog) -> None:
+def test_bundled_catalog_loads(catalog: Catalog) -> None:
     assert [t.info.key for t in catalog.trials] == ["NCT04299646", "NCT06882486", "NCT06903312", "RESORT"]
     assert catalog.directory == DEFAULT_MAPPINGS_DIR
     assert [s.hook for s in catalog.services] == ["patient-view"]
@@ -199,7 +199,7 @@ def test_bundled_catalog_loads(catalog) -> None:
     assert "patient" in catalog.services[0].prefetch
 
 
-def test_trial_metadata_and_criteria(catalog) -> None:
+def test_trial_metadata_and_criteria(catalog: Catalog) -> None:
     trials = {t.info.key: t for t in catalog.trials}
     namecar = trials["NCT06882486"]
     assert (namecar.info.acronym, namecar.info.status, namecar.info.sponsor) == (
@@ -219,7 +219,7 @@ def test_trial_metadata_and_criteria(catalog) -> None:
                                                  {"primary_tumour_size": {"gt_cm": 4}}]
 
 
-def test_terminology_is_built_from_the_catalog(catalog) -> None:
+def test_terminology_is_built_from_the_catalog(catalog: Catalog) -> None:
     terminology = catalog.terminology
     kidney = terminology.valuesets["kidney-cancer"]
     assert kidney.contains((ICD10CM, "C641")) and kidney.contains((ICD10CM, "C6411"))
@@ -231,7 +231,7 @@ def test_terminology_is_built_from_the_catalog(catalog) -> None:
     assert all(vs.source for vs in terminology.valuesets.values())
 
 
-def test_version_is_a_hash_of_every_file(copy: Path, catalog) -> None:
+def test_version_is_a_hash_of_every_file(copy: Path, catalog: Catalog) -> None:
     assert len(catalog.version) == 16 and int(catalog.version, 16) >= 0
     assert load_catalog(copy).version == catalog.version, "the folder's location is not part of the version"
     with (copy / "trials" / "RESORT.yaml").open("a", encoding="utf-8") as handle:
