@@ -1,0 +1,278 @@
+"""The engine: criterion outcomes, verdicts, anchors, arms, sorting, and evaluating shared rules once."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from factories import Patient, catalog, criterion, trial
+
+from cds_service import derived, rules
+from cds_service.evaluate import Engine, EngineError, EvaluationPolicy, outcome_of, verdict_of
+from cds_service.rules import RuleError
+from cds_service.verdicts import CriterionResult, Outcome, TrialResult, Truth, Verdict
+
+RCC = criterion("rcc", {"condition": {"valueset": "kidney-cancer"}})
+ADULT = criterion("adult", {"age": {"min": 18}})
+ECOG = criterion("ecog", {"ecog": {"le": 1}})
+CONSENT = criterion("consent", clinician="informed consent")
+HIV = criterion("hiv", {"condition": {"valueset": "hiv-hepatitis"}}, type="exclusion")
+
+
+def rcc_patient() -> Patient:
+    return Patient().aged(60).sex("male").condition("kidney-cancer", ref="Condition/rcc", display="RCC")
+
+
+def by_key(results: tuple[TrialResult, ...]) -> dict[str, TrialResult]:
+    return {r.trial.key: r for r in results}
+
+
+def outcomes(result: TrialResult) -> dict[str, Outcome]:
+    return {c.id: c.outcome for c in result.criteria}
+
+
+# --- outcome and verdict tables -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("criterion_type", "truth", "outcome"),
+    [
+        ("inclusion", Truth.TRUE, Outcome.MET),
+        ("inclusion", Truth.FALSE, Outcome.NOT_MET),
+        ("inclusion", Truth.UNKNOWN, Outcome.UNKNOWN),
+        ("inclusion", Truth.CLINICIAN, Outcome.CLINICIAN),
+        ("exclusion", Truth.TRUE, Outcome.NOT_MET),
+        ("exclusion", Truth.FALSE, Outcome.MET),
+        ("exclusion", Truth.UNKNOWN, Outcome.UNKNOWN),
+        ("exclusion", Truth.CLINICIAN, Outcome.CLINICIAN),
+    ],
+)
+def test_outcome_of(criterion_type: str, truth: Truth, outcome: Outcome) -> None:
+    assert outcome_of(criterion_type, truth) is outcome
+
+
+M, N, U, C = Outcome.MET, Outcome.NOT_MET, Outcome.UNKNOWN, Outcome.CLINICIAN
+
+
+@pytest.mark.parametrize(
+    ("status", "anchors_met", "criteria", "verdict"),
+    [
+        ("RECRUITING", True, [M, M], Verdict.LIKELY),
+        ("RECRUITING", True, [M, C], Verdict.LIKELY),
+        ("RECRUITING", True, [C], Verdict.LIKELY),
+        ("RECRUITING", True, [M, U, C], Verdict.POSSIBLY),
+        ("NOT_YET_RECRUITING", True, [M, U], Verdict.POSSIBLY),
+        ("RECRUITING", True, [M, U, N], Verdict.NOT_ELIGIBLE),
+        ("RECRUITING", True, [N, C], Verdict.NOT_ELIGIBLE),
+        ("RECRUITING", False, [U], Verdict.NOT_CONSIDERED),
+        ("RECRUITING", False, [N], Verdict.NOT_CONSIDERED),
+        ("COMPLETED", True, [M, M], Verdict.NOT_RECRUITING),
+        ("ACTIVE_NOT_RECRUITING", True, [M, U], Verdict.NOT_RECRUITING),
+        ("SUSPENDED", False, [U], Verdict.NOT_RECRUITING),
+    ],
+)
+def test_verdict_of(status: str, anchors_met: bool, criteria: list[Outcome], verdict: Verdict) -> None:
+    assert verdict_of(status, anchors_met, criteria) is verdict
+
+
+# --- whole trials -------------------------------------------------------------------------------------------
+
+
+def test_likely_when_every_criterion_is_met_or_left_to_the_clinician() -> None:
+    engine = Engine(catalog(trial("NCT00000001", [RCC, ADULT, CONSENT, HIV])))
+    (result,) = engine.evaluate(rcc_patient().build())
+    assert result.verdict is Verdict.LIKELY
+    assert result.gets_card
+    assert outcomes(result) == {"rcc": M, "adult": M, "consent": C, "hiv": M}
+    consent = result.criteria[2]
+    assert consent == CriterionResult(
+        "consent", "inclusion", "registry text of consent", C, "informed consent"
+    )
+    assert result.criteria[0].evidence == ("Condition/rcc",)
+    assert result.catalog_version == "test-version"
+
+
+def test_possibly_when_something_is_unknown() -> None:
+    engine = Engine(catalog(trial("NCT00000001", [RCC, ADULT, ECOG])))
+    (result,) = engine.evaluate(rcc_patient().build())
+    assert result.verdict is Verdict.POSSIBLY
+    assert outcomes(result)["ecog"] is U
+    assert result.criteria[2].reason == "no ECOG in the last 60 days"
+
+
+def test_exclusion_that_applies_is_not_met() -> None:
+    engine = Engine(catalog(trial("NCT00000001", [RCC, ADULT, HIV])))
+    (result,) = engine.evaluate(rcc_patient().condition("hiv-hepatitis", ref="Condition/hiv").build())
+    assert result.verdict is Verdict.NOT_ELIGIBLE
+    assert not result.gets_card
+    hiv = result.criteria[2]
+    assert (hiv.type, hiv.outcome, hiv.evidence) == ("exclusion", N, ("Condition/hiv",))
+
+
+def test_anchors_not_met_make_the_trial_not_considered_without_evaluating_the_rest() -> None:
+    engine = Engine(catalog(trial("NCT00000001", [ADULT, RCC, ECOG, CONSENT])))
+    (result,) = engine.evaluate(Patient().aged(60).build())
+    assert result.verdict is Verdict.NOT_CONSIDERED
+    assert [c.id for c in result.criteria] == ["rcc"]
+    assert result.criteria[0].outcome is N
+    assert result.arm is None
+
+
+def test_unknown_anchor_is_not_enough() -> None:
+    metastatic = criterion("metastatic", {"metastatic": {}})
+    engine = Engine(catalog(trial("NCT00000001", [RCC, metastatic, ADULT], anchors=("rcc", "metastatic"))))
+    (result,) = engine.evaluate(rcc_patient().build())
+    assert result.verdict is Verdict.NOT_CONSIDERED
+    assert outcomes(result) == {"rcc": M, "metastatic": U}
+
+
+@pytest.mark.parametrize("status", ["COMPLETED", "ACTIVE_NOT_RECRUITING", "WITHDRAWN", "UNKNOWN"])
+def test_non_recruiting_trial_is_evaluated_but_never_gets_a_card(status: str) -> None:
+    engine = Engine(catalog(trial("NCT00000001", [RCC, ADULT, CONSENT], status=status)))
+    (result,) = engine.evaluate(rcc_patient().build())
+    assert result.verdict is Verdict.NOT_RECRUITING
+    assert not result.gets_card
+    assert outcomes(result) == {"rcc": M, "adult": M, "consent": C}
+
+
+def test_results_are_sorted_likely_then_possibly_then_the_rest_by_key() -> None:
+    engine = Engine(
+        catalog(
+            trial("NCT00000009", [RCC, ADULT]),  # likely
+            trial("NCT00000002", [RCC, ECOG]),  # possibly
+            trial("NCT00000001", [RCC, HIV]),  # not eligible
+            trial("NCT00000003", [RCC, ADULT]),  # likely
+            trial("NCT00000004", [RCC, ADULT], status="COMPLETED"),
+            trial("NCT00000005", [RCC, ECOG]),  # possibly
+        )
+    )
+    results = engine.evaluate(rcc_patient().condition("hiv-hepatitis").build())
+    assert [(r.trial.key, r.verdict) for r in results] == [
+        ("NCT00000003", Verdict.LIKELY),
+        ("NCT00000009", Verdict.LIKELY),
+        ("NCT00000002", Verdict.POSSIBLY),
+        ("NCT00000005", Verdict.POSSIBLY),
+        ("NCT00000001", Verdict.NOT_ELIGIBLE),
+        ("NCT00000004", Verdict.NOT_RECRUITING),
+    ]
+
+
+COHORTS = (
+    ("small primary", {"primary_tumour_size": {"le_cm": 4}}),
+    ("large primary", {"primary_tumour_size": {"gt_cm": 4}}),
+    ("anyone", {"age": {"min": 18}}),
+)
+
+
+@pytest.mark.parametrize(("size", "arm"), [(3.0, "small primary"), (6.0, "large primary"), (None, "anyone")])
+def test_arm_is_the_first_cohort_whose_rule_is_true(size: float | None, arm: str) -> None:
+    engine = Engine(catalog(trial("NCT00000001", [RCC, ADULT], cohorts=COHORTS)))
+    patient = rcc_patient()
+    if size is not None:
+        patient.tumour_size(size, focus=("Condition/rcc",))
+    (result,) = engine.evaluate(patient.build())
+    assert result.arm == arm
+
+
+def test_no_arm_when_no_cohort_rule_is_true() -> None:
+    engine = Engine(catalog(trial("NCT00000001", [RCC, ADULT], cohorts=COHORTS[:2])))
+    (result,) = engine.evaluate(rcc_patient().build())
+    assert result.verdict is Verdict.LIKELY
+    assert result.arm is None
+
+
+def test_policy_sets_the_recency_windows() -> None:
+    patient = rcc_patient().ecog(1, days=45).build()
+    cat = catalog(trial("NCT00000001", [RCC, ECOG]))
+    assert Engine(cat).evaluate(patient)[0].verdict is Verdict.LIKELY
+    strict = Engine(cat, EvaluationPolicy(lab_max_age_days=30, performance_max_age_days=40))
+    assert strict.evaluate(patient)[0].verdict is Verdict.POSSIBLY
+
+
+# --- compilation --------------------------------------------------------------------------------------------
+
+
+def test_bad_rule_is_reported_with_trial_and_criterion() -> None:
+    bad = criterion("ecog", {"ecog": {"le": 1, "within": 30}})
+    with pytest.raises(RuleError, match=r"NCT00000001/criteria/ecog/rule/ecog/within: unknown parameter"):
+        Engine(catalog(trial("NCT00000001", [RCC, bad])))
+
+
+def test_anchor_must_name_a_criterion_with_a_rule() -> None:
+    with pytest.raises(EngineError, match="anchor 'consent'"):
+        Engine(catalog(trial("NCT00000001", [RCC, CONSENT], anchors=("rcc", "consent"))))
+
+
+# --- shared evaluation --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def leaf_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Count leaf evaluations by operator name."""
+    calls: Counter[str] = Counter()
+    original = rules.Leaf.evaluate
+
+    def counting(self: rules.Leaf, facts: Any, context: Any) -> Any:
+        calls[self.operator.name] += 1
+        return original(self, facts, context)
+
+    monkeypatch.setattr(rules.Leaf, "evaluate", counting)
+    return calls
+
+
+def _many_trials(count: int) -> list[Any]:
+    anchors = [
+        criterion("rcc", {"condition": {"valueset": "kidney-cancer"}}),
+        criterion("rcc", {"all": [{"condition": {"valueset": "kidney-cancer"}}, {"metastatic": {}}]}),
+    ]
+    return [
+        trial(
+            f"T{i:04d}",
+            [anchors[i % 2], ADULT, ECOG, criterion("alt", {"lab": {"analyte": "alt", "le_uln": 2 + i % 3}})],
+        )
+        for i in range(count)
+    ]
+
+
+def test_trials_whose_anchors_fail_cost_one_anchor_evaluation_per_distinct_anchor(
+    leaf_calls: Counter[str],
+) -> None:
+    engine = Engine(catalog(*_many_trials(1000)))
+    results = engine.evaluate(Patient().aged(60).build())
+    assert len(results) == 1000
+    assert {r.verdict for r in results} == {Verdict.NOT_CONSIDERED}
+    # two distinct anchor rules; the second one evaluates its two leaves
+    assert leaf_calls == Counter({"condition": 2, "metastatic": 1})
+
+
+def test_equal_rules_are_evaluated_once_per_patient(leaf_calls: Counter[str]) -> None:
+    engine = Engine(catalog(*_many_trials(30)))
+    assert engine.distinct_rules == 2 + 2 + 3  # anchors, adult and ecog, three ALT limits
+    results = engine.evaluate(rcc_patient().staging(True).lab("alt", 50, "U/L", high=40).build())
+    assert len(results) == 30
+    assert leaf_calls == Counter({"condition": 2, "metastatic": 1, "age": 1, "ecog": 1, "lab": 3})
+    leaf_calls.clear()
+    engine.evaluate(rcc_patient().build())  # a new patient: everything again, once
+    assert leaf_calls["age"] == 1
+
+
+def test_each_derived_value_is_computed_once_per_patient(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: Counter[str] = Counter()
+    original = derived.imdc_risk
+
+    def counting(*args: Any) -> Any:
+        calls["imdc"] += 1
+        return original(*args)
+
+    monkeypatch.setattr(derived, "imdc_risk", counting)
+    trials = [
+        trial("NCT00000001", [RCC, criterion("imdc", {"imdc_risk": {"in": ["favorable", "intermediate"]}})]),
+        trial("NCT00000002", [RCC, criterion("imdc", {"imdc_risk": {"in": ["poor"]}})]),
+        trial("NCT00000003", [RCC, criterion("imdc", {"not": {"imdc_risk": {"in": ["favorable"]}}})]),
+    ]
+    engine = Engine(catalog(*trials))
+    engine.evaluate(rcc_patient().build())
+    assert calls["imdc"] == 1
+    engine.evaluate(rcc_patient().build())
+    assert calls["imdc"] == 2
