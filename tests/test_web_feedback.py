@@ -1,0 +1,119 @@
+"""POST /cds-services/{id}/feedback: validated, stored durably and idempotently, answered 200 {}."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from fake_fhir import load_request
+
+FEEDBACK = "/cds-services/mrcc-trials/feedback"
+OVERRIDDEN = {
+    "card": "00000000-0000-4000-8000-000000000001",
+    "outcome": "overridden",
+    "overrideReason": {
+        "reason": {
+            "system": "http://example.org/override",
+            "code": "not-eligible",
+            "display": "Not eligible",
+        },
+        "userComment": "Declined",
+    },
+    "outcomeTimestamp": "2026-11-21T10:05:31Z",
+}
+
+
+def post(client, body: Any, path: str = FEEDBACK):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return client.post(path, data=data, content_type="application/json")
+
+
+def stored(app) -> list[dict[str, Any]]:
+    return list(app.extensions["cds"].storage.iter_feedback())
+
+
+def test_feedback_on_a_card_shown_is_stored_with_its_trial(app, client):
+    hook = client.post("/cds-services/mrcc-trials", json=load_request("full-prefetch"))
+    card = hook.get_json()["cards"][0]
+    response = post(client, {"feedback": [{**OVERRIDDEN, "card": card["uuid"]}]})
+    assert (response.status_code, response.get_json()) == (200, {})
+    [item] = stored(app)
+    assert item["card"] == card["uuid"]
+    assert item["nctId"] == card["extension"]["org.trialmatch.eligibility"]["nctId"]
+    assert (item["outcome"], item["comment"], item["reason"]["code"]) == (
+        "overridden",
+        "Declined",
+        "not-eligible",
+    )
+
+
+def test_a_repeated_item_is_stored_once(app, client):
+    accepted = {
+        "card": "00000000-0000-4000-8000-000000000002",
+        "outcome": "accepted",
+        "acceptedSuggestions": [{"id": "00000000-0000-4000-8000-000000000003"}],
+        "outcomeTimestamp": "2026-11-21T10:06:00.250+01:00",
+    }
+    assert post(client, {"feedback": [OVERRIDDEN, accepted]}).status_code == 200
+    assert post(client, {"feedback": [OVERRIDDEN]}).status_code == 200
+    assert post(client, {"feedback": [accepted, accepted]}).status_code == 200
+    assert [(item["card"], item["outcome"]) for item in stored(app)] == [
+        (OVERRIDDEN["card"], "overridden"),
+        (accepted["card"], "accepted"),
+    ]
+    assert stored(app)[1]["acceptedSuggestions"] == ["00000000-0000-4000-8000-000000000003"]
+
+
+def _item(**changes: Any) -> dict[str, Any]:
+    item = {**OVERRIDDEN, **changes}
+    return {"feedback": [{k: v for k, v in item.items() if v is not None}]}
+
+
+INVALID = [
+    pytest.param(b"{feedback", "malformed-json", "not valid JSON", id="malformed JSON"),
+    pytest.param({"feedback": []}, "invalid-request", "$.feedback: must not be empty", id="no items"),
+    pytest.param(
+        {"feedback": {"card": "x"}}, "invalid-request", "$.feedback: must be of type array", id="not a list"
+    ),
+    pytest.param(_item(card=None), "invalid-request", "'card' is a required property", id="no card"),
+    pytest.param(
+        _item(outcome="ignored"), "invalid-request", "$.feedback[0].outcome: must be one of", id="outcome"
+    ),
+    pytest.param(
+        _item(outcome="accepted", overrideReason=None),
+        "invalid-request",
+        "'acceptedSuggestions' is a required property",
+        id="accepted without acceptedSuggestions",
+    ),
+    pytest.param(
+        _item(outcomeTimestamp="21/11/2026 10:05"),
+        "invalid-request",
+        "$.feedback[0].outcomeTimestamp: has an invalid format",
+        id="timestamp not RFC 3339",
+    ),
+    pytest.param(
+        _item(overrideReason={}), "invalid-request", "$.feedback[0].overrideReason", id="empty overrideReason"
+    ),
+    pytest.param(
+        _item(overrideReason={"reason": {"code": "x", "display": "X"}}),
+        "invalid-request",
+        "'system' is a required property",
+        id="reason Coding without system",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "code", "names"), INVALID)
+def test_invalid_feedback_is_400_and_nothing_is_stored(app, client, body, code, names):
+    response = post(client, body)
+    assert response.status_code == 400
+    assert response.get_json()["error"] == code
+    assert names in response.get_json()["message"]
+    assert stored(app) == []
+
+
+def test_feedback_for_an_unknown_service_is_404(app, client):
+    response = post(client, {"feedback": [OVERRIDDEN]}, "/cds-services/no-such-service/feedback")
+    assert response.status_code == 404
+    assert stored(app) == []
