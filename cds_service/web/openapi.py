@@ -14,7 +14,11 @@ bp = Blueprint("openapi", __name__)
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 # components/schemas entry -> the validation schema file it is filled from
-_EMBEDDED = {"HookRequest": "cds-hooks-request.schema.json", "Feedback": "cds-hooks-feedback.schema.json"}
+_EMBEDDED = {
+    "HookRequest": "cds-hooks-request.schema.json",
+    "Feedback": "cds-hooks-feedback.schema.json",
+    "Cards": "cds-hooks-response.schema.json",
+}
 
 
 def _read(name: str) -> dict[str, Any]:
