@@ -23,8 +23,9 @@ from __future__ import annotations
 import json
 import math
 import operator as op
+import re
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
@@ -293,12 +294,18 @@ def _valueset_label(context: EvaluationContext, valueset_id: str) -> str:
 
 
 def _analyte_label(analyte: Analyte | None, analyte_id: str) -> str:
-    """Short analyte name: the abbreviation a title ends with ("(ALT)"), else the id ("creatinine")."""
+    """Short analyte name: the abbreviation ending its title ("ALT", "aPTT"), else the id ("creatinine")."""
     if analyte and analyte.title.endswith(")") and "(" in analyte.title:
         abbreviation = analyte.title[analyte.title.rindex("(") + 1 : -1]
-        if abbreviation.isupper():
+        if abbreviation.isalpha() and any(ch.isupper() for ch in abbreviation):
             return abbreviation
     return analyte_id.replace("-", " ")
+
+
+def _amount(value: float, unit: str) -> str:
+    """A value with its unit; UCUM annotations such as {INR} and the unit 1 are not shown."""
+    shown = "" if unit.startswith("{") or unit == "1" else f" {unit}"
+    return f"{fmt_number(value)}{shown}"
 
 
 def _condition_label(condition: ConditionFact, fallback: str) -> str:
@@ -344,33 +351,31 @@ def sex(facts: PatientFacts, params: Mapping[str, Any], context: EvaluationConte
 def _dated_record_result(
     facts: PatientFacts,
     matches: Sequence[Any],
-    label: str,
+    label: Callable[[Any], str],
+    day_of: Callable[[Any], date | None],
     within_days: int | None,
-    day_of: Callable[[Any], Any],
+    when: Callable[[date | None], str],
 ) -> LeafResult | None:
     """Decide from recorded conditions or procedures, within an optional window; None when none match."""
     if not matches:
         return None
     if within_days is None:
-        first = matches[0]
-        return LeafResult(Truth.TRUE, f"{label(first)}{_since(day_of(first))}", _refs(matches))  # type: ignore[operator]
-    inside = [m for m in matches if day_of(m) is not None and _days_before(facts, day_of(m)) <= within_days]
-    if inside:
-        first = inside[0]
-        return LeafResult(Truth.TRUE, f"{label(first)}{_on(day_of(first))}", _refs(inside))  # type: ignore[operator]
-    undated = [m for m in matches if day_of(m) is None]
-    if undated:
-        return LeafResult(
-            Truth.UNKNOWN,
-            f"{label(undated[0])} recorded without a date",
-            _refs(undated),  # type: ignore[operator]
+        return LeafResult(Truth.TRUE, f"{label(matches[0])}{when(day_of(matches[0]))}", _refs(matches))
+    inside: list[Any] = []
+    undated: list[Any] = []
+    outside: list[Any] = []
+    for match in matches:
+        day = day_of(match)
+        (undated if day is None else inside if _days_before(facts, day) <= within_days else outside).append(
+            match
         )
-    latest = max(matches, key=day_of)
-    return LeafResult(
-        Truth.FALSE,
-        f"{label(latest)}{_on(day_of(latest))}, more than {within_days} days ago",  # type: ignore[operator]
-        _refs(matches),
-    )
+    if inside:
+        return LeafResult(Truth.TRUE, f"{label(inside[0])}{_on(day_of(inside[0]))}", _refs(inside))
+    if undated:
+        return LeafResult(Truth.UNKNOWN, f"{label(undated[0])} recorded without a date", _refs(undated))
+    latest = max(outside, key=lambda m: day_of(m) or date.min)
+    reason = f"{label(latest)}{_on(day_of(latest))}, more than {within_days} days ago"
+    return LeafResult(Truth.FALSE, reason, _refs(outside))
 
 
 def _check_absent(params: dict[str, Any]) -> None:
@@ -391,7 +396,12 @@ def condition(facts: PatientFacts, params: Mapping[str, Any], context: Evaluatio
     current_only = params.get("current_only", False)
     candidates = [c for c in matches if c.confirmed and (c.current or not current_only)]
     decided = _dated_record_result(
-        facts, candidates, lambda c: _condition_label(c, title), params.get("within_days"), lambda c: c.onset
+        facts,
+        candidates,
+        lambda c: _condition_label(c, title),
+        lambda c: c.onset,
+        params.get("within_days"),
+        _since,
     )
     if decided is not None:
         return decided
@@ -416,7 +426,7 @@ def procedure(facts: PatientFacts, params: Mapping[str, Any], context: Evaluatio
     title = _valueset_label(context, valueset)
     matches = [p for p in facts.procedures if valueset in p.valuesets]
     decided = _dated_record_result(
-        facts, matches, lambda p: _clean(p.display) or title, params.get("within_days"), lambda p: p.date
+        facts, matches, lambda p: _clean(p.display) or title, lambda p: p.date, params.get("within_days"), _on
     )
     if decided is not None:
         return decided
@@ -430,6 +440,13 @@ def _primary_cancers(facts: PatientFacts) -> list[ConditionFact]:
     return [c for c in facts.conditions if c.confirmed and KIDNEY_CANCER in c.valuesets]
 
 
+def _histology_text(condition: ConditionFact, context: EvaluationContext, valueset_id: str) -> str:
+    """The condition's display, with the histology it matched unless the display already says it."""
+    histology = re.sub(r"\s*\([^()]*\)$", "", _valueset_label(context, valueset_id))
+    display = _condition_label(condition, histology)
+    return display if histology.lower() in display.lower() else f"{display} ({histology})"
+
+
 @operator("histology", {"valueset": str, "contrary": str}, required=("valueset",))
 def histology(facts: PatientFacts, params: Mapping[str, Any], context: EvaluationContext) -> LeafResult:
     wanted, contrary = params["valueset"], params.get("contrary")
@@ -438,12 +455,10 @@ def histology(facts: PatientFacts, params: Mapping[str, Any], context: Evaluatio
         return LeafResult(Truth.UNKNOWN, f"no record of {_valueset_label(context, KIDNEY_CANCER)}")
     matching = [c for c in primaries if wanted in c.valuesets]
     if matching:
-        label = _valueset_label(context, wanted)
-        return LeafResult(Truth.TRUE, f"{_condition_label(matching[0], label)} ({label})", _refs(matching))
-    opposed = [c for c in primaries if contrary and contrary in c.valuesets]
-    if opposed:
-        label = _valueset_label(context, contrary or "")
-        return LeafResult(Truth.FALSE, f"{_condition_label(opposed[0], label)} ({label})", _refs(opposed))
+        return LeafResult(Truth.TRUE, _histology_text(matching[0], context, wanted), _refs(matching))
+    opposed = [c for c in primaries if contrary is not None and contrary in c.valuesets]
+    if contrary is not None and opposed:
+        return LeafResult(Truth.FALSE, _histology_text(opposed[0], context, contrary), _refs(opposed))
     return LeafResult(Truth.UNKNOWN, "histology not recorded", _refs(primaries))
 
 
@@ -663,7 +678,7 @@ def lab(facts: PatientFacts, params: Mapping[str, Any], context: EvaluationConte
         )
 
     def shown(value: Any) -> str:
-        return f"{fmt_number(value.value)} {value.unit}"
+        return _amount(value.value, value.unit)
 
     stale = _stale_or_missing(facts, name, latest, shown, max_age, "Observation")
     if stale is not None or latest is None:
@@ -1055,30 +1070,30 @@ class Rule:
 
     def evaluate(self, facts: PatientFacts, context: EvaluationContext) -> LeafResult:
         """Evaluate the tree; a node cites the reasons and evidence of the children that decided it."""
-        if self.leaf is not None:
-            return self.leaf.evaluate(facts, context)
-        results = [child.evaluate(facts, context) for child in self.children]
-        if self.kind == "not":
-            return replace(results[0], truth=kleene_not(results[0].truth))
-        truth = (
-            kleene_all(r.truth for r in results)
-            if self.kind == "all"
-            else kleene_any(r.truth for r in results)
-        )
-        cited = [r for r in results if r.truth is truth]
-        return LeafResult(
-            truth,
-            "; ".join(dict.fromkeys(r.reason for r in cited)),
-            tuple(dict.fromkeys(ref for r in cited for ref in r.evidence)),
-        )
+        truth, reasons, evidence = self._walk(facts, context)
+        return LeafResult(truth, "; ".join(reasons), evidence)
 
     __call__ = evaluate
 
-    def leaves(self) -> Iterable[Leaf]:
+    def _walk(
+        self, facts: PatientFacts, context: EvaluationContext
+    ) -> tuple[Truth, tuple[str, ...], tuple[str, ...]]:
+        """One recursion returning three values: the truth, and the leaf reasons and references behind it."""
         if self.leaf is not None:
-            yield self.leaf
-        for child in self.children:
-            yield from child.leaves()
+            result = self.leaf.evaluate(facts, context)
+            return result.truth, (result.reason,), result.evidence
+        results = [child._walk(facts, context) for child in self.children]
+        if self.kind == "not":
+            truth, reasons, evidence = results[0]
+            return kleene_not(truth), reasons, evidence
+        combine = kleene_all if self.kind == "all" else kleene_any
+        truth = combine(t for t, _, _ in results)
+        cited = [r for r in results if r[0] is truth]
+        return (
+            truth,
+            tuple(dict.fromkeys(reason for _, reasons, _ in cited for reason in reasons)),
+            tuple(dict.fromkeys(ref for _, _, evidence in cited for ref in evidence)),
+        )
 
 
 def _has_type(value: Any, expected: ParamType) -> bool:

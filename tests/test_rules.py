@@ -792,3 +792,32 @@ def test_nodes_cite_the_children_that_decided() -> None:
     assert passing.reason == f"age 70 (≥ 18); creatinine 1 mg/dL on {iso(5)} (< 2.5)"
     negated = run({"not": {"ecog": {"le": 1}}}, patient)
     assert negated == LeafResult(T, f"ECOG 3 on {iso(10)} (≤ 1)", ("Observation/e",))
+
+
+def test_nodes_cite_each_leaf_reason_once() -> None:
+    rule = {
+        "any": [
+            {"all": [{"sex": "female"}, {"pregnant": {}}]},
+            {"all": [{"sex": "female"}, {"clinician": "x"}]},
+        ]
+    }
+    assert run(rule, Patient().sex("male")) == LeafResult(F, "sex male; male patient", ("Patient/p1",))
+
+
+def test_annotation_units_are_not_shown_and_mixed_case_abbreviations_are_kept() -> None:
+    result = run(
+        {"lab": {"analyte": "inr", "le_uln": 1.5}}, Patient().lab("inr", 1.0, "{INR}", days=2, high=1.1)
+    )
+    assert result.reason == f"INR 1 on {iso(2)} = 0.91 x ULN 1.1 (Observation range; ≤ 1.5 x ULN)"
+
+
+def test_procedure_reason_gives_its_date_and_histology_is_not_repeated() -> None:
+    surgery = Patient().procedure("nephrectomy", days=100, display="Radical nephrectomy, left")
+    assert (
+        run({"procedure": {"valueset": "nephrectomy"}}, surgery).reason
+        == f"Radical nephrectomy, left on {iso(100)}"
+    )
+    named = Patient().condition(
+        "kidney-cancer", "rcc-clear-cell", display="Clear cell renal cell carcinoma, left"
+    )
+    assert run(HISTOLOGY, named).reason == "Clear cell renal cell carcinoma, left"
