@@ -1,0 +1,163 @@
+"""Build the example hook requests (and, with --golden, the golden hook responses) from the patient gallery.
+
+    .venv/bin/python examples/build_examples.py            # examples/requests/patient-view-<slug>.json
+    .venv/bin/python examples/build_examples.py --golden   # also examples/golden/<slug>.cards.json
+
+Every patient named in examples/patients/manifest.yaml gets a CDS Hooks 2.0 patient-view request whose
+prefetch holds the chart split by resource type into searchset Bundles (Medication resources ride with the
+MedicationRequests, as `_include` would bring them). The golden file is the hook response {"cards": [...]} the
+Matcher gives for the chart on the gallery's "today", with card uuids from a fresh counter per patient (the
+same numbering as the tests' `uuid_factory` fixture). Run it again with --golden after any change to the
+mappings: the catalog version inside every card changes with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EXAMPLES_DIR = Path(__file__).resolve().parent
+PATIENTS_DIR = EXAMPLES_DIR / "patients"
+REQUESTS_DIR = EXAMPLES_DIR / "requests"
+GOLDEN_DIR = EXAMPLES_DIR / "golden"
+REPO_ROOT = EXAMPLES_DIR.parent
+TODAY = "2026-11-21"
+USER_ID = "Practitioner/onc-1"
+HOOK_INSTANCE_NAMESPACE = uuid.UUID("6f1c1a52-93a4-4c1e-9d0a-2f1b0c7e5a11")
+
+# prefetch key -> resource types it carries (the keys of mappings/services.yaml)
+PREFETCH_SEARCHES: dict[str, tuple[str, ...]] = {
+    "conditions": ("Condition",),
+    "observations": ("Observation",),
+    "medicationStatements": ("MedicationStatement",),
+    "medicationRequests": ("MedicationRequest", "Medication"),
+    "procedures": ("Procedure",),
+}
+INCLUDED_TYPES = frozenset({"Medication"})  # brought by _include, so search mode "include" and not in `total`
+
+
+def manifest() -> list[dict[str, Any]]:
+    """The gallery's entries, in manifest order."""
+    return yaml.safe_load((PATIENTS_DIR / "manifest.yaml").read_text(encoding="utf-8"))
+
+
+def slug_of(entry: Mapping[str, Any]) -> str:
+    return Path(entry["file"]).stem
+
+
+def load_bundle(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return json.loads((PATIENTS_DIR / entry["file"]).read_text(encoding="utf-8"))
+
+
+def resources_of(bundle: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [e["resource"] for e in bundle.get("entry", []) if "resource" in e]
+
+
+def patient_of(bundle: Mapping[str, Any]) -> dict[str, Any]:
+    (patient,) = (r for r in resources_of(bundle) if r["resourceType"] == "Patient")
+    return patient
+
+
+def card_uuids() -> Callable[[], str]:
+    """Card uuids 00000000-0000-4000-8000-000000000001, ...002, ...: one counter per patient."""
+    counter = itertools.count(1)
+    return lambda: f"00000000-0000-4000-8000-{next(counter):012d}"
+
+
+def _searchset(entries: list[dict[str, Any]], self_url: str) -> dict[str, Any]:
+    matches = sum(1 for e in entries if e["resource"]["resourceType"] not in INCLUDED_TYPES)
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": matches,
+        "link": [{"relation": "self", "url": self_url}],
+        "entry": [
+            {
+                "fullUrl": e["fullUrl"],
+                "resource": e["resource"],
+                "search": {"mode": "include" if e["resource"]["resourceType"] in INCLUDED_TYPES else "match"},
+            }
+            for e in entries
+        ],
+    }
+
+
+def _base_url(bundle: Mapping[str, Any]) -> str:
+    """The FHIR base of the chart, from the fullUrl of its Patient entry."""
+    (full_url,) = (e["fullUrl"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    return full_url.rsplit("/Patient/", 1)[0]
+
+
+def hook_request(slug: str, bundle: Mapping[str, Any]) -> dict[str, Any]:
+    """A CDS Hooks 2.0 patient-view request with the whole chart prefetched."""
+    patient = patient_of(bundle)
+    base = _base_url(bundle)
+    prefetch: dict[str, Any] = {"patient": patient}
+    for key, types in PREFETCH_SEARCHES.items():
+        entries = [e for e in bundle["entry"] if e["resource"]["resourceType"] in types]
+        prefetch[key] = _searchset(entries, f"{base}/{types[0]}?patient={patient['id']}")
+    return {
+        "hookInstance": str(uuid.uuid5(HOOK_INSTANCE_NAMESPACE, slug)),
+        "hook": "patient-view",
+        "context": {"userId": USER_ID, "patientId": patient["id"]},
+        "prefetch": prefetch,
+    }
+
+
+def hook_response(matcher: Any, bundle: Mapping[str, Any]) -> dict[str, Any]:
+    """The hook response the Matcher gives for the chart: {"cards": [...]}."""
+    output = matcher.match(resources_of(bundle), patient_of(bundle)["id"])
+    return {"cards": output.cards}
+
+
+def gallery_matchers() -> Callable[[Callable[[], str]], Any]:
+    """Matchers on the bundled catalog with the gallery's "today", one per uuid factory (the catalog is loaded
+    once; imported late, as the requests need no engine)."""
+    from cds_service.catalog import load_catalog
+    from cds_service.config import load_settings
+    from cds_service.pipeline import Matcher
+
+    settings = load_settings({"today": TODAY}, environ={})
+    catalog = load_catalog(settings.mappings_dir)
+    return lambda uuid_factory: Matcher(catalog, settings, uuid_factory)
+
+
+def dumps(document: Any) -> str:
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def build(golden: bool) -> Iterator[Path]:
+    REQUESTS_DIR.mkdir(exist_ok=True)
+    if golden:
+        GOLDEN_DIR.mkdir(exist_ok=True)
+        matcher_for = gallery_matchers()
+    for entry in manifest():
+        slug, bundle = slug_of(entry), load_bundle(entry)
+        request_path = REQUESTS_DIR / f"patient-view-{slug}.json"
+        request_path.write_text(dumps(hook_request(slug, bundle)), encoding="utf-8")
+        yield request_path
+        if golden:
+            golden_path = GOLDEN_DIR / f"{slug}.cards.json"
+            golden_path.write_text(dumps(hook_response(matcher_for(card_uuids()), bundle)), encoding="utf-8")
+            yield golden_path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--golden", action="store_true", help="also write examples/golden/<slug>.cards.json")
+    args = parser.parse_args()
+    for path in build(args.golden):
+        print(path.relative_to(REPO_ROOT))
+
+
+if __name__ == "__main__":
+    main()
