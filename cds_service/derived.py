@@ -122,11 +122,12 @@ def _oldest(dates: Iterable[date | None]) -> date | None:
     return min(known) if known else None
 
 
-def _add_years(day: date, years: int) -> date:
-    try:
-        return day.replace(year=day.year + years)
-    except ValueError:  # 29 February
-        return day.replace(year=day.year + years, day=28)
+def _less_than_a_year(start: date, later: date) -> bool:
+    """Tell whether `later` comes before the first anniversary of `start` (29 February: 28 February)."""
+    if start.year == date.max.year:
+        return True
+    anniversary = date(start.year + 1, start.month, 28 if (start.month, start.day) == (2, 29) else start.day)
+    return later < anniversary
 
 
 # --- renal function, limits of normal, calcium --------------------------------------------------------------
@@ -268,8 +269,7 @@ def metastases_synchronous(facts: PatientFacts, days: int = SYNCHRONOUS_DAYS) ->
     if not evidence:
         return Flag(None, (primary_ref,), "no dated evidence of distant metastasis")
     first_date, first_ref, _ = min(evidence)
-    window_end = diagnosed + timedelta(days=days)
-    if first_date <= window_end:
+    if (first_date - diagnosed).days <= days:
         text = f"metastasis documented {first_date}, within {days} days of diagnosis {diagnosed}"
         return Flag(True, (primary_ref, first_ref), text)
     m0_at_diagnosis = [
@@ -336,14 +336,13 @@ def _time_to_therapy_factor(facts: PatientFacts) -> ImdcFactor:
     if primary is None:
         return ImdcFactor(name, None, (), "date of the kidney cancer diagnosis unknown")
     diagnosed, ref = primary
-    year_later = _add_years(diagnosed, 1)
     lines = [line for line in facts.therapy_lines if line.metastatic_setting is not False]
     if lines:
         first = lines[0]
         text = f"first systemic therapy {first.start}, diagnosis {diagnosed}"
-        return ImdcFactor(name, first.start < year_later, (ref, *first.refs), text)
+        return ImdcFactor(name, _less_than_a_year(diagnosed, first.start), (ref, *first.refs), text)
     # No systemic therapy yet: the interval runs to today (treatment, if any, starts now or later).
-    if facts.today >= year_later:
+    if not _less_than_a_year(diagnosed, facts.today):
         return ImdcFactor(
             name, False, (ref,), f"diagnosis {diagnosed}, no systemic therapy recorded, over 1 year"
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from cds_service.terminology import INGREDIENT, LOINC, SNOMED, Analyte, Code, Terminology
@@ -583,10 +583,11 @@ def therapy_lines(
         ongoing = any(m.active for m in group)
         # A finished drug without an end date counts as ending on its start (the last date known to be given).
         end = None if ongoing else max(m.end or m.start for m in group)  # type: ignore[type-var]
+        # Day differences, not date arithmetic: dates near year 1 or 9999 must not overflow.
         metastatic = (
             None
             if metastasis_date is None
-            else start >= metastasis_date - timedelta(days=METASTATIC_LINE_MARGIN_DAYS)
+            else (start - metastasis_date).days >= -METASTATIC_LINE_MARGIN_DAYS
         )
         lines.append(
             TherapyLine(

@@ -341,3 +341,19 @@ def test_imdc_stale_labs_are_unknown():
 )
 def test_imdc_groups_possible(factors, groups):
     assert imdc_groups_possible(factors) == groups
+
+
+@pytest.mark.parametrize(
+    ("diagnosed", "treated", "abnormal"),
+    [
+        (date(2024, 2, 29), date(2025, 2, 27), True),
+        (date(2024, 2, 29), date(2025, 2, 28), False),
+        (date(2024, 3, 1), date(2025, 2, 28), True),
+        (date(2024, 3, 1), date(2025, 3, 1), False),
+    ],
+)
+def test_imdc_time_to_therapy_one_year_boundary(diagnosed, treated, abnormal):
+    facts = replace(
+        MAN, conditions=(kidney_cancer(diagnosed),), therapy_lines=(line(1, treated, {"sunitinib"}),)
+    )
+    assert imdc_risk(facts, TERMINOLOGY).factors[0].abnormal is abnormal

@@ -430,3 +430,17 @@ def test_skipped_resources_are_reported():
 
 def test_every_valueset_read_by_facts_exists_in_the_catalog():
     assert VALUESETS_READ_BY_FACTS <= set(TERMINOLOGY.valuesets)
+
+
+@pytest.mark.parametrize("extreme", ["0001-01-01", "9999-12-31"])
+def test_extreme_dates_do_not_overflow(extreme):
+    from cds_service import derived
+
+    facts = facts_of(
+        condition("met", SNOMED_URI, "94391008", onset=extreme),
+        condition("rcc", SNOMED_URI, "702391001", onset=extreme),
+        med_statement("s", "357977", extreme),
+    )
+    assert facts.therapy_lines[0].metastatic_setting is True
+    assert derived.metastases_synchronous(facts).value is True
+    assert derived.imdc_risk(facts, TERMINOLOGY).factors[0].abnormal is True

@@ -1,0 +1,143 @@
+"""Real FHIR examples by others (shared/thirdparty-fhir, see its SOURCES.md): facts are read, none invented.
+
+None of these patients has kidney cancer. Every file must build facts without an exception, and the facts that
+can be read must be exactly what the files say.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date
+from pathlib import Path
+
+import pytest
+from conftest_facts import THIRDPARTY, load_terminology, observation, quantity
+
+from cds_service.derived import imdc_risk, primary_in_place
+from cds_service.facts import PatientFacts, build_facts
+from cds_service.terminology import SNOMED
+
+TODAY = date(2026, 11, 21)
+TERMINOLOGY = load_terminology()
+JSON_FILES = sorted(THIRDPARTY.rglob("*.json"))
+NOT_R4 = {
+    "condition-bundle.json",
+    "condition-with-icd10.json",
+}  # DSTU2-style Conditions (patient, string status)
+
+
+def facts_of(relative: str, patient_id: str | None = None) -> PatientFacts:
+    return build_facts([json.loads((THIRDPARTY / relative).read_text())], TERMINOLOGY, TODAY, patient_id)
+
+
+def test_the_examples_are_there():
+    assert len(JSON_FILES) >= 25
+
+
+@pytest.mark.parametrize("path", JSON_FILES, ids=lambda p: p.relative_to(THIRDPARTY).as_posix())
+def test_every_file_builds_facts_without_inventing_a_kidney_cancer(path: Path):
+    facts = build_facts([json.loads(path.read_text())], TERMINOLOGY, TODAY)
+    assert facts.today == TODAY
+    assert not any("kidney-cancer" in c.valuesets for c in facts.conditions)
+    assert not any("nephrectomy" in p.valuesets for p in facts.procedures)
+    assert facts.therapy_lines == ()  # no RCC systemic therapy in any of them
+    assert primary_in_place(facts, TERMINOLOGY).value is None
+    assert bool(facts.skipped) == (path.name in NOT_R4)
+
+
+def test_eom_patient_ecog_staging_status_and_metastasis():
+    facts = facts_of("clinical-trial-matching-service/eom_patient_1.json")
+    assert [(s.value, s.date, s.ref) for s in facts.ecog] == [
+        (3, date(2022, 1, 2), "Observation/observation-id-1")
+    ]
+    assert [(s.metastatic, s.code) for s in facts.staging] == [(False, (SNOMED, "1229901006"))]
+    assert [(d.status, d.date) for d in facts.disease_status] == [("improved", date(2024, 1, 1))]
+    assert [c.display for c in facts.conditions if "metastatic-disease" in c.valuesets] == [
+        "Metastatic malignant neoplasm to lung (disorder)"
+    ]
+    assert (facts.sex, facts.birth_date) == ("female", date(1987, 1, 1))
+    assert all(not m.ingredients for m in facts.medications)  # alpelisib, abemaciclib: not in the catalog
+
+
+def test_invalid_ecog_and_karnofsky_are_discarded_and_birth_date_stays_unknown():
+    facts = facts_of(
+        "clinical-trial-matching-service/patient_data_missing_birthdate_invalid_ecog_karnofsky.json"
+    )
+    assert (facts.ecog, facts.karnofsky, facts.birth_date, facts.age) == ((), (), None, None)
+    assert imdc_risk(facts, TERMINOLOGY).factors[1].abnormal is None
+
+
+def test_ctm_service_patient_scores():
+    facts = facts_of("clinical-trial-matching-service/patient_data.json")
+    assert [s.value for s in facts.ecog] == [3]
+    assert [s.value for s in facts.karnofsky] == [90]
+
+
+@pytest.mark.parametrize(
+    ("file", "attribute", "expected"),
+    [
+        ("fhir-mCODE-ig/Observation-mCODEECOGPerformanceStatusExample01.json", "ecog", 0),
+        ("fhir-mCODE-ig/Observation-mCODEKarnofskyPerformanceStatusExample01.json", "karnofsky", 90),
+        ("fhir-mCODE-ig/Observation-mCODECancerDiseaseStatusExample01.json", "disease_status", "improved"),
+        (
+            "mcode-extraction-framework/csv-cancer-disease-status-bundle.json",
+            "disease_status",
+            "complete-remission",
+        ),
+    ],
+)
+def test_single_mcode_observations(file, attribute, expected):
+    (fact,) = getattr(facts_of(file), attribute)
+    assert (fact.value if hasattr(fact, "value") else fact.status) == expected
+
+
+def test_ajcc_system_m0_staging():
+    for file in (
+        "fhir-mCODE-ig/Observation-mCODETNMClinicalDistantMetastasesCategoryExample01.json",
+        "mcode-extraction-framework/csv-staging-bundle.json",
+    ):
+        assert [(s.metastatic, s.code[1]) for s in facts_of(file).staging] == [(False, "cM0")]
+
+
+def test_synthea_labs_in_canonical_units():
+    facts = facts_of("generated-sample-data/Micah_Schinner_d4d72610-ec40-42ed-b34f-09e286181ee9.json")
+    weight, creatinine = facts.labs["weight"][0], facts.labs["creatinine"][0]
+    assert (round(weight.value, 2), weight.date, weight.as_sent) == (76.88, date(2020, 6, 15), "76.8786 kg")
+    assert (round(creatinine.value, 3), creatinine.date) == (2.645, date(2018, 5, 31))
+    assert len(facts.labs["weight"]) == 10
+    assert facts.patient_ref == "Patient/720b9118-3153-40c8-b162-cd963506be0e"
+
+
+def test_synthea_patient_filter_uses_the_bundle_full_url():
+    relative = "generated-sample-data/Micah_Schinner_d4d72610-ec40-42ed-b34f-09e286181ee9.json"
+    mine = facts_of(relative, "720b9118-3153-40c8-b162-cd963506be0e")
+    assert len(mine.labs["weight"]) == 10 and len(mine.conditions) == 5
+    other = facts_of(relative, "someone-else")
+    assert (other.labs, other.conditions, other.birth_date) == ({}, (), None)
+
+
+def test_synthea_warfarin_is_an_anticoagulant_and_chemo_is_not_an_rcc_line():
+    facts = facts_of("generated-sample-data/Sherman_McGlynn_8ef2ef98-48c5-427e-80d4-5e8f30ac8bf5.json")
+    warfarin = [m for m in facts.medications if m.ingredients == {"warfarin"}]
+    assert warfarin and all("anticoagulant" in m.valuesets for m in warfarin)
+    assert facts.therapy_lines == ()
+
+
+def test_dstu2_conditions_are_skipped_by_reference():
+    facts = facts_of("mcode-extraction-framework/condition-bundle.json")
+    assert facts.conditions == () and len(facts.skipped) == 5
+    assert all(ref.startswith("Condition/") for ref in facts.skipped)
+
+
+def test_lb_weight_of_the_mcode_extended_example():
+    """mCODE STU4 EX_ExtendedExample.fsh (FSH only, no JSON): its body weight in [lb_av], transcribed."""
+    fsh = (THIRDPARTY / "fhir-mCODE-ig" / "EX_ExtendedExample.fsh").read_text()
+    match = re.search(
+        r"Instance: (bodyweight-jenny-m-[\d-]+).*?valueQuantity = ([\d.]+) '\[lb_av\]'", fsh, re.S
+    )
+    assert match is not None
+    res = observation(match.group(1), "29463-7", valueQuantity=quantity(float(match.group(2)), "[lb_av]"))
+    (weight,) = build_facts([res], TERMINOLOGY, TODAY).labs["weight"]
+    assert weight.value == pytest.approx(155.0 * 0.45359237)
+    assert weight.as_sent == "155 [lb_av]" and weight.unit == "kg"
