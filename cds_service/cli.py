@@ -100,6 +100,8 @@ def _criteria_table(criteria: tuple[CriterionResult, ...]) -> Table:
     table.add_column("evidence", overflow="fold", ratio=2)
     for criterion in criteria:
         text = Text(criterion.id, style="bold")
+        if criterion.heading:
+            text.append(f"\n{criterion.heading}", style="italic")
         text.append(f"\n{criterion.text}")
         table.add_row(
             text,

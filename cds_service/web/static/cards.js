@@ -62,7 +62,7 @@ function renderCriteria(extension, cardIndex) {
       el("td", {}, criterion.heading ? el("span", { class: "heading" }, `${criterion.heading} `) : null, criterion.text),
       el("td", {}, el("span", { class: `badge badge-${criterion.outcome}` }, OUTCOME_LABELS[criterion.outcome] || criterion.outcome)),
       el("td", {}, criterion.reason || ""),
-      el("td", {}, (criterion.evidence || []).join(", ")),
+      el("td", {}, ...(criterion.evidence || []).map((ref) => el("span", { class: "evidence" }, ref))),
     ),
   );
   const captionId = `criteria-caption-${cardIndex}`;
