@@ -1,0 +1,440 @@
+"""The `cds-trials` command line, run through click's CliRunner with a clean CDS_* environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+from flask import Flask
+from flask.testing import FlaskClient
+
+from cds_service.catalog import load_catalog
+from cds_service.cli import main, seeded_uuids
+from cds_service.config import DEFAULT_MAPPINGS_DIR, load_settings
+from cds_service.pipeline import Matcher
+from cds_service.verdicts import Verdict
+
+DATA = Path(__file__).resolve().parent / "data"
+PATIENT_FILE = DATA / "cli" / "mrcc-oligoprogression.json"
+STUDY_FILE = DATA / "ctgov" / "NCT04299646.json"
+SEED_FILE = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "NCT04299646-SRT-oligoprogression.txt"
+TODAY = "2026-11-21"
+NEW_NCT = "NCT09999990"  # a fictional NCT number no trial of the catalog has
+SEED = 7
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [name for name in os.environ if name.startswith("CDS_")]:
+        monkeypatch.delenv(name)
+
+
+def run(*args: str, **env: str) -> Result:
+    """Invoke the command line with CDS_* variables (wide output, so rich wraps less)."""
+    environment = {"COLUMNS": "200", **{f"CDS_{k.upper()}": v for k, v in env.items()}}
+    return CliRunner().invoke(main, list(args), env=environment, catch_exceptions=False)
+
+
+@pytest.fixture
+def uuid_factory() -> Callable[[], str]:
+    """The app fixture's card uuids: the same sequence as `cds-trials evaluate --uuid-seed 7`."""
+    return seeded_uuids(SEED)
+
+
+def bundle_resources() -> list[dict[str, Any]]:
+    return [entry["resource"] for entry in json.loads(PATIENT_FILE.read_text(encoding="utf-8"))["entry"]]
+
+
+def searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
+
+
+def hook_request_body(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """The patient-view request an EHR sends for this patient, written out key by key."""
+    of_type = {
+        t: [r for r in resources if r["resourceType"] == t] for t in {r["resourceType"] for r in resources}
+    }
+    patient = of_type["Patient"][0]
+    return {
+        "hook": "patient-view",
+        "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "context": {"userId": "Practitioner/example", "patientId": patient["id"]},
+        "prefetch": {
+            "patient": patient,
+            "conditions": searchset(of_type.get("Condition", [])),
+            "observations": searchset(of_type.get("Observation", [])),
+            "medicationStatements": searchset(of_type.get("MedicationStatement", [])),
+            "medicationRequests": searchset(of_type.get("MedicationRequest", [])),
+            "procedures": searchset(of_type.get("Procedure", [])),
+        },
+    }
+
+
+def expected_results() -> dict[str, Verdict]:
+    """Verdicts computed by the pipeline itself, to check what the command prints."""
+    settings = load_settings({"today": TODAY})
+    catalog = load_catalog(settings.mappings_dir)
+    output = Matcher(catalog, settings).match(bundle_resources(), "cli-mrcc-1")
+    return {result.trial.nct_id or result.trial.key: result.verdict for result in output.results}
+
+
+# --- help
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["evaluate"],
+        ["trials"],
+        ["check-mappings"],
+        ["import-ctgov"],
+        ["serve"],
+        ["feedback"],
+        ["feedback", "export"],
+    ],
+)
+def test_every_command_has_help(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.exit_code == 0
+    assert result.output.startswith("Usage: ")
+
+
+# --- evaluate
+
+
+def test_evaluate_prints_each_trial_verdict_and_its_criteria() -> None:
+    result = run("evaluate", str(PATIENT_FILE), "--today", TODAY)
+    assert result.exit_code == 0, result.output
+    verdicts = expected_results()
+    for key, verdict in verdicts.items():
+        assert re.search(rf"{re.escape(key)}.*\n\s*verdict: {verdict.value}", result.output), key
+    # the fixture is an oligoprogressive clear-cell mRCC on first-line therapy: the SRT trial may fit
+    assert verdicts["NCT04299646"] in (Verdict.LIKELY, Verdict.POSSIBLY)
+    trial = next(t for t in load_catalog(DEFAULT_MAPPINGS_DIR).trials if t.info.key == "NCT04299646")
+    for criterion in trial.criteria:
+        assert criterion.id in result.output
+    assert "Observation/cli-ecog" in result.output  # evidence of the ECOG criterion
+    for outcome in ("met", "clinician"):
+        assert re.search(rf"│ {outcome}\s", result.output)
+
+
+def test_evaluate_json_is_the_hooks_response_for_the_same_data(client: FlaskClient) -> None:
+    response = client.post("/cds-services/mrcc-trials", json=hook_request_body(bundle_resources()))
+    assert response.status_code == 200
+    result = run("evaluate", str(PATIENT_FILE), "--json", "--today", TODAY, "--uuid-seed", str(SEED))
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    assert printed == response.get_json()
+    assert list(printed) == ["cards"]
+    assert any(card["summary"].find("NCT04299646") >= 0 for card in printed["cards"])
+
+
+def test_evaluate_json_with_a_seed_is_reproducible_and_reads_cds_today() -> None:
+    first = run("evaluate", str(PATIENT_FILE), "--json", "--uuid-seed", "3", today=TODAY)
+    second = run("evaluate", str(PATIENT_FILE), "--json", "--uuid-seed", "3", today=TODAY)
+    assert first.exit_code == 0 and first.output == second.output
+    other_seed = run("evaluate", str(PATIENT_FILE), "--json", "--uuid-seed", "4", today=TODAY)
+    assert json.loads(other_seed.output)["cards"][0]["uuid"] != json.loads(first.output)["cards"][0]["uuid"]
+
+
+@pytest.mark.parametrize("shape", ["resource-list", "transaction", "searchset"])
+def test_evaluate_accepts_other_bundle_shapes(tmp_path: Path, shape: str) -> None:
+    resources = bundle_resources()
+    if shape == "resource-list":
+        data: Any = resources
+    else:
+        entries = [
+            {"resource": r, "request": {"method": "POST", "url": r["resourceType"]}} for r in resources
+        ]
+        data = {"resourceType": "Bundle", "type": shape, "entry": entries}
+    path = tmp_path / "patient.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    reference = run("evaluate", str(PATIENT_FILE), "--json", "--uuid-seed", "1", "--today", TODAY)
+    result = run("evaluate", str(path), "--json", "--uuid-seed", "1", "--today", TODAY)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == json.loads(reference.output)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not json", "cannot read JSON"),
+        ('{"hello": "world"}', "expected a FHIR Bundle"),
+        ('{"resourceType": "Bundle", "type": "collection", "entry": []}', "exactly one Patient"),
+    ],
+)
+def test_evaluate_refuses_files_it_cannot_use(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content, encoding="utf-8")
+    result = CliRunner().invoke(main, ["evaluate", str(path)])
+    assert result.exit_code == 1
+    assert message in result.output
+
+
+# --- trials and check-mappings
+
+
+def test_trials_lists_every_trial_with_its_status_and_criteria_counts() -> None:
+    result = run("trials")
+    assert result.exit_code == 0, result.output
+    catalog = load_catalog(DEFAULT_MAPPINGS_DIR)
+    assert len(catalog.trials) == 4
+    for trial in catalog.trials:
+        inclusion = sum(c.type == "inclusion" for c in trial.criteria)
+        row = next(
+            line for line in result.output.splitlines() if (trial.info.nct_id or trial.info.key) in line
+        )
+        assert trial.info.status in row
+        assert re.search(rf"│ {inclusion} \(\d+\+\d+\)", row)
+        if trial.info.acronym:
+            assert trial.info.acronym in result.output
+
+
+def test_trials_follows_cds_mappings_dir(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog"
+    shutil.copytree(DEFAULT_MAPPINGS_DIR, catalog)
+    (catalog / "trials" / "RESORT.yaml").unlink()
+    result = run("trials", mappings_dir=str(catalog))
+    assert result.exit_code == 0, result.output
+    assert "RESORT" not in result.output and "NCT06903312" in result.output
+
+
+def test_check_mappings_accepts_the_bundled_catalog() -> None:
+    result = run("check-mappings")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("OK: ")
+
+
+def test_check_mappings_names_the_file_and_path_of_each_problem(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog"
+    shutil.copytree(DEFAULT_MAPPINGS_DIR, catalog)
+    trial_file = catalog / "trials" / "NCT06903312.yaml"
+    trial = yaml.safe_load(trial_file.read_text(encoding="utf-8"))
+    trial["anchors"] = ["no-such-criterion"]
+    trial_file.write_text(yaml.safe_dump(trial, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    result = run("check-mappings", str(catalog))
+    assert result.exit_code == 1
+    assert "trials/NCT06903312.yaml" in result.output
+    assert "anchors/0" in result.output
+    assert "no-such-criterion" in result.output
+
+
+def test_check_mappings_reads_cds_mappings_dir(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog"
+    shutil.copytree(DEFAULT_MAPPINGS_DIR, catalog)
+    (catalog / "services.yaml").write_text("services: []\n", encoding="utf-8")
+    result = run("check-mappings", mappings_dir=str(catalog))
+    assert result.exit_code == 1
+    assert "services.yaml" in result.output
+
+
+# --- import-ctgov
+
+
+def seed_criteria() -> dict[str, list[str]]:
+    """The bullet items of the registry text, by section, as the seed shows them."""
+    sections: dict[str, list[str]] = {"inclusion": [], "exclusion": []}
+    current = None
+    for line in SEED_FILE.read_text(encoding="utf-8").splitlines():
+        if line.strip() in ("Inclusion Criteria", "Exclusion Criteria"):
+            current = line.strip().split()[0].lower()
+        elif line.strip() == "Study & Design":
+            current = None
+        elif current and line.strip().startswith("•"):
+            sections[current].append(line.strip().removeprefix("•").strip())
+    return sections
+
+
+@pytest.fixture
+def imported(tmp_path: Path) -> Path:
+    result = run("import-ctgov", str(STUDY_FILE), "--out", str(tmp_path / "drafts"))
+    assert result.exit_code == 0, result.output
+    return tmp_path / "drafts" / "NCT04299646.yaml"
+
+
+def test_import_ctgov_keeps_metadata_and_every_criterion_verbatim(imported: Path) -> None:
+    draft = yaml.safe_load(imported.read_text(encoding="utf-8"))
+    assert draft["id"] == draft["nct_id"] == "NCT04299646"
+    assert draft["status"] == "RECRUITING" and draft["phase"] == "PHASE2"
+    assert draft["sponsor"] == "Centre Francois Baclesse"
+    assert draft["url"] == "https://clinicaltrials.gov/study/NCT04299646"
+    assert draft["title"].startswith("A Phase II Study Assessing Stereotactic Radiotherapy")
+    assert len(draft["short_title"]) <= 100
+    assert "Centre François Baclesse, Caen, France" in draft["sites"]
+    seed = seed_criteria()
+    assert len(seed["inclusion"]) == 15 and len(seed["exclusion"]) == 14
+    for kind, texts in seed.items():
+        assert [c["text"] for c in draft["criteria"] if c["type"] == kind] == texts
+    rules = [c for c in draft["criteria"] if "rule" in c]
+    assert [c["id"] for c in rules] == draft["anchors"]  # only the anchor has a (clinician) rule
+    assert all(set(c.get("rule", {})) <= {"clinician"} for c in draft["criteria"])
+
+
+@pytest.fixture
+def catalog_with_new_draft(tmp_path: Path) -> Path:
+    """The bundled catalog plus the draft of a trial it does not hold yet (the record, another NCT number).
+
+    (Replacing the hand-encoded NCT04299646 by its draft would leave value sets that only it used unused.)
+    """
+    study = json.loads(STUDY_FILE.read_text(encoding="utf-8"))
+    study["protocolSection"]["identificationModule"]["nctId"] = NEW_NCT
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps(study), encoding="utf-8")
+    catalog = tmp_path / "catalog"
+    shutil.copytree(DEFAULT_MAPPINGS_DIR, catalog)
+    result = run("import-ctgov", str(path), "--out", str(catalog / "trials"))
+    assert result.exit_code == 0, result.output
+    return catalog
+
+
+def test_import_ctgov_output_passes_check_mappings(catalog_with_new_draft: Path) -> None:
+    result = run("check-mappings", str(catalog_with_new_draft))
+    assert result.exit_code == 0, result.output
+    assert (
+        len(load_catalog(catalog_with_new_draft).trials) == len(load_catalog(DEFAULT_MAPPINGS_DIR).trials) + 1
+    )
+
+
+def test_an_imported_draft_never_gets_a_card(catalog_with_new_draft: Path) -> None:
+    """Until a person encodes its anchors, a draft is not considered, even for a patient who fits it."""
+    result = run(
+        "evaluate", str(PATIENT_FILE), "--json", today=TODAY, mappings_dir=str(catalog_with_new_draft)
+    )
+    assert result.exit_code == 0, result.output
+    summaries = [card["summary"] for card in json.loads(result.output)["cards"]]
+    assert any("NCT04299646" in summary for summary in summaries)  # the encoded trial still gets its card
+    assert all(NEW_NCT not in summary for summary in summaries)
+    table = run("evaluate", str(PATIENT_FILE), today=TODAY, mappings_dir=str(catalog_with_new_draft))
+    assert re.search(rf"{NEW_NCT}.*\n\s*verdict: not-considered", table.output)
+
+
+def test_import_ctgov_refuses_to_overwrite_without_force(imported: Path) -> None:
+    again = run("import-ctgov", str(STUDY_FILE), "--out", str(imported.parent))
+    assert again.exit_code == 1 and "--force" in again.output
+    forced = run("import-ctgov", str(STUDY_FILE), "--out", str(imported.parent), "--force")
+    assert forced.exit_code == 0
+
+
+def test_import_ctgov_splits_numbered_and_nested_items_under_their_heading(tmp_path: Path) -> None:
+    study = json.loads(STUDY_FILE.read_text(encoding="utf-8"))
+    study["protocolSection"]["identificationModule"]["acronym"] = "STORM"
+    study["protocolSection"]["designModule"]["phases"] = ["PHASE1", "PHASE2"]
+    study["protocolSection"]["eligibilityModule"]["eligibilityCriteria"] = (
+        "Key Inclusion Criteria:\n\n1. Age ≥ 18 years\n2. Adequate organ function:\n"
+        "   * Creatinine clearance \\> 30 mL/min\n   * Bilirubin ≤ 1.5 x ULN, or\n"
+        "     ≤ 3 x ULN with Gilbert's syndrome\n3. Signed consent\n\n"
+        "Exclusion Criteria:\n\n* Prior radiotherapy to \\[a target lesion\\]\n"
+    )
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps(study), encoding="utf-8")
+    assert run("import-ctgov", str(path), "--out", str(tmp_path / "out")).exit_code == 0
+    draft = yaml.safe_load((tmp_path / "out" / "NCT04299646.yaml").read_text(encoding="utf-8"))
+    assert draft["acronym"] == "STORM" and draft["phase"] == "PHASE1_PHASE2"
+    assert [(c["type"], c["text"], c.get("heading")) for c in draft["criteria"]] == [
+        ("inclusion", "Age ≥ 18 years", None),
+        ("inclusion", "Creatinine clearance > 30 mL/min", "Adequate organ function:"),
+        (
+            "inclusion",
+            "Bilirubin ≤ 1.5 x ULN, or ≤ 3 x ULN with Gilbert's syndrome",
+            "Adequate organ function:",
+        ),
+        ("inclusion", "Signed consent", None),
+        ("exclusion", "Prior radiotherapy to [a target lesion]", None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s.pop("protocolSection"), "protocolSection"),
+        (lambda s: s["protocolSection"]["identificationModule"].pop("nctId"), "nctId"),
+        (
+            lambda s: s["protocolSection"]["eligibilityModule"].update(eligibilityCriteria="Adults only."),
+            "Inclusion",
+        ),
+    ],
+)
+def test_import_ctgov_names_what_the_record_lacks(
+    tmp_path: Path, change: Callable[[dict], Any], message: str
+) -> None:
+    study = json.loads(STUDY_FILE.read_text(encoding="utf-8"))
+    change(study)
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps(study), encoding="utf-8")
+    result = run("import-ctgov", str(path), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert message in result.output
+    assert not (tmp_path / "out").exists()
+
+
+# --- feedback export
+
+
+@pytest.fixture
+def feedback_app(tmp_path: Path) -> Iterator[Flask]:
+    from cds_service.web import create_app
+
+    application = create_app(
+        {"SANDBOX": True, "TODAY": TODAY, "DATABASE_URL": f"sqlite:///{tmp_path / 'feedback.sqlite3'}"}
+    )
+    yield application
+    application.extensions["cds"].storage.close()
+
+
+def test_feedback_export_prints_stored_feedback_as_json_lines(feedback_app: Flask, tmp_path: Path) -> None:
+    client = feedback_app.test_client()
+    cards = client.post("/cds-services/mrcc-trials", json=hook_request_body(bundle_resources())).get_json()[
+        "cards"
+    ]
+    reason = {"system": "https://trialmatch.example.org/override-reason", "code": "not-interested"}
+    items = [
+        {
+            "card": cards[0]["uuid"],
+            "outcome": "overridden",
+            "overrideReason": {"reason": reason},
+            "outcomeTimestamp": "2026-11-21T10:05:31Z",
+        },
+        {
+            "card": "3f1c2f0e-8f4e-4bb1-9df0-6a2d9b1c0d11",
+            "outcome": "accepted",
+            "acceptedSuggestions": [{"id": "c3c6b0a5-1d7e-4c55-a2a6-8f0e1c9b7a21"}],
+            "outcomeTimestamp": "2026-11-21T10:06:00Z",
+        },
+    ]
+    assert client.post("/cds-services/mrcc-trials/feedback", json={"feedback": items}).status_code == 200
+    result = run("feedback", "export", database_url=f"sqlite:///{tmp_path / 'feedback.sqlite3'}")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert [(line["card"], line["outcome"], line["timestamp"]) for line in lines] == [
+        (cards[0]["uuid"], "overridden", "2026-11-21T10:05:31Z"),
+        ("3f1c2f0e-8f4e-4bb1-9df0-6a2d9b1c0d11", "accepted", "2026-11-21T10:06:00Z"),
+    ]
+    assert lines[0]["reason"] == reason
+    assert lines[0]["nctId"] == cards[0]["extension"]["org.trialmatch.eligibility"]["nctId"]
+
+
+def test_feedback_export_of_an_empty_store_prints_nothing(tmp_path: Path) -> None:
+    result = run("feedback", "export", database_url=f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+    assert result.exit_code == 0
+    assert result.output == ""
+
+
+# --- serve
+
+
+def test_serve_stops_on_a_bad_catalog_naming_file_and_path(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog"
+    shutil.copytree(DEFAULT_MAPPINGS_DIR, catalog)
+    (catalog / "trials" / "NCT06903312.yaml").write_text("id: [unclosed\n", encoding="utf-8")
+    result = run("serve", "--port", "8099", mappings_dir=str(catalog))
+    assert result.exit_code == 1
+    assert "trials/NCT06903312.yaml" in result.output
