@@ -331,6 +331,10 @@ def serve(host: str, port: int, workers: int) -> None:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers)
             self.cfg.set("accesslog", "-")
+            if (
+                "control_socket_disable" in self.cfg.settings
+            ):  # gunicorn >= 25: one fixed socket path per user
+                self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
             return create_app()
