@@ -108,20 +108,24 @@ def browser_page(browser: Browser) -> Iterator[BrowserPage]:
     context.close()
 
 
+def show_cards(page: Page, base_url: str, patient: GalleryPatient) -> None:
+    """Open the sandbox, pick the gallery patient and fire patient-view."""
+    page.goto(f"{base_url}/sandbox")
+    expect(page.locator("body.ready")).to_be_attached()
+    page.get_by_label("Example patient").select_option(patient.file)
+    expect(page.locator("#status")).to_contain_text("Loaded")
+    expect(page.get_by_label("FHIR Bundle", exact=False)).not_to_have_value("")
+    page.get_by_role("button", name="Fire patient-view").click()
+    expect(page.locator("#status")).to_contain_text("returned")
+
+
 def test_pick_a_patient_see_its_cards_drill_down_and_dismiss(
     browser_page: BrowserPage, served_app: tuple[str, Flask]
 ) -> None:
     base_url, app = served_app
     page = browser_page.page
     patient = fitting_patient()
-    page.goto(f"{base_url}/sandbox")
-    expect(page.locator("body.ready")).to_be_attached()
-
-    page.get_by_label("Example patient").select_option(patient.file)
-    expect(page.locator("#status")).to_contain_text("Loaded")
-    expect(page.get_by_label("FHIR Bundle", exact=False)).not_to_have_value("")
-    page.get_by_role("button", name="Fire patient-view").click()
-    expect(page.locator("#status")).to_contain_text("returned")
+    show_cards(page, base_url, patient)
 
     cards = page.locator("article.card")
     summaries = [cards.nth(i).locator(".summary").inner_text() for i in range(cards.count())]
@@ -162,6 +166,29 @@ def test_pick_a_patient_see_its_cards_drill_down_and_dismiss(
     assert stored[0]["reason"]["display"] == chosen
     assert stored[0]["comment"] == "seen in clinic"
     assert stored[0]["nctId"] == key
+    assert browser_page.errors == []
+
+
+def test_a_suggestion_click_sends_accepted_feedback(
+    browser_page: BrowserPage, served_app: tuple[str, Flask]
+) -> None:
+    base_url, app = served_app
+    page = browser_page.page
+    show_cards(page, base_url, fitting_patient())
+    card = page.locator("article.card").first
+    suggestion = card.locator("button.suggestion").first
+    label = suggestion.inner_text()
+    uuid = card.get_attribute("data-uuid")
+    suggestion.click()
+    expect(card.locator(".answered-note")).to_contain_text("Suggestion accepted")
+    expect(card.get_by_role("button", name="Dismiss")).to_have_count(0)
+
+    stored = list(app.extensions["cds"].storage.iter_feedback())
+    assert [(item["card"], item["outcome"]) for item in stored] == [(uuid, "accepted")]
+    response = page.evaluate("JSON.parse(document.getElementById('response-json').textContent)")
+    card_json = next(c for c in response["cards"] if c["uuid"] == uuid)
+    suggestion_json = next(s for s in card_json["suggestions"] if s["label"] == label)
+    assert stored[0]["acceptedSuggestions"] == [suggestion_json["uuid"]]
     assert browser_page.errors == []
 
 

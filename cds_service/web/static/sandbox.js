@@ -37,6 +37,9 @@ async function getJson(path, options = {}) {
   } catch {
     body = text;
   }
+  if (response.status === 401) {
+    throw new Error(`${path}: this service requires a JWT; start it with CDS_SANDBOX=1 to use this page.`);
+  }
   if (!response.ok) {
     const message = body && body.message ? body.message : `HTTP ${response.status}`;
     throw new Error(`${options.method || "GET"} ${path}: ${message}`);
