@@ -58,7 +58,8 @@ def next_link(document: Mapping[str, Any]) -> str | None:
     """Return the `next` link of a Bundle, if any."""
     if document.get("resourceType") != "Bundle":
         return None
-    for link in document.get("link") or ():
+    links = document.get("link")
+    for link in links if isinstance(links, list) else ():
         if isinstance(link, Mapping) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             return link["url"]
     return None

@@ -158,7 +158,8 @@ def _resources_of_pages(result: FetchResult) -> Iterator[dict[str, Any]]:
 
 
 def _bundle_resources(bundle: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    for entry in bundle.get("entry") or ():
+    entries = bundle.get("entry")
+    for entry in entries if isinstance(entries, list) else ():
         resource = entry.get("resource") if isinstance(entry, Mapping) else None
         if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
             yield resource

@@ -12,6 +12,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from cds_service.web import create_app
+
 TODAY = date(2026, 11, 21)
 
 
@@ -31,8 +33,6 @@ def uuid_factory() -> Callable[[], str]:
 def app(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, today: date, uuid_factory: Callable[[], str]
 ) -> Iterator[Flask]:
-    from cds_service.web import create_app
-
     for name in [name for name in os.environ if name.startswith("CDS_")]:
         monkeypatch.delenv(name)  # the developer's environment must not change test results
     application = create_app(

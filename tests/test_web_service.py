@@ -287,3 +287,33 @@ def test_the_audit_trail_records_the_cards_shown(app, client):
     storage.record_feedback("mrcc-trials", [item])
     [exported] = list(storage.iter_feedback())
     assert exported["nctId"] == cards[0]["extension"][ELIGIBILITY]["nctId"]
+
+
+HOSTILE_PREFETCH = [
+    pytest.param(
+        {"conditions": {"resourceType": "Bundle", "entry": 5, "link": 7}}, id="entry and link not lists"
+    ),
+    pytest.param(
+        {"conditions": {"resourceType": "Bundle", "entry": ["x", {"resource": "y"}, {}]}}, id="bad entries"
+    ),
+    pytest.param({"conditions": {"resourceType": 12}}, id="resourceType not a string"),
+    pytest.param(
+        {"observations": {"resourceType": "Observation", "valueQuantity": {"value": "high"}}}, id="bad value"
+    ),
+    pytest.param(
+        {"conditions": {"resourceType": "Condition", "id": ["x"], "code": "renal cancer"}}, id="bad shapes"
+    ),
+    pytest.param(
+        {"patient": {"resourceType": "Patient", "id": "pt-rcc-1", "birthDate": "yesterday"}}, id="bad date"
+    ),
+]
+
+
+@pytest.mark.parametrize("replacement", HOSTILE_PREFETCH)
+def test_hostile_prefetch_never_breaks_the_service(client, replacement):
+    document = load_request("full-prefetch")
+    document["prefetch"].update(replacement)
+    response = post(client, document)
+    assert response.status_code in (200, 400, 412), response.get_json()
+    if response.status_code == 200:
+        assert_valid_hook_response(response.get_json())
