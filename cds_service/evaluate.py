@@ -75,11 +75,10 @@ class _Criterion:
     def result(self, facts: PatientFacts, engine: Engine, context: EvaluationContext) -> CriterionResult:
         c = self.source
         if self.rule is None:
-            outcome, reason, evidence = Outcome.CLINICIAN, c.clinician or "", ()
-        else:
-            value = engine.run(self.rule, facts, context)
-            outcome, reason, evidence = outcome_of(c.type, value.truth), value.reason, value.evidence
-        return CriterionResult(c.id, c.type, c.text, outcome, reason, evidence, c.heading)
+            return CriterionResult(c.id, c.type, c.text, Outcome.CLINICIAN, c.clinician or "", (), c.heading)
+        value = engine.run(self.rule, facts, context)
+        outcome = outcome_of(c.type, value.truth)
+        return CriterionResult(c.id, c.type, c.text, outcome, value.reason, value.evidence, c.heading)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from cds_service.terminology import ICD10CM, INGREDIENT, Analyte, Terminology
 from cds_service.verdicts import Truth
 
 T = TypeVar("T")
+_Day = date  # `date` is also a field name of the dated facts
 
 OTHER_MALIGNANCY = "other-malignancy"  # SNOMED-coded cancers; ICD-10-CM C00-D09 is recognised without a list
 # Value sets the operators read by name (directly or via cds_service.derived), not through a rule parameter.
@@ -196,10 +197,23 @@ def _days_before(facts: PatientFacts, day: date) -> int:
     return (facts.today - day).days
 
 
-def _latest(items: Iterable[T]) -> T | None:
+class _Dated(Protocol):
+    @property
+    def date(self) -> _Day | None: ...
+
+
+D = TypeVar("D", bound=_Dated)
+
+
+def _latest(items: Iterable[D]) -> D | None:
     """The item with the latest `date` (undated items cannot be placed in time and are skipped)."""
-    dated = [item for item in items if getattr(item, "date", None) is not None]
-    return max(dated, key=lambda item: item.date) if dated else None  # type: ignore[attr-defined]
+    dated = [item for item in items if item.date is not None]
+    return max(dated, key=lambda item: item.date or date.min) if dated else None
+
+
+def _recent(facts: PatientFacts, item: _Dated | None, max_age: int) -> bool:
+    """Whether an item is dated no more than `max_age` days before today."""
+    return item is not None and item.date is not None and _days_before(facts, item.date) <= max_age
 
 
 def _lower_first(title: str) -> str:
@@ -243,9 +257,8 @@ class Operator:
     params: Mapping[str, ParamType]
     required: frozenset[str]
     bounds: Mapping[str, str]
-    scalar: (
-        str | None
-    )  # the parameter a scalar leaf value fills ({sex: female}); such a leaf takes no modifiers
+    # The parameter a scalar leaf value fills ({sex: female}); such a leaf takes no modifiers.
+    scalar: str | None
     prepare: Callable[[dict[str, Any]], None] | None
 
 
@@ -538,11 +551,7 @@ def pregnant(facts: PatientFacts, params: Mapping[str, Any], context: Evaluation
         return LeafResult(
             Truth.TRUE, f"{_condition_label(active[0], label)}{_since(active[0].onset)}", _refs(active)
         )
-    recent = [
-        t
-        for t in facts.pregnancy_tests
-        if t.date is not None and _days_before(facts, t.date) <= PREGNANCY_TEST_MAX_AGE_DAYS
-    ]
+    recent = [t for t in facts.pregnancy_tests if _recent(facts, t, PREGNANCY_TEST_MAX_AGE_DAYS)]
     latest = _latest(recent)
     if latest is not None and latest.positive:
         return LeafResult(Truth.TRUE, f"positive pregnancy test{_on(latest.date)}", (latest.ref,))
@@ -635,7 +644,7 @@ def _stale_or_missing(
     if latest is None:
         reason = _unavailable(facts, resource_type) or f"no {name} in the last {max_age} days"
         return LeafResult(Truth.UNKNOWN, reason)
-    if _days_before(facts, latest.date) > max_age:
+    if not _recent(facts, latest, max_age):
         return LeafResult(
             Truth.UNKNOWN,
             f"latest {name} {shown(latest)}{_on(latest.date)} is older than {max_age} days",
@@ -667,8 +676,8 @@ def lab(facts: PatientFacts, params: Mapping[str, Any], context: EvaluationConte
     unconverted = _latest(facts.unconverted_labs.get(analyte_id, ()))
     if (
         unconverted is not None
-        and _days_before(facts, unconverted.date) <= max_age
-        and (latest is None or unconverted.date > latest.date)
+        and _recent(facts, unconverted, max_age)
+        and (latest is None or (unconverted.date or date.min) > (latest.date or date.min))
     ):
         canonical = analyte.unit if analyte else "the analyte's unit"
         return LeafResult(
@@ -766,11 +775,11 @@ def _performance(
     max_age = params.get("max_age_days", context.performance_max_age_days)
     bounds: Bounds = params["bounds"]
     latest: ScoreFact | None = _latest(getattr(facts, kind))
-    if latest is not None and _days_before(facts, latest.date) <= max_age:  # type: ignore[arg-type]
+    if latest is not None and _recent(facts, latest, max_age):
         truth = Truth.TRUE if bounds.holds(latest.value) else Truth.FALSE
         return LeafResult(truth, f"{label} {latest.value}{_on(latest.date)} ({bounds.text()})", (latest.ref,))
     latest_other: ScoreFact | None = _latest(getattr(facts, other))
-    if latest_other is not None and _days_before(facts, latest_other.date) <= max_age:  # type: ignore[arg-type]
+    if latest_other is not None and _recent(facts, latest_other, max_age):
         possible = sorted(mapping.get(latest_other.value, ()))
         if possible:
             read = " or ".join(str(v) for v in possible)
