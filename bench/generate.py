@@ -636,6 +636,7 @@ OTHER_DISEASES = (
     Disease("uterus", "Endometrial cancer", ("C54",)),
 )
 BENCH_VALUESETS_FILE = "bench-other-cancers.yaml"
+KIDNEY_LABEL = "kidney variant"
 # Leaves that name a diagnosis: an anchor built from them decides which disease a trial is for.
 DIAGNOSIS_LEAVES = ("condition", "histology")
 BOUND_KEYS = (
@@ -736,11 +737,16 @@ def _perturb(trial: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     return trial
 
 
-def _variant(seed_trial: dict[str, Any], trial_id: str, label: str) -> dict[str, Any]:
+def variant_id(number: int) -> str:
+    """NCT number of a generated variant: NCT99..., a range no registered study has."""
+    return f"NCT99{number:06d}"
+
+
+def _variant(seed_trial: dict[str, Any], number: int, label: str) -> dict[str, Any]:
     trial = copy.deepcopy(seed_trial)
-    trial["id"] = trial_id
-    trial["nct_id"] = None
-    trial["url"] = None
+    # A recruiting trial's card links its registry page, and a trial with an NCT number is keyed by it.
+    trial["id"] = trial["nct_id"] = variant_id(number)
+    trial["url"] = f"https://clinicaltrials.gov/study/{trial['nct_id']}"
     trial["acronym"] = None
     trial["short_title"] = f"[{label}] {seed_trial['short_title']}"[:100]
     trial["title"] = f"{seed_trial['title']} (benchmark variant: {label})"
@@ -784,13 +790,11 @@ def generate_catalog(
     for number in range(1, extra + 1):
         template = seeds[(number - 1) % len(seeds)]
         if number <= n_kidney:
-            trial = _perturb(
-                _variant(template, f"BENCH-KIDNEY-{number:04d}", f"kidney variant {number}"), rng
-            )
+            trial = _perturb(_variant(template, number, f"{KIDNEY_LABEL} {number}"), rng)
         else:
             disease = OTHER_DISEASES[number % len(OTHER_DISEASES)]
             used[disease.key] = disease
-            trial = _variant(template, f"BENCH-{disease.key.upper()}-{number:04d}", f"{disease.key} {number}")
+            trial = _variant(template, number, f"{disease.key} {number}")
             trial = _retarget(trial, _valueset_id(disease))
         _write_yaml(out_dir / "trials" / f"{trial['id']}.yaml", trial)
     if used:

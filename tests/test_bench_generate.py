@@ -17,6 +17,7 @@ from bench.generate import (
     count_resources,
     generate_catalog,
     hook_request,
+    variant_id,
 )
 from cds_service.catalog import load_catalog
 from cds_service.config import DEFAULT_MAPPINGS_DIR
@@ -44,15 +45,20 @@ def test_larger_catalog_loads_with_kidney_and_other_cancer_variants(
     keys = [t.info.key for t in catalog.trials]
     assert len(keys) == len(set(keys)) == 40
     assert seed_ids <= set(keys)
-    kinds = Counter(key.split("-")[1] for key in keys if key.startswith("BENCH-"))
-    assert kinds["KIDNEY"] == 2
-    assert sum(kinds.values()) - kinds["KIDNEY"] == 40 - len(seed_ids) - 2
+    labels = Counter(
+        t.info.short_title[1:].split(" ")[0] for t in catalog.trials if t.info.key not in seed_ids
+    )
+    assert labels["kidney"] == 2
+    assert sum(labels.values()) - labels["kidney"] == 40 - len(seed_ids) - 2
 
 
 def test_other_cancer_variants_anchor_on_their_own_value_set(tmp_path: Path) -> None:
     folder = generate_catalog(tmp_path / "catalog", 30)
 
-    lung = yaml.safe_load(next((folder / "trials").glob("BENCH-LUNG-*.yaml")).read_text(encoding="utf-8"))
+    variants = [
+        yaml.safe_load(p.read_text(encoding="utf-8")) for p in (folder / "trials").glob("NCT99*.yaml")
+    ]
+    lung = next(t for t in variants if t["short_title"].startswith("[lung "))
     anchor = next(c for c in lung["criteria"] if c["id"] == lung["anchors"][0])
     assert "bench-lung-cancer" in str(anchor["rule"])
     assert "histology" not in str(anchor["rule"]) and "kidney-cancer" not in str(anchor["rule"])
@@ -61,11 +67,11 @@ def test_other_cancer_variants_anchor_on_their_own_value_set(tmp_path: Path) -> 
 def test_kidney_variants_change_thresholds_only(tmp_path: Path) -> None:
     folder = generate_catalog(tmp_path / "catalog", 100)
 
-    variant = yaml.safe_load((folder / "trials" / "BENCH-KIDNEY-0001.yaml").read_text(encoding="utf-8"))
+    variant = yaml.safe_load((folder / "trials" / f"{variant_id(1)}.yaml").read_text(encoding="utf-8"))
     template = next(
         yaml.safe_load(p.read_text(encoding="utf-8"))
         for p in sorted((folder / "trials").glob("*.yaml"))
-        if not p.stem.startswith("BENCH-")
+        if not p.stem.startswith("NCT99")
     )
     assert variant["anchors"] == template["anchors"]
     assert [c["id"] for c in variant["criteria"]] == [c["id"] for c in template["criteria"]]
