@@ -140,8 +140,11 @@ class Engine:
         )
 
     def run(self, rule: Rule, facts: PatientFacts, context: EvaluationContext) -> LeafResult:
-        """Evaluate a compiled rule at most once per patient (context)."""
-        return context.remember(("rule", rule.key), lambda: rule.evaluate(facts, context))
+        """Evaluate a compiled rule at most once per patient (rules are interned: keyed by identity)."""
+        result: LeafResult | None = context.memo.get(rule)
+        if result is None:
+            result = context.memo[rule] = rule.evaluate(facts, context)
+        return result
 
     def evaluate(self, facts: PatientFacts) -> tuple[TrialResult, ...]:
         """Evaluate every trial of the catalog for one patient, sorted: likely, possibly, then the rest."""
