@@ -968,7 +968,7 @@ def _prepare_regimens(params: dict[str, Any]) -> None:
 
 @operator("current_regimen", {"one_of": (list, tuple)}, required=("one_of",), prepare=_prepare_regimens)
 def current_regimen(facts: PatientFacts, params: Mapping[str, Any], context: EvaluationContext) -> LeafResult:
-    line = derived.current_line(facts)
+    line = context.derive(facts, derived.current_line)
     if line is None:
         return _no_therapy(facts, "no ongoing systemic therapy recorded")
     truth = Truth.TRUE if line.ingredients in params["one_of"] else Truth.FALSE
@@ -994,7 +994,7 @@ def therapy_lines(facts: PatientFacts, params: Mapping[str, Any], context: Evalu
     metastatic_only = params.get("metastatic_only", True)
     counted = [line for line in lines if line.metastatic_setting or not metastatic_only]
     uncertain = [line for line in lines if line.metastatic_setting is None and metastatic_only]
-    current = derived.current_line(facts)
+    current = context.derive(facts, derived.current_line)
     wanted_ongoing = params.get("ongoing")
     if wanted_ongoing is True and current is None:
         return LeafResult(Truth.FALSE, "no ongoing systemic therapy recorded", _refs_of_lines(lines))
