@@ -146,8 +146,8 @@ def creatinine_clearance(facts: PatientFacts, since: date | None = None) -> Deri
     if facts.sex == "female":
         clearance *= 0.85
     text = (
-        f"Cockcroft-Gault {clearance:.0f} mL/min (age {age}, {facts.sex}, weight {_fmt(weight.value)} kg, "
-        f"creatinine {_fmt(creatinine.value)} mg/dL on {creatinine.date})"
+        f"Cockcroft-Gault {clearance:.0f} mL/min (age {age}, {facts.sex}, weight {_fmt(weight.value)} kg on "
+        f"{weight.date}, creatinine {_fmt(creatinine.value)} mg/dL on {creatinine.date})"
     )
     return Derived(clearance, "mL/min", (creatinine.ref, weight.ref), text, _oldest([creatinine.date]))
 

@@ -233,6 +233,8 @@ IGNORED_VERIFICATION = frozenset({"entered-in-error", "refuted"})
 UNCONFIRMED_VERIFICATION = frozenset({"provisional", "differential", "unconfirmed"})
 NOT_CURRENT_CLINICAL = frozenset({"resolved", "inactive", "remission"})
 IGNORED_MEDICATION_STATUSES = frozenset({"entered-in-error", "cancelled", "not-taken", "draft"})
+# A proposal or plan is not an order: counting it would invent an exposure (or a therapy line).
+IGNORED_REQUEST_INTENTS = frozenset({"proposal", "plan"})
 ACTIVE_MEDICATION_STATUSES = frozenset({"active", "on-hold", "intended"})
 
 LINE_JOIN_DAYS = 28  # a drug started within this many days of a line's start belongs to that line
@@ -523,7 +525,9 @@ def _condition_fact(rec: ConditionRecord, terminology: Terminology) -> Condition
 def _medication_fact(
     rec: MedicationUseRecord, terminology: Terminology, today: date
 ) -> MedicationFact | None:
-    if rec.status in IGNORED_MEDICATION_STATUSES or (rec.status == "stopped" and rec.start is None):
+    if rec.status in IGNORED_MEDICATION_STATUSES or rec.intent in IGNORED_REQUEST_INTENTS:
+        return None
+    if rec.status == "stopped" and rec.start is None:  # stopped before it started
         return None
     ingredients = terminology.ingredients_for(rec.medication.codes, rec.medication.text)
     ingredient_codes = {(INGREDIENT, ingredient) for ingredient in ingredients}

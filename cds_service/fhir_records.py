@@ -135,6 +135,7 @@ class MedicationUseRecord:
     medication: Concept  # codes of the medication code and of its ingredients; text of the code
     start: date | None
     end: date | None
+    intent: str | None = None  # MedicationRequest.intent (order, plan, proposal, ...)
 
 
 @dataclass(frozen=True)
@@ -459,6 +460,7 @@ def _medication_use(res: Any, ref: str, bundled: Mapping[str, Medication]) -> Me
         medication=_resolve_medication(res, bundled),
         start=start,
         end=end,
+        intent=res.intent if isinstance(res, MedicationRequest) else None,
     )
 
 

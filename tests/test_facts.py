@@ -319,6 +319,23 @@ def test_cancelled_request_and_stopped_before_start_are_ignored():
 
 
 @pytest.mark.parametrize(
+    ("intent", "kept"), [("order", True), ("original-order", True), ("proposal", False), ("plan", False)]
+)
+def test_proposed_or_planned_requests_are_not_exposures(intent, kept):
+    request = {
+        "resourceType": "MedicationRequest",
+        "id": "r1",
+        "status": "active",
+        "intent": intent,
+        "subject": {"reference": "Patient/p1"},
+        "medicationCodeableConcept": concept(RXNORM_URI, "1790173"),
+        "authoredOn": "2026-11-01",
+    }
+    facts = facts_of(request)
+    assert (len(facts.medications), len(facts.therapy_lines)) == ((1, 1) if kept else (0, 0))
+
+
+@pytest.mark.parametrize(
     ("med_status", "end", "active"),
     [
         ("active", None, True),
