@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from fhirclient.server import (
@@ -105,8 +105,17 @@ class FhirFetcher:
         return f"no answer within {self._deadline_seconds:g} s"
 
     def owns(self, url: str) -> bool:
-        """Tell whether an absolute URL lies under this server's base (the only place the token may go)."""
-        return url.startswith(self.base_url)
+        """Tell whether an absolute URL lies under this server's base (the only place the token may go).
+
+        Same scheme and host, and a path at or below the base path: `{base}/Condition?...`, or
+        `{base}?_getpages=...` as HAPI writes its `next` links. A `..` segment could climb out: refused.
+        """
+        base, target = urlsplit(self.base_url), urlsplit(url)
+        if (target.scheme.lower(), target.netloc.lower()) != (base.scheme.lower(), base.netloc.lower()):
+            return False
+        base_path = base.path.rstrip("/")
+        below = target.path == base_path or target.path.startswith(base_path + "/")
+        return below and ".." not in target.path.split("/")
 
     def fetch_all(self, jobs: Mapping[str, FetchJob]) -> dict[str, FetchResult]:
         """Run every job concurrently; jobs unfinished at the deadline come back without data."""

@@ -58,9 +58,28 @@ def test_stops_at_the_page_limit_and_says_so(rsps):
     assert len(rsps.calls) == 2
 
 
+def test_a_next_link_on_the_base_itself_is_followed(rsps):
+    """HAPI writes `next` as `{base}?_getpages=...`; the host may differ in case."""
+    rsps.get(
+        f"{BASE}/{SEARCH}", json=page(["c1"], "https://FHIR.example.org/r4?_getpages=abc&_getpagesoffset=1")
+    )
+    rsps.get(f"{BASE}?_getpages=abc&_getpagesoffset=1", json=page(["c2"]))
+    result, ids = fetch()
+    assert (ids, result.problem) == (["c1", "c2"], None)
+    assert bearer_headers(rsps) == [f"Bearer {TOKEN}"] * 2
+
+
 @pytest.mark.parametrize(
     "next_url",
-    ["https://evil.example.com/r4/Condition?page=2", "https://fhir.example.org/other/Condition?page=2"],
+    [
+        "https://evil.example.com/r4/Condition?page=2",
+        "https://fhir.example.org/other/Condition?page=2",
+        "https://fhir.example.org/r4x/Condition?page=2",
+        "https://fhir.example.org/r4/../admin/Condition?page=2",
+        "http://fhir.example.org/r4/Condition?page=2",
+        "https://fhir.example.org@evil.example.com/r4/Condition?page=2",
+        "https://fhir.example.org:8443/r4/Condition?page=2",
+    ],
 )
 def test_a_next_link_off_the_fhir_server_is_not_followed(rsps, next_url):
     rsps.get(f"{BASE}/{SEARCH}", json=page(["c1"], next_url))
