@@ -187,8 +187,8 @@ def _engine(database_url: str) -> Engine:
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")  # readers and one writer at a time, across processes
         cursor.execute("PRAGMA busy_timeout=30000")  # wait for another worker's write instead of failing
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers and one writer at a time, across processes
         cursor.close()
 
     return engine
