@@ -143,7 +143,7 @@ def _describe(error: ValidationError) -> str:
     """Say what is wrong without echoing (possibly large or sensitive) values back."""
     value = error.validator_value
     match error.validator:
-        case "required" | "dependentRequired" | "additionalProperties":
+        case "required" | "dependentRequired":
             return error.message
         case "type":
             return f"must be of type {' or '.join(value) if isinstance(value, list) else value}"
