@@ -65,7 +65,6 @@ class CardBuilder:
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(cards_dir)),
             autoescape=False,  # Markdown, escaped explicitly with the `md` filter
-            trim_blocks=True,
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=False,
         )
@@ -121,7 +120,8 @@ class CardBuilder:
         text = self._detail.render(
             likely=likely,
             to_check=by_outcome[Outcome.UNKNOWN],
-            met=by_outcome[Outcome.MET],
+            met=[c for c in by_outcome[Outcome.MET] if c.type == "inclusion"],
+            not_excluded=[c for c in by_outcome[Outcome.MET] if c.type == "exclusion"],
             clinician=by_outcome[Outcome.CLINICIAN],
             status_text=STATUS_TEXT.get(info.status, info.status.replace("_", " ").capitalize()),
             phase=PHASE_TEXT.get(info.phase or "", info.phase),
@@ -132,7 +132,7 @@ class CardBuilder:
             performance_days=context.performance_max_age_days,
             catalog_version=result.catalog_version,
         )
-        return re.sub(r"\n{3,}", "\n\n", text).strip()
+        return re.sub(r"\n\s*\n\s*\n", "\n\n", text).strip()
 
     def _referral(self, result: TrialResult, context: CardContext) -> dict[str, Any]:
         info = result.trial

@@ -88,8 +88,10 @@ def test_detail_groups_criteria_for_a_clinician(builder: CardBuilder) -> None:
     detail = builder.build(result(), CardContext(patient_id="p1", notes=["Procedures (HTTP 500)"]))["detail"]
     assert detail.startswith("**Possibly eligible**: 1 criterion to check.")
     to_check = detail.index("**To check**")
-    met = detail.index("**Met**")
-    assert to_check < met < detail.index("**For the clinician:** informed consent.")
+    met = detail.index("\n\n**Met**\n- age 64")
+    not_excluded = detail.index("\n\n**Not excluded**\n- no record of HIV")
+    assert to_check < met < not_excluded < detail.index("\n\n**For the clinician:** informed consent.")
+    assert "\n\n\n" not in detail
     assert "no creatinine in the last 30 days — _Creatinine value \\<2.5 mg/dl" in detail
     assert "**Could not be read:** Procedures (HTTP 500)." in detail
     assert "older than 30 days" in detail and "Catalog abc123" in detail
@@ -99,7 +101,8 @@ def test_likely_card_has_no_to_check_section(builder: CardBuilder) -> None:
     decided = tuple(c for c in CRITERIA if c.outcome is not Outcome.UNKNOWN)
     card = builder.build(result(Verdict.LIKELY, criteria=decided), CardContext(patient_id="p1"))
     assert card["summary"].startswith("Likely eligible")
-    assert card["detail"].startswith("**Likely eligible**. Recruiting · Phase 4")
+    assert card["detail"].startswith("**Likely eligible**. Recruiting · Phase 4 · Fondazione")
+    assert "Gemelli IRCCS\n\n**Met**\n- age 64" in card["detail"]
     assert "**To check**" not in card["detail"]
 
 
