@@ -60,8 +60,9 @@ def next_link(document: Mapping[str, Any]) -> str | None:
         return None
     links = document.get("link")
     for link in links if isinstance(links, list) else ():
-        if isinstance(link, Mapping) and link.get("relation") == "next" and isinstance(link.get("url"), str):
-            return link["url"]
+        url = link.get("url") if isinstance(link, Mapping) and link.get("relation") == "next" else None
+        if isinstance(url, str):
+            return url
     return None
 
 
@@ -76,7 +77,7 @@ class _DeadlineSession(requests.Session):
         if access_token:
             self.headers["Authorization"] = f"Bearer {access_token}"
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         remaining = self._deadline - self._clock()
         if remaining <= 0:
             raise DeadlineExceeded()

@@ -144,7 +144,7 @@ def _describe(error: ValidationError) -> str:
     value = error.validator_value
     match error.validator:
         case "required" | "dependentRequired":
-            return error.message
+            return str(error.message)
         case "type":
             return f"must be of type {' or '.join(value) if isinstance(value, list) else value}"
         case "const":

@@ -101,16 +101,16 @@ def gather_patient_data(
     fetcher = _fetcher(request, settings)
     for key, template in templates.items():
         label = _label(template)
-        resources, next_url = _read_prefetch(key, request)
-        if resources is not None:
-            gathered[key] = resources
-        if resources is None or next_url is not None:
+        prefetched, next_url = _read_prefetch(key, request)
+        if prefetched is not None:
+            gathered[key] = prefetched
+        if prefetched is None or next_url is not None:
             url = expand_template(template, request.context) if next_url is None else next_url
             pages_left = settings.fhir_max_pages - (0 if next_url is None else 1)
             if url is None:
                 notes[key] = f"{_cap(label)} could not be read (the query needs a context value not given)"
             elif fetcher is None:
-                notes[key] = _cannot_fetch_note(label, request, partial=resources is not None)
+                notes[key] = _cannot_fetch_note(label, request, partial=prefetched is not None)
             elif pages_left <= 0:
                 notes[key] = f"Not all {label} could be read (stopped after {settings.fhir_max_pages} pages)"
             else:

@@ -130,7 +130,8 @@ class Storage:
         shown = [_card_summary(card) for card in cards]
         with self.engine.begin() as connection:
             audit_id = connection.execute(
-                audit.insert().values(
+                audit.insert()
+                .values(
                     hook_instance=hook_instance,
                     service_id=service_id,
                     patient_id=patient_id,
@@ -139,7 +140,8 @@ class Storage:
                     duration_ms=duration_ms,
                     created_at=_utc_naive(datetime.now(UTC)),
                 )
-            ).inserted_primary_key[0]
+                .returning(audit.c.id)
+            ).scalar_one()
             for card in shown:
                 if card.get("uuid"):
                     row = {
@@ -206,12 +208,10 @@ def _insert_ignore(connection: Connection, table: Table, row: Mapping[str, Any])
     """Insert a row unless its unique key exists (SQLite and PostgreSQL); return the number inserted."""
     dialect = connection.dialect.name
     if dialect == "sqlite":
-        statement = sqlite.insert(table).values(**row).on_conflict_do_nothing()
-    elif dialect == "postgresql":
-        statement = postgresql.insert(table).values(**row).on_conflict_do_nothing()
-    else:
-        raise NotImplementedError(f"insert-or-ignore is not implemented for {dialect}")
-    return connection.execute(statement).rowcount
+        return connection.execute(sqlite.insert(table).values(**row).on_conflict_do_nothing()).rowcount
+    if dialect == "postgresql":
+        return connection.execute(postgresql.insert(table).values(**row).on_conflict_do_nothing()).rowcount
+    raise NotImplementedError(f"insert-or-ignore is not implemented for {dialect}")
 
 
 def _feedback_row(service_id: str, item: Mapping[str, Any], received_at: datetime) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from cds_service.catalog import load_catalog
 from cds_service.config import load_settings
@@ -36,7 +37,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     app = Flask(__name__, instance_path=str(instance_path) if instance_path else None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # keep the order in which cards and their fields were built
+    if isinstance(app.json, DefaultJSONProvider):
+        app.json.sort_keys = False  # keep the order in which cards and their fields were built
 
     catalog = load_catalog(settings.mappings_dir)  # a bad catalog stops the start, naming file and path
     storage = Storage(settings.database_url or default_database_url(app.instance_path))

@@ -34,11 +34,17 @@ def error_response(status: int, code: str, message: str) -> tuple[Response, int]
 def _handle(exc: Exception) -> tuple[Response, int]:
     if isinstance(exc, HTTPException):
         code = (exc.name or "error").lower().replace(" ", "-")
-        return error_response(exc.code or 500, code, exc.description or exc.name)
-    for exc_type, status, code in _STATUS:
+        response, status = error_response(exc.code or 500, code, exc.description or exc.name)
+        # Keep the exception's own headers, e.g. `Allow` on 405 (RFC 9110).
+        response.headers.extend((k, v) for k, v in exc.get_headers() if k.lower() != "content-type")
+        return response, status
+    for exc_type, status, fixed_code in _STATUS:
         if isinstance(exc, exc_type):
-            log.info("request refused", extra={"status": status, "error": code or getattr(exc, "code", None)})
-            return error_response(status, code or getattr(exc, "code", "invalid-request"), str(exc))
+            error_code = (
+                fixed_code if fixed_code is not None else str(getattr(exc, "code", "invalid-request"))
+            )
+            log.info("request refused", extra={"status": status, "error": error_code})
+            return error_response(status, error_code, str(exc))
     log.exception("internal error")
     return error_response(500, "internal-error", "the service failed; the error was logged")
 

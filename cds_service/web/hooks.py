@@ -37,7 +37,8 @@ class ServiceState:
 
 
 def _state() -> ServiceState:
-    return current_app.extensions[STATE_KEY]
+    state: ServiceState = current_app.extensions[STATE_KEY]
+    return state
 
 
 def _definitions(service_id: str) -> list[ServiceDefinition]:
