@@ -129,6 +129,8 @@ def test_routing_errors_are_json(client, method, path, status, error):
     assert response.is_json
     assert response.get_json()["error"] == error
     assert response.get_json()["message"]
+    if status == 405:
+        assert "POST" in response.headers["Allow"] or "GET" in response.headers["Allow"]
 
 
 def test_wsgi_exposes_the_app(tmp_path: Path, monkeypatch):
