@@ -217,6 +217,11 @@ def _authenticate() -> Response | None:
     return None
 
 
+def authentication_required() -> bool:
+    """Tell whether every non-public request of the current app needs a JWT (False in sandbox mode)."""
+    return not current_app.extensions["cds_settings_sandbox"]
+
+
 def authorize_fhir_server(fhir_server: str | None) -> None:
     """Raise FhirServerError unless this request may send its FHIR token to `fhir_server`.
 

@@ -7,7 +7,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app
+
+from cds_service.web.auth import authentication_required
+from cds_service.web.hooks import STATE_KEY
 
 bp = Blueprint("openapi", __name__)
 
@@ -34,15 +37,37 @@ def _embed(document: dict[str, Any], name: str, schema: dict[str, Any]) -> None:
     schemas[name] = {key: value for key, value in moved.items() if key not in ("$schema", "$id")}
 
 
+def openapi_document(services: tuple[tuple[str, str], ...], sandbox: bool = False) -> dict[str, Any]:
+    """Return the OpenAPI description for these (service id, hook) pairs, as a fresh object."""
+    return json.loads(_openapi_text(services, sandbox))
+
+
 @cache
-def openapi_document() -> dict[str, Any]:
-    """Return the OpenAPI description with the service's validation schemas embedded."""
+def _openapi_text(services: tuple[tuple[str, str], ...], sandbox: bool) -> str:
+    """The description with the validation schemas embedded and made as precise as the running service:
+    its service ids and hooks, https-only `fhirServer` outside sandbox mode, and in sandbox mode an optional
+    JWT (an empty security requirement)."""
     document = _read("openapi.json")
     for name, file_name in _EMBEDDED.items():
         _embed(document, name, _read(file_name))
-    return document
+    service_ids = list(dict.fromkeys(service_id for service_id, _ in services))
+    for path in ("/cds-services/{id}", "/cds-services/{id}/feedback"):
+        document["paths"][path]["parameters"][0]["schema"] = {"enum": service_ids}
+    request = document["components"]["schemas"]["HookRequest"]["properties"]
+    request["hook"] = {"enum": list(dict.fromkeys(hook for _, hook in services))}
+    if sandbox:
+        document["security"] = [*document["security"], {}]
+    else:
+        request["fhirServer"]["pattern"] = request["fhirServer"]["pattern"].replace("^https?://", "^https://")
+    return json.dumps(document)
+
+
+def described_services() -> tuple[tuple[str, str], ...]:
+    """(service id, hook) of every discovery entry of the running app."""
+    return tuple((s.id, s.hook) for s in current_app.extensions[STATE_KEY].catalog.services)
 
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return jsonify(openapi_document())
+    text = _openapi_text(described_services(), not authentication_required())
+    return Response(text, mimetype="application/json")
