@@ -64,6 +64,7 @@ class Load:
     p95_ms: float
     p99_ms: float
     errors: int
+    cpu_ms: float = float("nan")  # CPU time of the gunicorn workers per request (robust to a busy machine)
 
     @property
     def throughput(self) -> float:
@@ -243,6 +244,19 @@ def _children(pid: int) -> list[int]:
     return sorted(found)
 
 
+def workers_cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time used so far by these processes (from /proc/<pid>/stat)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
 def _status_kb(pid: int, key: str, file: str = "status") -> float:
     try:
         for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
@@ -335,15 +349,19 @@ def measure(
 ) -> None:
     """Replay the call with `concurrency` clients, bounded by `args.seconds` and `args.max_requests` each."""
     seconds, count = args.seconds, args.max_requests * concurrency
+    workers = _children(server.process.pid)
+    cpu_before = workers_cpu_seconds(workers)
     if wrk:
         load = wrk_load(server.port, HOOK_PATH, body_file, concurrency, seconds, count)
     else:
         load = python_load(server.port, HOOK_PATH, body_file.read_bytes(), concurrency, seconds, count)
+    if load.requests:
+        load.cpu_ms = 1000 * (workers_cpu_seconds(workers) - cpu_before) / load.requests
     cell.loads[concurrency] = load
     print(
         f"  {server.name:>12} {cell.size:>5} resources, {concurrency} client(s): p50 {load.p50_ms:7.1f} ms"
-        f"  p99 {load.p99_ms:7.1f} ms  {load.throughput:7.1f} req/s  ({load.requests} requests,"
-        f" {load.errors} errors, {cell.cards} cards)",
+        f"  p99 {load.p99_ms:7.1f} ms  {load.throughput:7.1f} req/s  CPU {load.cpu_ms:6.1f} ms/req"
+        f"  ({load.requests} requests, {load.errors} errors, {cell.cards} cards)",
         flush=True,
     )
 
@@ -557,21 +575,31 @@ def render(
         ' `baseline` is `bench/baseline_app.py` (parses the JSON body, answers `{"cards": []}`)'
         " on the same gunicorn stack.",
         "",
-        "| server | resources | body KB | cards | p50 | p95 | p99 | req/s | p50 (4 clients)"
-        " | p99 (4 clients) | req/s (4 clients) | p50 / baseline | req/s (4) / baseline | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | resources | body KB | cards | p50 | p95 | p99 | req/s | CPU ms/call | p50 (4 clients)"
+        " | p99 (4 clients) | req/s (4 clients) | p50 / baseline | req/s (4) / baseline | CPU / baseline"
+        " | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cells:
         one, four, base = c.loads[1], c.loads[4], baseline.get(c.size)
-        ratio = f"{one.p50_ms / base.loads[1].p50_ms:.2f}x" if base and c.server != BASELINE else "-"
-        share = f"{four.throughput / base.loads[4].throughput:.0%}" if base and c.server != BASELINE else "-"
+        compared = base is not None and c.server != BASELINE
+        ratio = f"{one.p50_ms / base.loads[1].p50_ms:.2f}x" if compared else "-"
+        share = f"{four.throughput / base.loads[4].throughput:.0%}" if compared else "-"
+        cpu = f"{one.cpu_ms / base.loads[1].cpu_ms:.1f}x" if compared and base.loads[1].cpu_ms > 0 else "-"
         lines.append(
             f"| {c.server} | {c.size} | {c.body_kb:.0f} | {c.cards} | {_ms(one.p50_ms)} | {_ms(one.p95_ms)} |"
-            f" {_ms(one.p99_ms)} | {one.throughput:.1f} | {_ms(four.p50_ms)} | {_ms(four.p99_ms)} |"
-            f" {four.throughput:.1f} | {ratio} | {share} | {one.errors + four.errors} |"
+            f" {_ms(one.p99_ms)} | {one.throughput:.1f} | {_ms(one.cpu_ms)} | {_ms(four.p50_ms)} |"
+            f" {_ms(four.p99_ms)} | {four.throughput:.1f} | {ratio} | {share} | {cpu} |"
+            f" {one.errors + four.errors} |"
         )
     lines += [
         "",
+        "CPU ms/call: user + system CPU time of the gunicorn workers during the 1-client run, divided by the"
+        " requests answered (from /proc): unlike latency, it hardly grows when other processes load the"
+        " machine.",
+        "",
+    ]
+    lines += [
         "## Worker memory",
         "",
         "Read from /proc after the runs: RSS counts pages shared with the master; PSS shares them out.",
@@ -607,7 +635,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sizes", type=numbers, default=[20, 240, 1000], help="prefetch sizes (resources)")
     parser.add_argument("--catalogs", type=numbers, default=[4, 100, 1000], help="catalog sizes (trials)")
     parser.add_argument("--seconds", type=float, default=5.0, help="time bound of each run")
-    parser.add_argument("--max-requests", type=int, default=500, help="count bound of each run, per client")
+    parser.add_argument(
+        "--max-requests", type=int, default=20_000, help="count bound of each run, per client"
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="gunicorn sync workers")
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument(

@@ -1,0 +1,132 @@
+"""Where a hook call spends its time: CPU time of each stage, then a pyinstrument profile of whole calls.
+
+    .venv/bin/python -m bench.profile --resources 1000 --trials 1000 [--html profile.html]
+
+Runs in one process on the real app (create_app, sandbox, a temporary database and generated catalog), after a
+warm-up call. Stage times are CPU times (time.process_time), the fastest of `--repeat` runs, so that other
+processes on the machine hardly change them; bench/PROFILE.md records what they showed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pyinstrument import Profiler
+
+from bench.generate import PATIENT_ID, SERVICE_ID, TODAY, generate_catalog, hook_request
+from cds_service.cards import CardContext
+from cds_service.facts import build_facts, observation_codes_to_read
+from cds_service.fhir_records import read_records
+from cds_service.hook_request import parse_hook_request
+from cds_service.patient_data import gather_patient_data
+from cds_service.web import create_app
+
+
+def cpu_ms(step: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    """Fastest CPU time of `repeat` runs of `step`, in ms, and its last result."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        started = time.process_time()
+        result = step()
+        best = min(best, time.process_time() - started)
+    return best * 1000, result
+
+
+def stage_times(app: Any, body: bytes, repeat: int) -> list[tuple[str, float, str]]:
+    """CPU time of each stage of one call, run on its own with the previous stage's output."""
+    state = app.extensions["cds"]
+    service = next(s for s in state.catalog.services if s.id == SERVICE_ID)
+    settings, terminology, engine = state.settings, state.catalog.terminology, state.matcher.engine
+    today = settings.current_date()
+    rows: list[tuple[str, float, str]] = []
+
+    ms, _ = cpu_ms(lambda: json.loads(body), repeat)
+    rows.append(("json.loads of the body (what the baseline does)", ms, f"{len(body) / 1024:.0f} KB"))
+    ms, request = cpu_ms(
+        lambda: parse_hook_request(body, {service.hook}, max_depth=settings.max_json_depth), repeat
+    )
+    rows.append(("parse_hook_request (JSON, depth limit, schema)", ms, ""))
+    ms, data = cpu_ms(lambda: gather_patient_data(request, service.prefetch, settings), repeat)
+    rows.append(("gather_patient_data (prefetch)", ms, f"{len(data.resources)} resources"))
+    codes = observation_codes_to_read(terminology)
+    ms, records = cpu_ms(lambda: read_records(data.resources, codes, PATIENT_ID), repeat)
+    kept = sum(
+        len(getattr(records, f)) for f in ("patients", "conditions", "observations", "medication_uses")
+    )
+    kept += len(records.procedures)
+    rows.append(("read_records (select, validate with R4B, convert)", ms, f"{kept} records"))
+    ms, facts = cpu_ms(lambda: build_facts(data.resources, terminology, today, PATIENT_ID), repeat)
+    rows.append(("build_facts (read_records included)", ms, ""))
+    ms, results = cpu_ms(lambda: engine.evaluate(facts), repeat)
+    rows.append(("Engine.evaluate", ms, f"{len(results)} trials"))
+    context = CardContext(
+        patient_id=PATIENT_ID,
+        notes=(),
+        lab_max_age_days=settings.lab_max_age_days,
+        performance_max_age_days=settings.performance_max_age_days,
+    )
+    ms, cards = cpu_ms(
+        lambda: [state.matcher.cards.build(r, context) for r in results if r.gets_card], repeat
+    )
+    rows.append(("cards", ms, f"{len(cards)} cards"))
+    client = app.test_client()
+    ms, _ = cpu_ms(
+        lambda: client.post(f"/cds-services/{SERVICE_ID}", data=body, content_type="application/json"), repeat
+    )
+    rows.append(("whole call through Flask (audit row included)", ms, ""))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
+    parser.add_argument("--resources", type=int, default=1000)
+    parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=7, help="runs per stage (the fastest counts)")
+    parser.add_argument("--calls", type=int, default=5, help="whole calls under the profiler")
+    parser.add_argument("--html", type=Path, help="also write the profile as HTML here")
+    args = parser.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="cds-profile-"))
+    catalog = generate_catalog(tmp / "catalog", args.trials)
+    started = time.perf_counter()
+    app = create_app(
+        {
+            "SANDBOX": True,
+            "TODAY": TODAY.isoformat(),
+            "MAPPINGS_DIR": str(catalog),
+            "DATABASE_URL": f"sqlite:///{tmp}/profile.sqlite3",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    print(f"create_app with {args.trials} trials: {time.perf_counter() - started:.2f} s")
+    body = json.dumps(hook_request(args.resources)).encode()
+    client = app.test_client()
+    answer = client.post(f"/cds-services/{SERVICE_ID}", data=body, content_type="application/json")
+    if answer.status_code != 200:
+        raise SystemExit(f"the call failed: HTTP {answer.status_code} {answer.data[:300]!r}")
+
+    print(
+        f"\nCPU time per stage, {args.resources} resources, {args.trials} trials (fastest of {args.repeat}):"
+    )
+    for name, ms, note in stage_times(app, body, args.repeat):
+        print(f"  {name:<52} {ms:8.1f} ms  {note}")
+
+    profiler = Profiler(interval=0.0005)
+    profiler.start()
+    for _ in range(args.calls):
+        client.post(f"/cds-services/{SERVICE_ID}", data=body, content_type="application/json")
+    profiler.stop()
+    print(profiler.output_text(unicode=False, color=False))
+    if args.html:
+        args.html.write_text(profiler.output_html(), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
