@@ -84,7 +84,7 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
 
 
-class _JsonHandler(logging.StreamHandler):
+class _JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic only in typeshed
     """Marker class so that configuring twice replaces our handler instead of adding a second one."""
 
 

@@ -83,7 +83,8 @@ def normalize_base_url(url: str) -> tuple[str, str, int, str] | None:
 
 
 def _schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text("utf-8"))
+    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text("utf-8"))
+    return schema
 
 
 def load_trusted_issuers(path: Path) -> dict[str, TrustedIssuer]:
@@ -141,7 +142,7 @@ def usable_keys(jwk_set: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
             continue
         if any(private in raw for private in ("d", "p", "q", "k")):
             continue
-        algorithm = {"EC": "ES384", "RSA": "RS384"}.get(raw.get("kty"))
+        algorithm = {"EC": "ES384", "RSA": "RS384"}.get(str(raw.get("kty")))
         if algorithm is None or raw.get("alg", algorithm) != algorithm:
             continue
         try:

@@ -25,7 +25,8 @@ _EMBEDDED = {
 
 
 def _read(name: str) -> dict[str, Any]:
-    return json.loads((SCHEMAS_DIR / name).read_text(encoding="utf-8"))
+    document: dict[str, Any] = json.loads((SCHEMAS_DIR / name).read_text(encoding="utf-8"))
+    return document
 
 
 def _embed(document: dict[str, Any], name: str, schema: dict[str, Any]) -> None:
@@ -39,7 +40,8 @@ def _embed(document: dict[str, Any], name: str, schema: dict[str, Any]) -> None:
 
 def openapi_document(services: tuple[tuple[str, str], ...], sandbox: bool = False) -> dict[str, Any]:
     """Return the OpenAPI description for these (service id, hook) pairs, as a fresh object."""
-    return json.loads(_openapi_text(services, sandbox))
+    document: dict[str, Any] = json.loads(_openapi_text(services, sandbox))
+    return document
 
 
 @cache
