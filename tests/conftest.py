@@ -30,11 +30,14 @@ def uuid_factory() -> Callable[[], str]:
 
 
 @pytest.fixture
-def app(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, today: date, uuid_factory: Callable[[], str]
-) -> Iterator[Flask]:
+def clean_cds_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove every CDS_* variable: the developer's environment must not change test results."""
     for name in [name for name in os.environ if name.startswith("CDS_")]:
-        monkeypatch.delenv(name)  # the developer's environment must not change test results
+        monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def app(clean_cds_env: None, tmp_path: Path, today: date, uuid_factory: Callable[[], str]) -> Iterator[Flask]:
     application = create_app(
         {
             "SANDBOX": True,

@@ -34,6 +34,8 @@ from cds_service import trust
 from cds_service.config import ConfigError
 from cds_service.web import create_app
 
+pytestmark = pytest.mark.usefixtures("clean_cds_env")
+
 EC_KEY = new_ec_key("ec-1")
 RSA_KEY = new_rsa_key("rsa-1")
 ROTATED_KEY = new_ec_key("ec-2")  # published at JWKS_URL only after a rotation

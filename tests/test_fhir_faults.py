@@ -27,6 +27,8 @@ from fake_fhir import load_request
 
 from cds_service.web import create_app
 
+pytestmark = pytest.mark.usefixtures("clean_cds_env")
+
 DEADLINE = 1.0
 MARGIN = 2.0  # generous: the bound proves "answers within the deadline", it must never be flaky
 MAX_PAGES = 3

@@ -29,6 +29,9 @@ from fake_fhir import load_request
 from cds_service.logs import JsonLineFormatter, bind_request_id, configure_logging
 from cds_service.web import create_app
 
+pytestmark = pytest.mark.usefixtures("clean_cds_env")
+
+
 KEY = new_ec_key("ec-1")
 SERVICE = f"/cds-services/{SERVICE_ID}"
 PATIENT_NAME = ("Zebulon", "Quixote-Marchetti")

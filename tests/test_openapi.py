@@ -26,6 +26,8 @@ from schemathesis.config import PositiveDataAcceptanceConfig
 from cds_service.web import create_app
 from cds_service.web.openapi import openapi_document
 
+pytestmark = pytest.mark.usefixtures("clean_cds_env")
+
 KEY = new_ec_key("ec-1")
 SERVICES = ((SERVICE_ID, "patient-view"),)
 # Schema-valid data the service still refuses for reasons no JSON Schema can express: a prefetched Patient
@@ -69,6 +71,7 @@ SECURE_SCHEMA = schemathesis.openapi.from_dict(openapi_document(SERVICES)).exclu
 SANDBOX_SCHEMA = schemathesis.openapi.from_dict(openapi_document(SERVICES, sandbox=True)).exclude(
     path="/sandbox"
 )
+
 for _schema in (SECURE_SCHEMA, SANDBOX_SCHEMA):
     _schema.config.checks.positive_data_acceptance = ACCEPTED_VALID_DATA
 

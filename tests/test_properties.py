@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from cds_service.hook_request import RequestError, parse_feedback, parse_hook_request
 from cds_service.web import create_app
 
+pytestmark = pytest.mark.usefixtures("clean_cds_env")
+
 SERVICE = f"/cds-services/{SERVICE_ID}"
 MAX_DEPTH = 64
 PROPERTY_SETTINGS = settings(
