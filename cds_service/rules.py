@@ -885,24 +885,24 @@ def medication(facts: PatientFacts, params: Mapping[str, Any], context: Evaluati
     valueset = params["valueset"]
     title = _valueset_label(context, valueset)
     matches = [m for m in facts.medications if valueset in m.valuesets]
-    within_days = params.get("within_days")
+    within_days = params.get("within_days")  # when given, `current` does not apply
     current = params.get("current", True) and within_days is None
     taken: list[Any] = []
-    undecided: list[Any] = []
+    undecided: list[Any] = []  # stopped at a date not recorded: maybe within the window
     for m in matches:
-        started = m.start is None or m.start <= facts.today
-        if m.active and started and (m.end is None or m.end >= facts.today):
+        if m.start is not None and m.start > facts.today:
+            continue  # not started yet
+        if m.active and (m.end is None or m.end >= facts.today):
             taken.append(m)
-        elif within_days is not None:
-            last = m.end or m.start
-            if last is None:
-                undecided.append(m)
-            elif _days_before(facts, last) <= within_days:
+        elif within_days is None:
+            if not current:
                 taken.append(m)
-            elif m.end is None and not m.active:  # completed with no end date: only its start is known
+        else:
+            last = m.end or m.start
+            if last is not None and _days_before(facts, last) <= within_days:
+                taken.append(m)
+            elif m.end is None:
                 undecided.append(m)
-        elif not current:
-            taken.append(m)
     window = f" in the last {within_days} days" if within_days is not None else ""
 
     def shown(m: Any) -> str:

@@ -821,3 +821,17 @@ def test_procedure_reason_gives_its_date_and_histology_is_not_repeated() -> None
         "kidney-cancer", "rcc-clear-cell", display="Clear cell renal cell carcinoma, left"
     )
     assert run(HISTOLOGY, named).reason == "Clear cell renal cell carcinoma, left"
+
+
+def test_medication_not_started_or_stopped_at_an_unknown_date() -> None:
+    planned = Patient().medication("anticoagulant", start=-5)
+    assert run({"medication": {"valueset": "anticoagulant"}}, planned).truth is F
+    assert run({"medication": {"valueset": "anticoagulant", "within_days": 30}}, planned).truth is F
+    stopped_long_ago = Patient().medication("anticoagulant", start=200, active=False, display="Warfarin")
+    result = run({"medication": {"valueset": "anticoagulant", "within_days": 30}}, stopped_long_ago)
+    assert result == LeafResult(
+        U,
+        f"Warfarin since {iso(200)}: not known whether taken in the last 30 days",
+        ("MedicationStatement/1",),
+    )
+    assert run({"medication": {"valueset": "anticoagulant", "within_days": 365}}, stopped_long_ago).truth is T
