@@ -987,25 +987,28 @@ def regimen_weeks(facts: PatientFacts, params: Mapping[str, Any], context: Evalu
 
 @operator("therapy_lines", {"ongoing": bool, "metastatic_only": bool}, bounds=_MIN_MAX)
 def therapy_lines(facts: PatientFacts, params: Mapping[str, Any], context: EvaluationContext) -> LeafResult:
-    """Count lines; a line whose setting is unknown (no metastasis date) may or may not count."""
+    """Count lines; a line whose setting is unknown (no metastasis date) may or may not count, and with
+    medications that could not be read any higher count is possible."""
     lines = facts.therapy_lines
-    if not lines and _unavailable(facts, "MedicationStatement", "MedicationRequest"):
-        return _no_therapy(facts, "")
+    unreadable = _unavailable(facts, "MedicationStatement", "MedicationRequest")
     metastatic_only = params.get("metastatic_only", True)
     counted = [line for line in lines if line.metastatic_setting or not metastatic_only]
     uncertain = [line for line in lines if line.metastatic_setting is None and metastatic_only]
     current = context.derive(facts, derived.current_line)
     wanted_ongoing = params.get("ongoing")
     if wanted_ongoing is True and current is None:
-        return LeafResult(Truth.FALSE, "no ongoing systemic therapy recorded", _refs_of_lines(lines))
+        return _no_therapy(facts, "no ongoing systemic therapy recorded")
     if wanted_ongoing is False and current is not None:
         return LeafResult(Truth.FALSE, f"ongoing {_line_text(current)}", current.refs)
     bounds: Bounds = params["bounds"]
-    truth = bounds.decide(range(len(counted), len(counted) + len(uncertain) + 1))
+    possible: list[float] = list(range(len(counted), len(counted) + len(uncertain) + 1))
+    truth = bounds.decide([*possible, math.inf] if unreadable else possible)
     what = "for metastatic disease" if metastatic_only else "of systemic therapy"
     reason = f"{len(counted)} line(s) {what} ({bounds.text()})"
     if uncertain:
         reason += f", {len(uncertain)} more of unknown setting"
+    if unreadable:
+        reason += f", {unreadable}"
     details = "; ".join(_line_text(line) for line in [*counted, *uncertain])
     return LeafResult(
         truth, f"{reason}: {details}" if details else reason, _refs_of_lines([*counted, *uncertain])

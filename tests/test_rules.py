@@ -635,6 +635,13 @@ def test_therapy_lines_ongoing() -> None:
     assert run({"therapy_lines": {"min": 1, "max": 2, "ongoing": True}}, finished).truth is F
     assert run({"therapy_lines": {"min": 1, "ongoing": False}}, finished).truth is T
     assert run({"therapy_lines": {"min": 1}}, Patient().unavailable("MedicationStatement")).truth is U
+    partly_read = second_line.unavailable("MedicationRequest")
+    assert run({"therapy_lines": {"min": 2}}, partly_read).truth is T
+    assert run({"therapy_lines": {"max": 2}}, partly_read).truth is U
+    assert run({"therapy_lines": {"min": 3}}, partly_read).reason.endswith(
+        f"MedicationRequest could not be read: line 1: sunitinib from {iso(500)} (until {iso(300)}); "
+        f"line 2: cabozantinib from {iso(200)} (ongoing)"
+    )
 
 
 # --- disease status, other malignancy, IMDC -----------------------------------------------------------------
