@@ -1,6 +1,6 @@
 """Structured logs: one JSON object per line, with an allowlist of fields that never carry patient data.
 
-A log line holds `time`, `level`, `logger`, `message`, `request_id` (the hookInstance once known) and
+A log line holds `time`, `level`, `logger`, `message`, `pid`, `request_id` (the hookInstance once known) and
 only the `extra` fields named in SAFE_FIELDS; any other `extra` is dropped. Exceptions are logged as their
 type and stack frames, never their message (a message may quote the input). Messages themselves are ours:
 never format a token, a name or a clinical value into one.
@@ -67,6 +67,7 @@ class JsonLineFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # which worker process (gunicorn runs several)
         }
         request_id = getattr(record, "request_id", None) or _request_id.get()
         if request_id:

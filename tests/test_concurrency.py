@@ -1,0 +1,167 @@
+"""Storage under load, with real gunicorn: 2 sync worker processes sharing one SQLite database.
+
+Feedback posted from many threads (with repeats) is stored exactly once per distinct item, and a JWT
+replayed in parallel is accepted exactly once even when the copies land on different workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+from auth_support import (
+    ISSUER,
+    PUBLIC_BASE_URL,
+    SERVICE_ID,
+    bearer_header,
+    claims_for,
+    jwk_set,
+    new_ec_key,
+    sign,
+    write_issuers,
+)
+
+from cds_service.config import REPO_ROOT
+from cds_service.storage import Storage
+
+pytestmark = pytest.mark.slow
+
+GUNICORN = Path(sys.executable).with_name("gunicorn")
+FEEDBACK = f"/cds-services/{SERVICE_ID}/feedback"
+THREADS = 16
+ITEMS_PER_THREAD = 25
+KEY = new_ec_key("ec-1")
+
+
+@contextmanager
+def gunicorn(tmp_path: Path, **cds_env: str) -> Iterator[str]:
+    """Serve wsgi:app with 2 sync workers on a free 127.0.0.1 port; yield its base URL."""
+    listener = socket.create_server(("127.0.0.1", 0))  # bound here and handed over: no race for the port
+    port = listener.getsockname()[1]
+    env = {name: value for name, value in os.environ.items() if not name.startswith("CDS_")}
+    env.update(
+        {"CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'cds.sqlite3'}", "CDS_TODAY": "2026-11-21", **cds_env}
+    )
+    command = [
+        str(GUNICORN),
+        "--workers",
+        "2",
+        "--worker-class",
+        "sync",
+        "--bind",
+        f"fd://{listener.fileno()}",
+    ]
+    log = (tmp_path / "gunicorn.log").open("wb")
+    server = subprocess.Popen(
+        [*command, "--chdir", str(REPO_ROOT), "wsgi:app"],
+        env=env,
+        pass_fds=(listener.fileno(),),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_ready(base_url, server, tmp_path / "gunicorn.log")
+        yield base_url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        listener.close()
+        log.close()
+
+
+def _wait_until_ready(base_url: str, server: subprocess.Popen, log_path: Path) -> None:
+    """Wait until both workers have built the app (each logs JSON lines with its pid) and /healthz answers."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"gunicorn exited: {log_path.read_text(errors='replace')[-2000:]}")
+        try:
+            healthy = requests.get(f"{base_url}/healthz", timeout=2).status_code == 200
+        except requests.RequestException:  # workers still importing: connection accepted, no answer yet
+            healthy = False
+        if healthy and len({line["pid"] for line in _json_lines(log_path)}) == 2:
+            return
+        time.sleep(0.2)
+    pytest.fail("gunicorn did not become ready within 60 s")
+
+
+def _json_lines(log_path: Path) -> list[dict]:
+    """Our JSON log lines (gunicorn's own lines are plain text)."""
+    return [
+        json.loads(line) for line in log_path.read_text(errors="replace").splitlines() if line.startswith("{")
+    ]
+
+
+def _item(n: int) -> dict:
+    return {
+        "card": f"00000000-0000-4000-8000-{n:012d}",
+        "outcome": "overridden",
+        "outcomeTimestamp": "2026-11-21T10:05:31Z",
+    }
+
+
+def test_feedback_from_many_threads_is_stored_once_per_distinct_item(tmp_path):
+    # Each thread posts 25 items one by one; thread t repeats half the items of thread t - 1.
+    plans = [[(t * ITEMS_PER_THREAD // 2 + i) for i in range(ITEMS_PER_THREAD)] for t in range(THREADS)]
+    distinct = {n for plan in plans for n in plan}
+    assert len(distinct) < THREADS * ITEMS_PER_THREAD  # the plan does repeat items
+    with gunicorn(tmp_path, CDS_SANDBOX="1") as base_url:
+
+        def post_all(plan: list[int]) -> list[int]:
+            with requests.Session() as session:
+                return [
+                    session.post(base_url + FEEDBACK, json={"feedback": [_item(n)]}, timeout=30).status_code
+                    for n in plan
+                ]
+
+        with ThreadPoolExecutor(THREADS) as pool:
+            statuses = [status for result in pool.map(post_all, plans) for status in result]
+    assert Counter(statuses) == {200: THREADS * ITEMS_PER_THREAD}
+    storage = Storage(f"sqlite:///{tmp_path / 'cds.sqlite3'}")
+    try:
+        stored = [row["card"] for row in storage.iter_feedback()]
+    finally:
+        storage.close()
+    assert sorted(stored) == sorted(_item(n)["card"] for n in distinct)
+
+
+def _race(url: str, body: dict, headers: dict, copies: int) -> Counter:
+    """POST the same request `copies` times at once; count the answers by status."""
+    start = threading.Barrier(copies)
+
+    def send(_: int) -> int:
+        start.wait()
+        return requests.post(url, json=body, headers=headers, timeout=30).status_code
+
+    with ThreadPoolExecutor(copies) as pool:
+        return Counter(pool.map(send, range(copies)))
+
+
+def test_a_replayed_jwt_is_accepted_once_across_workers(tmp_path):
+    issuers = write_issuers(tmp_path / "issuers.json", {"iss": ISSUER, "jwks": jwk_set(KEY)})
+    env = {"CDS_TRUSTED_ISSUERS": str(issuers), "CDS_PUBLIC_BASE_URL": PUBLIC_BASE_URL}
+    copies = 8
+    with gunicorn(tmp_path, **env) as base_url:
+        for _ in range(3):  # several rounds: copies of each token race on both workers
+            token = sign(claims_for(PUBLIC_BASE_URL + FEEDBACK), KEY)
+            body = {"feedback": [_item(uuid.uuid4().int % 10**12)]}
+            assert _race(base_url + FEEDBACK, body, bearer_header(token), copies) == {200: 1, 401: copies - 1}
+    lines = _json_lines(tmp_path / "gunicorn.log")
+    rejected = [line for line in lines if line.get("reason") == "jti_replayed"]
+    assert len(rejected) == 3 * (copies - 1)
+    answered = {line["pid"] for line in lines if line.get("path") == "/cds-services/<service_id>/feedback"}
+    assert len(answered) == 2, "the copies were served by both workers"
