@@ -971,8 +971,12 @@ def current_regimen(facts: PatientFacts, params: Mapping[str, Any], context: Eva
     line = context.derive(facts, derived.current_line)
     if line is None:
         return _no_therapy(facts, "no ongoing systemic therapy recorded")
-    truth = Truth.TRUE if line.ingredients in params["one_of"] else Truth.FALSE
-    return LeafResult(truth, _line_text(line), line.refs)
+    if line.ingredients in params["one_of"]:
+        return LeafResult(Truth.TRUE, _line_text(line), line.refs)
+    unreadable = _unavailable(facts, "MedicationStatement", "MedicationRequest")
+    if unreadable:  # a partner drug may be among the unread medications
+        return LeafResult(Truth.UNKNOWN, f"{_line_text(line)}; {unreadable}", line.refs)
+    return LeafResult(Truth.FALSE, _line_text(line), line.refs)
 
 
 @operator("regimen_weeks", bounds=_MIN_MAX)

@@ -581,6 +581,7 @@ REGIMENS = {"current_regimen": {"one_of": [["axitinib", "pembrolizumab"], ["nivo
 def test_current_regimen() -> None:
     assert run(REGIMENS, Patient().line("pembrolizumab", "axitinib")).truth is T
     assert run(REGIMENS, Patient().line("pembrolizumab", "lenvatinib")).truth is F
+    assert run(REGIMENS, Patient().line("pembrolizumab").unavailable("MedicationRequest")).truth is U
     assert run(REGIMENS, Patient().line("axitinib", "pembrolizumab", end=10)) == LeafResult(
         F, "no ongoing systemic therapy recorded"
     )
