@@ -600,21 +600,21 @@ def other_malignancy(
     years = params.get("within_years")
     window = f" in the last {fmt_number(years)} years" if years is not None else ""
     since = _years_before(facts.today, years) if years is not None else None
+
+    def in_window(c: ConditionFact) -> bool:
+        return c.current or since is None or (c.onset is not None and c.onset >= since)
+
     confirmed = [c for c in cancers if c.confirmed]
-    inside = [
-        c for c in confirmed if c.current or since is None or (c.onset is not None and c.onset >= since)
-    ]
+    inside = [c for c in confirmed if in_window(c)]
     if inside:
         first = inside[0]
-        state = (
-            "current" if first.current else f"onset {first.onset.isoformat() if first.onset else 'undated'}"
-        )
+        state = "current" if first.current else f"onset {first.onset}"
         return LeafResult(Truth.TRUE, f"{_condition_label(first, 'another cancer')} ({state})", _refs(inside))
     undated = [c for c in confirmed if c.onset is None]
     if undated:
         label = _condition_label(undated[0], "another cancer")
         return LeafResult(Truth.UNKNOWN, f"{label} recorded without a date", _refs(undated))
-    unconfirmed = [c for c in cancers if not c.confirmed]
+    unconfirmed = [c for c in cancers if not c.confirmed and (c.onset is None or in_window(c))]
     if unconfirmed:
         label = _condition_label(unconfirmed[0], "another cancer")
         return LeafResult(Truth.UNKNOWN, f"{label} recorded but not confirmed", _refs(unconfirmed))

@@ -722,6 +722,8 @@ def test_other_malignancy_undated_or_unconfirmed_is_unknown() -> None:
     assert run({"other_malignancy": {"within_years": 3}}, undated).truth is U
     unconfirmed = Patient().condition(codes=[PROSTATE], onset=100, confirmed=False)
     assert run({"other_malignancy": {"within_years": 3}}, unconfirmed).truth is U
+    long_ago = Patient().condition(codes=[PROSTATE], onset=4000, current=False, confirmed=False)
+    assert run({"other_malignancy": {"within_years": 3}}, long_ago).truth is F
 
 
 IMDC = {"imdc_risk": {"in": ["favorable", "intermediate"]}}
