@@ -407,18 +407,20 @@ def condition(facts: PatientFacts, params: Mapping[str, Any], context: Evaluatio
     title = _valueset_label(context, valueset)
     matches = [c for c in facts.conditions if valueset in c.valuesets]
     current_only = params.get("current_only", False)
+    within_days = params.get("within_days")
     candidates = [c for c in matches if c.confirmed and (c.current or not current_only)]
     decided = _dated_record_result(
-        facts,
-        candidates,
-        lambda c: _condition_label(c, title),
-        lambda c: c.onset,
-        params.get("within_days"),
-        _since,
+        facts, candidates, lambda c: _condition_label(c, title), lambda c: c.onset, within_days, _since
     )
     if decided is not None:
         return decided
-    unconfirmed = [c for c in matches if not c.confirmed and (c.current or not current_only)]
+    unconfirmed = [
+        c
+        for c in matches
+        if not c.confirmed
+        and (c.current or not current_only)
+        and (within_days is None or c.onset is None or _days_before(facts, c.onset) <= within_days)
+    ]
     if unconfirmed:
         label = _condition_label(unconfirmed[0], title)
         return LeafResult(Truth.UNKNOWN, f"{label} recorded but not confirmed", _refs(unconfirmed))

@@ -171,6 +171,7 @@ def test_unconfirmed_condition_is_unknown() -> None:
     patient = Patient().condition("brain-metastasis", confirmed=False, display="Brain metastasis?")
     result = run({"condition": {"valueset": "brain-metastasis"}}, patient)
     assert result == LeafResult(U, "Brain metastasis? recorded but not confirmed", ("Condition/1",))
+    assert run({"condition": {"valueset": "brain-metastasis", "within_days": 30}}, patient).truth is F
 
 
 @pytest.mark.parametrize(("days", "truth"), [(27, T), (28, T), (29, F), (None, U)])
