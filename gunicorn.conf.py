@@ -29,6 +29,7 @@ bind = "127.0.0.1:8080"
 workers = os.cpu_count() or 1
 worker_class = "sync"
 timeout = 60  # also bounds a worker's start: loading and checking the catalog, then the warm-up
+control_socket_disable = True  # gunicorn >= 25: one fixed socket path per user; older versions ignore it
 
 STATE_KEY = "cds"  # cds_service.web.hooks.STATE_KEY: where create_app keeps the catalog and the matcher
 FULL_COLLECTION_EVERY = 100  # requests; the young generations are collected after every request
