@@ -30,7 +30,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 DATABASE_FILE = "cds.sqlite3"
 ELIGIBILITY_EXTENSION = "org.trialmatch.eligibility"
@@ -197,11 +198,12 @@ def _engine(database_url: str) -> Engine:
 
 
 def _create_tables(engine: Engine) -> None:
-    """Create missing tables; a concurrent worker creating them at the same moment is not an error."""
-    try:
-        metadata.create_all(engine, checkfirst=True)
-    except OperationalError:
-        metadata.create_all(engine, checkfirst=True)
+    """Create missing tables and indexes with IF NOT EXISTS, so workers starting together never collide."""
+    with engine.begin() as connection:
+        for table in metadata.sorted_tables:
+            connection.execute(CreateTable(table, if_not_exists=True))
+            for index in table.indexes:
+                connection.execute(CreateIndex(index, if_not_exists=True))
 
 
 def _insert_ignore(connection: Connection, table: Table, row: Mapping[str, Any]) -> int:
