@@ -23,16 +23,19 @@ from pathlib import Path
 import pytest
 import requests
 from auth_support import (
+    FHIR_SERVER,
     ISSUER,
     PUBLIC_BASE_URL,
     SERVICE_ID,
     bearer_header,
     claims_for,
+    hook_body,
     jwk_set,
     new_ec_key,
     sign,
     write_issuers,
 )
+from hung_server import hung_server
 
 from cds_service.config import REPO_ROOT
 from cds_service.storage import Storage
@@ -44,6 +47,15 @@ FEEDBACK = f"/cds-services/{SERVICE_ID}/feedback"
 THREADS = 16
 ITEMS_PER_THREAD = 25
 KEY = new_ec_key("ec-1")
+FEEDBACK_ROUTE = "/cds-services/<service_id>/feedback"  # as the request log names it
+BUSY_SECONDS = 3  # how long a hook call waits on the hung FHIR server (the fetch deadline)
+FHIR_AUTH = {
+    "access_token": "fhir-token",
+    "token_type": "Bearer",
+    "expires_in": 300,
+    "scope": "patient/*.read",
+    "subject": "cds-service",
+}
 
 
 @contextmanager
@@ -151,17 +163,57 @@ def _race(url: str, body: dict, headers: dict, copies: int) -> Counter:
         return Counter(pool.map(send, range(copies)))
 
 
-def test_a_replayed_jwt_is_accepted_once_across_workers(tmp_path):
-    issuers = write_issuers(tmp_path / "issuers.json", {"iss": ISSUER, "jwks": jwk_set(KEY)})
-    env = {"CDS_TRUSTED_ISSUERS": str(issuers), "CDS_PUBLIC_BASE_URL": PUBLIC_BASE_URL}
+def _secure_env(tmp_path: Path, fhir_server: str) -> dict[str, str]:
+    issuers = write_issuers(
+        tmp_path / "issuers.json", {"iss": ISSUER, "jwks": jwk_set(KEY), "fhir_servers": [fhir_server]}
+    )
+    return {
+        "CDS_TRUSTED_ISSUERS": str(issuers),
+        "CDS_PUBLIC_BASE_URL": PUBLIC_BASE_URL,
+        "CDS_FETCH_DEADLINE_SECONDS": str(BUSY_SECONDS),
+    }
+
+
+def _feedback(base_url: str, token: str) -> requests.Response:
+    body = {"feedback": [_item(uuid.uuid4().int % 10**12)]}
+    return requests.post(base_url + FEEDBACK, json=body, headers=bearer_header(token), timeout=30)
+
+
+def test_a_jwt_replayed_in_parallel_is_accepted_once(tmp_path):
     copies = 8
-    with gunicorn(tmp_path, **env) as base_url:
-        for _ in range(3):  # several rounds: copies of each token race on both workers
+    with gunicorn(tmp_path, **_secure_env(tmp_path, FHIR_SERVER)) as base_url:
+        for _ in range(3):  # several rounds of copies racing on both workers
             token = sign(claims_for(PUBLIC_BASE_URL + FEEDBACK), KEY)
             body = {"feedback": [_item(uuid.uuid4().int % 10**12)]}
             assert _race(base_url + FEEDBACK, body, bearer_header(token), copies) == {200: 1, 401: copies - 1}
-    lines = _json_lines(tmp_path / "gunicorn.log")
-    rejected = [line for line in lines if line.get("reason") == "jti_replayed"]
+    rejected = [
+        line for line in _json_lines(tmp_path / "gunicorn.log") if line.get("reason") == "jti_replayed"
+    ]
     assert len(rejected) == 3 * (copies - 1)
-    answered = {line["pid"] for line in lines if line.get("path") == "/cds-services/<service_id>/feedback"}
-    assert len(answered) == 2, "the copies were served by both workers"
+
+
+def test_a_jwt_replayed_on_the_other_worker_is_rejected(tmp_path):
+    """Each worker is kept busy in turn by a hook call waiting on a hung FHIR server, so the two copies of the
+    token are served by different workers."""
+    with hung_server(scheme="https") as hung, gunicorn(tmp_path, **_secure_env(tmp_path, hung)) as base_url:
+        service = f"/cds-services/{SERVICE_ID}"
+        body = {**hook_body(prefetch=None), "fhirServer": hung, "fhirAuthorization": FHIR_AUTH}
+
+        def busy_call() -> requests.Response:
+            token = sign(claims_for(PUBLIC_BASE_URL + service), KEY)
+            return requests.post(base_url + service, json=body, headers=bearer_header(token), timeout=30)
+
+        replayed = sign(claims_for(PUBLIC_BASE_URL + FEEDBACK), KEY)
+        with ThreadPoolExecutor(2) as pool:
+            first_busy = pool.submit(busy_call)  # worker A waits on the hung server
+            time.sleep(0.5)
+            first = _feedback(base_url, replayed)  # served by worker B
+            second_busy = pool.submit(busy_call)  # worker B waits too
+            time.sleep(0.5)
+            second = _feedback(base_url, replayed)  # queued until worker A is free again
+            busy = [first_busy.result().status_code, second_busy.result().status_code]
+    assert (first.status_code, second.status_code) == (200, 401)
+    assert busy == [412, 412]
+    answers = [line for line in _json_lines(tmp_path / "gunicorn.log") if line.get("path") == FEEDBACK_ROUTE]
+    assert [line["status"] for line in answers] == [200, 401]
+    assert answers[0]["pid"] != answers[1]["pid"], "the copies were served by different workers"

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import pytest
@@ -24,6 +20,7 @@ import requests
 import responses
 from auth_support import FHIR_SERVER, PREFETCH_KEYS, SERVICE_ID, app_config
 from fake_fhir import load_request
+from hung_server import hung_server
 
 from cds_service.web import create_app
 
@@ -121,46 +118,6 @@ def test_fault_on_optional_data_gives_cards(client, fault):
     cards = response.get_json()["cards"]
     assert cards, "the mRCC patient still gets trial cards"
     assert all("could not be read" in card["detail"] for card in cards)
-
-
-@contextmanager
-def hung_server(drip: bytes | None = None) -> Iterator[str]:
-    """A TCP server on 127.0.0.1 that accepts and then never answers (or drips `drip` one byte at a time)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-    connections: list[socket.socket] = []
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                continue
-            connections.append(connection)
-            if drip is not None:
-                threading.Thread(target=_drip, args=(connection, drip, stop), daemon=True).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}/r4"
-    finally:
-        stop.set()
-        thread.join(timeout=2)
-        for connection in connections:
-            connection.close()
-        listener.close()
-
-
-def _drip(connection: socket.socket, payload: bytes, stop: threading.Event) -> None:
-    try:
-        for byte in payload:
-            if stop.wait(0.2):
-                return
-            connection.sendall(bytes([byte]))
-    except OSError:
-        return
 
 
 SLOW_ANSWER = (

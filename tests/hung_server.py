@@ -1,0 +1,51 @@
+"""A FHIR server that hangs: accepts connections on 127.0.0.1, then never answers (or answers bytewise)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def hung_server(drip: bytes | None = None, scheme: str = "http") -> Iterator[str]:
+    """A TCP server on 127.0.0.1 that accepts and then never answers (or drips `drip` one byte at a time).
+
+    Yields a FHIR base URL on it; with scheme "https" a client hangs in the TLS handshake instead.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+    connections: list[socket.socket] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            connections.append(connection)
+            if drip is not None:
+                threading.Thread(target=_drip, args=(connection, drip, stop), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"{scheme}://127.0.0.1:{listener.getsockname()[1]}/r4"
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        for connection in connections:
+            connection.close()
+        listener.close()
+
+
+def _drip(connection: socket.socket, payload: bytes, stop: threading.Event) -> None:
+    try:
+        for byte in payload:
+            if stop.wait(0.2):
+                return
+            connection.sendall(bytes([byte]))
+    except OSError:
+        return
