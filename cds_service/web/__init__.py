@@ -18,6 +18,7 @@ from cds_service.web import hooks, openapi, sandbox
 from cds_service.web.auth import init_auth
 from cds_service.web.cors import init_cors
 from cds_service.web.errors import init_errors
+from cds_service.web.limits import init_limits
 from cds_service.web.request_log import init_request_log
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_errors(app)
     init_cors(app)  # before authentication: preflights are answered without a JWT
     init_auth(app, settings, storage.remember_jti)  # the single place where authentication is installed
+    init_limits(app)  # after authentication: a chunked body over the limit is a 413
     app.register_blueprint(hooks.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(sandbox.bp)
