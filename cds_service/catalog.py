@@ -83,6 +83,14 @@ class Criterion:
 
 
 @dataclass(frozen=True)
+class Anchor:
+    """Part of the trial's disease and stage: the trial is considered only when every anchor rule is true."""
+
+    label: str  # what the rule checks, e.g. "metastatic disease documented"
+    rule: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class Cohort:
     label: str
     rule: Mapping[str, Any]
@@ -91,7 +99,7 @@ class Cohort:
 @dataclass(frozen=True)
 class Trial:
     info: TrialInfo
-    anchors: tuple[str, ...]
+    anchors: tuple[Anchor, ...]
     criteria: tuple[Criterion, ...]
     cohorts: tuple[Cohort, ...]
     sites: tuple[str, ...]
@@ -296,9 +304,10 @@ def _build_trial(doc: Mapping[str, Any]) -> Trial:
         Criterion(c["id"], c["type"], c["text"], c.get("heading"), c.get("rule"), c.get("clinician"))
         for c in doc["criteria"]
     )
+    anchors = tuple(Anchor(a["label"], a["rule"]) for a in doc["anchors"])
     cohorts = tuple(Cohort(c["label"], c["rule"]) for c in doc.get("cohorts", ()))
     sites = tuple(doc.get("sites", ()))
-    return Trial(info, tuple(doc["anchors"]), criteria, cohorts, sites, doc.get("source"))
+    return Trial(info, anchors, criteria, cohorts, sites, doc.get("source"))
 
 
 def _leaves(rule: Mapping[str, Any], path: str) -> Iterator[tuple[str, str, Any]]:
@@ -323,6 +332,8 @@ def _names_read_by_code(module_name: str, attribute: str) -> frozenset[str]:
 
 
 def _rules_of(doc: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    for i, anchor in enumerate(doc["anchors"]):
+        yield f"anchors/{i}/rule", anchor["rule"]
     for i, criterion in enumerate(doc["criteria"]):
         if "rule" in criterion:
             yield f"criteria/{i}/rule", criterion["rule"]
@@ -333,7 +344,11 @@ def _rules_of(doc: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]
 def _check_trial(
     file: str, doc: Mapping[str, Any], terminology: Terminology, used: set[str]
 ) -> list[Problem]:
-    """Check ids, anchors and cohorts of a trial and the names its rules use (value sets go into `used`)."""
+    """Check ids and labels of a trial and the names its rules use (value sets go into `used`).
+
+    An anchor rule may be a bare `clinician` leaf: it is never true, so the trial is never considered (the
+    drafts written by `import-ctgov` rely on it).
+    """
     problems: list[Problem] = []
     if Path(file).stem != doc["id"]:
         problems.append(Problem(file, "id", f"id {doc['id']!r} differs from the file name"))
@@ -342,22 +357,15 @@ def _check_trial(
         problems.append(Problem(file, "id", f"id must be the NCT number {nct_id}"))
     if nct_id and doc.get("url") != f"https://clinicaltrials.gov/study/{nct_id}":
         problems.append(Problem(file, "url", f"must be https://clinicaltrials.gov/study/{nct_id}"))
-    by_id: dict[str, Mapping[str, Any]] = {}
-    for i, criterion in enumerate(doc["criteria"]):
-        if criterion["id"] in by_id:
-            problems.append(Problem(file, f"criteria/{i}/id", f"duplicate criterion id {criterion['id']!r}"))
-        by_id.setdefault(criterion["id"], criterion)
-    for i, anchor in enumerate(doc["anchors"]):
-        target = by_id.get(anchor)
-        if target is None:
-            problems.append(Problem(file, f"anchors/{i}", f"anchor {anchor!r} names no criterion"))
-        elif target["type"] != "inclusion" or "rule" not in target:
-            message = f"anchor {anchor!r} must be an inclusion criterion with a rule"
-            problems.append(Problem(file, f"anchors/{i}", message))
-    labels = [c["label"] for c in doc.get("cohorts", ())]
-    for i, label in enumerate(labels):
-        if label in labels[:i]:
-            problems.append(Problem(file, f"cohorts/{i}/label", f"duplicate cohort label {label!r}"))
+    ids = [c["id"] for c in doc["criteria"]]
+    for i, criterion_id in enumerate(ids):
+        if criterion_id in ids[:i]:
+            problems.append(Problem(file, f"criteria/{i}/id", f"duplicate criterion id {criterion_id!r}"))
+    for kind in ("anchors", "cohorts"):
+        labels = [entry["label"] for entry in doc.get(kind, ())]
+        for i, label in enumerate(labels):
+            if label in labels[:i]:
+                problems.append(Problem(file, f"{kind}/{i}/label", f"duplicate {kind[:-1]} label {label!r}"))
     for rule_path, rule in _rules_of(doc):
         for path, operator, params in _leaves(rule, rule_path):
             problems.extend(_check_leaf(file, path, operator, params, terminology, used))

@@ -1,9 +1,13 @@
 """Evaluate every trial of the catalog for one patient: criterion outcomes, verdicts and arms.
 
-`Engine` compiles every criterion, anchor and cohort rule once. Equal rules (same canonical text, in any
-trial) become one `Rule` object, evaluated at most once per patient: trials sharing their anchors share that
-evaluation, and trials are grouped by their anchors so that a group whose anchors are not all `met` is settled
-without looking at any other criterion. Derived values are memoised in the per-patient `EvaluationContext`.
+`Engine` compiles every anchor, criterion and cohort rule once. Equal rules (same canonical text, in any
+trial) become one `Rule` object, evaluated at most once per patient. Trials are grouped by their anchor rules
+(the trial's disease and stage, mappings/README.md): a group's anchors are evaluated once, and a group whose
+anchors are not all true is settled without looking at any criterion. Such a trial is `not-considered`, and
+its result lists the anchor evaluations (type `anchor`, id `anchor:<n>` counted from 1, text = the anchor's
+label) to show why; a considered trial's result lists its registry criteria only, so cards (which only
+considered trials get) never show an anchor. Derived values are memoised in the per-patient
+`EvaluationContext`.
 """
 
 from __future__ import annotations
@@ -11,10 +15,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cds_service.catalog import Catalog, Criterion, Trial
+from cds_service.catalog import Anchor, Catalog, Criterion, Trial
 from cds_service.facts import PatientFacts
 from cds_service.rules import EvaluationContext, LeafResult, Rule, compile_rule
-from cds_service.verdicts import RECRUITING_STATUSES, CriterionResult, Outcome, TrialResult, Truth, Verdict
+from cds_service.verdicts import (
+    ANCHOR,
+    RECRUITING_STATUSES,
+    CriterionResult,
+    Outcome,
+    TrialResult,
+    Truth,
+    Verdict,
+)
 
 _INCLUSION_OUTCOME: Mapping[Truth, Outcome] = {
     Truth.TRUE: Outcome.MET,
@@ -35,10 +47,6 @@ _VERDICT_ORDER = {
     Verdict.NOT_RECRUITING: 3,
     Verdict.NOT_CONSIDERED: 4,
 }
-
-
-class EngineError(ValueError):
-    """The catalog cannot be evaluated (an anchor names no criterion); rule errors are `rules.RuleError`."""
 
 
 @dataclass(frozen=True)
@@ -85,12 +93,18 @@ class _Criterion:
 class _Trial:
     source: Trial
     criteria: tuple[_Criterion, ...]  # in file order
-    anchors: tuple[_Criterion, ...]
+    anchors: tuple[tuple[Anchor, Rule], ...]
     cohorts: tuple[tuple[str, Rule], ...]
 
     @property
     def anchor_key(self) -> tuple[str, ...]:
-        return tuple(f"{a.source.type}:{a.rule.key if a.rule else ''}" for a in self.anchors)
+        return tuple(rule.key for _, rule in self.anchors)
+
+
+def _anchor_result(number: int, anchor: Anchor, value: LeafResult) -> CriterionResult:
+    """An anchor's evaluation, shown in the result of a trial that is not considered."""
+    outcome = outcome_of("inclusion", value.truth)
+    return CriterionResult(f"anchor:{number}", ANCHOR, anchor.label, outcome, value.reason, value.evidence)
 
 
 class Engine:
@@ -108,7 +122,7 @@ class Engine:
 
     @property
     def distinct_rules(self) -> int:
-        """Number of distinct compiled rules (criteria, anchors and cohorts of every trial)."""
+        """Number of distinct compiled rules (anchors, criteria and cohorts of every trial)."""
         return len(self._rules)
 
     def _intern(self, raw: Mapping[str, object], path: str) -> Rule:
@@ -117,19 +131,19 @@ class Engine:
 
     def _compile_trial(self, trial: Trial) -> _Trial:
         key = trial.info.key
+        anchors = tuple(
+            (anchor, self._intern(anchor.rule, f"{key}/anchors/{i}/rule"))
+            for i, anchor in enumerate(trial.anchors)
+        )
         criteria = tuple(
             _Criterion(c, self._intern(c.rule, f"{key}/criteria/{c.id}/rule") if c.rule is not None else None)
             for c in trial.criteria
         )
-        by_id = {c.source.id: c for c in criteria}
-        missing = [a for a in trial.anchors if a not in by_id or by_id[a].rule is None]
-        if missing:
-            raise EngineError(f"{key}: anchor {missing[0]!r} names no criterion with a rule")
         cohorts = tuple(
             (cohort.label, self._intern(cohort.rule, f"{key}/cohorts/{i}/rule"))
             for i, cohort in enumerate(trial.cohorts)
         )
-        return _Trial(trial, criteria, tuple(by_id[a] for a in trial.anchors), cohorts)
+        return _Trial(trial, criteria, anchors, cohorts)
 
     def context(self) -> EvaluationContext:
         """A fresh per-patient context (memo of rule results and derived values)."""
@@ -151,23 +165,25 @@ class Engine:
         context = self.context()
         results: list[TrialResult] = []
         for group in self._groups:
-            anchors_met = all(
-                outcome_of(a.source.type, self.run(a.rule, facts, context).truth) is Outcome.MET
-                for a in group[0].anchors
-                if a.rule is not None
-            )
+            values = [self.run(rule, facts, context) for _, rule in group[0].anchors]
+            anchors_met = all(value.truth is Truth.TRUE for value in values)
             for trial in group:
-                results.append(self._trial_result(trial, facts, context, anchors_met))
+                results.append(self._trial_result(trial, facts, context, values, anchors_met))
         results.sort(key=lambda r: (_VERDICT_ORDER[r.verdict], r.trial.key))
         return tuple(results)
 
     def _trial_result(
-        self, trial: _Trial, facts: PatientFacts, context: EvaluationContext, anchors_met: bool
+        self,
+        trial: _Trial,
+        facts: PatientFacts,
+        context: EvaluationContext,
+        anchor_values: list[LeafResult],
+        anchors_met: bool,
     ) -> TrialResult:
-        evaluated = trial.criteria if anchors_met else trial.anchors
-        criteria = tuple(c.result(facts, self, context) for c in evaluated)
+        """The trial's result: its criteria if its anchors are met, else its anchors (why not considered)."""
         arm = None
         if anchors_met:
+            criteria = tuple(c.result(facts, self, context) for c in trial.criteria)
             arm = next(
                 (
                     label
@@ -175,6 +191,11 @@ class Engine:
                     if self.run(rule, facts, context).truth is Truth.TRUE
                 ),
                 None,
+            )
+        else:
+            anchors = zip(trial.anchors, anchor_values, strict=True)
+            criteria = tuple(
+                _anchor_result(n, anchor, value) for n, ((anchor, _), value) in enumerate(anchors, start=1)
             )
         info = trial.source.info
         verdict = verdict_of(info.status, anchors_met, [c.outcome for c in criteria])

@@ -33,6 +33,8 @@ class Verdict(StrEnum):
 
 
 RECRUITING_STATUSES = frozenset({"RECRUITING", "NOT_YET_RECRUITING"})
+# `CriterionResult.type` of an anchor's evaluation: only a not-considered trial's result holds them (no card).
+ANCHOR = "anchor"
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,8 @@ class TrialInfo:
 @dataclass(frozen=True)
 class CriterionResult:
     id: str
-    type: str  # inclusion | exclusion
-    text: str  # verbatim registry text
+    type: str  # inclusion | exclusion | anchor (then id is "anchor:<n>" and text the anchor's label)
+    text: str  # verbatim registry text (an anchor's label)
     outcome: Outcome
     reason: str
     evidence: tuple[str, ...] = ()

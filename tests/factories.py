@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from cds_service.catalog import Catalog, Cohort, Criterion, Trial
+from cds_service.catalog import Anchor, Catalog, Cohort, Criterion, Trial
 from cds_service.facts import (
     BloodPressureFact,
     ConditionFact,
@@ -354,6 +354,9 @@ def _newest_first(value: LabValue) -> tuple[bool, int]:
 
 # --- synthetic catalogs -------------------------------------------------------------------------------------
 
+KIDNEY_CANCER_ANCHOR = Anchor("kidney cancer documented", {"condition": {"valueset": "kidney-cancer"}})
+METASTATIC_ANCHOR = Anchor("metastatic disease documented", {"metastatic": {}})
+
 
 def criterion(
     criterion_id: str,
@@ -376,7 +379,7 @@ def criterion(
 def trial(
     key: str,
     criteria: Iterable[Criterion],
-    anchors: Iterable[str] = ("rcc",),
+    anchors: Iterable[Anchor] = (KIDNEY_CANCER_ANCHOR,),
     status: str = "RECRUITING",
     cohorts: Iterable[tuple[str, Mapping[str, Any]]] = (),
 ) -> Trial:

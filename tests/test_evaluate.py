@@ -6,12 +6,15 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from factories import Patient, catalog, criterion, trial
+from factories import KIDNEY_CANCER_ANCHOR, METASTATIC_ANCHOR, Patient, catalog, criterion, trial
 
 from cds_service import derived, rules
-from cds_service.evaluate import Engine, EngineError, EvaluationPolicy, outcome_of, verdict_of
+from cds_service.catalog import Anchor, load_catalog
+from cds_service.config import DEFAULT_MAPPINGS_DIR
+from cds_service.evaluate import Engine, EvaluationPolicy, outcome_of, verdict_of
 from cds_service.rules import RuleError
-from cds_service.verdicts import CriterionResult, Outcome, TrialResult, Truth, Verdict
+from cds_service.terminology import ICD10CM, SNOMED, Code, normalize_code
+from cds_service.verdicts import ANCHOR, CriterionResult, Outcome, TrialResult, Truth, Verdict
 
 RCC = criterion("rcc", {"condition": {"valueset": "kidney-cancer"}})
 ADULT = criterion("adult", {"age": {"min": 18}})
@@ -110,21 +113,49 @@ def test_exclusion_that_applies_is_not_met() -> None:
     assert (hiv.type, hiv.outcome, hiv.evidence) == ("exclusion", N, ("Condition/hiv",))
 
 
-def test_anchors_not_met_make_the_trial_not_considered_without_evaluating_the_rest() -> None:
-    engine = Engine(catalog(trial("NCT00000001", [ADULT, RCC, ECOG, CONSENT])))
+def test_anchors_not_met_make_the_trial_not_considered_and_its_result_lists_the_anchors(
+    leaf_calls: Counter[str],
+) -> None:
+    engine = Engine(catalog(trial("NCT00000001", [ADULT, RCC, ECOG, CONSENT], cohorts=COHORTS)))
     (result,) = engine.evaluate(Patient().aged(60).build())
     assert result.verdict is Verdict.NOT_CONSIDERED
-    assert [c.id for c in result.criteria] == ["rcc"]
-    assert result.criteria[0].outcome is N
+    assert not result.gets_card
+    assert result.criteria == (
+        CriterionResult("anchor:1", ANCHOR, "kidney cancer documented", N, "no record of kidney cancer"),
+    )
     assert result.arm is None
+    assert leaf_calls == Counter({"condition": 1})  # no criterion and no cohort rule is evaluated
 
 
 def test_unknown_anchor_is_not_enough() -> None:
-    metastatic = criterion("metastatic", {"metastatic": {}})
-    engine = Engine(catalog(trial("NCT00000001", [RCC, metastatic, ADULT], anchors=("rcc", "metastatic"))))
+    anchors = (KIDNEY_CANCER_ANCHOR, METASTATIC_ANCHOR)
+    engine = Engine(catalog(trial("NCT00000001", [RCC, ADULT], anchors=anchors)))
     (result,) = engine.evaluate(rcc_patient().build())
     assert result.verdict is Verdict.NOT_CONSIDERED
-    assert outcomes(result) == {"rcc": M, "metastatic": U}
+    assert [(c.id, c.type, c.text, c.outcome) for c in result.criteria] == [
+        ("anchor:1", ANCHOR, "kidney cancer documented", M),
+        ("anchor:2", ANCHOR, "metastatic disease documented", U),
+    ]
+    assert result.criteria[0].evidence == ("Condition/rcc",)
+
+
+def test_a_considered_trial_lists_its_registry_criteria_only() -> None:
+    anchors = (KIDNEY_CANCER_ANCHOR, METASTATIC_ANCHOR)
+    engine = Engine(catalog(trial("NCT00000001", [ADULT, CONSENT], anchors=anchors)))
+    (result,) = engine.evaluate(rcc_patient().staging(True).build())
+    assert result.verdict is Verdict.LIKELY
+    assert outcomes(result) == {"adult": M, "consent": C}
+
+
+def test_a_clinician_anchor_is_never_true_so_the_trial_is_never_considered() -> None:
+    """How `import-ctgov` drafts stay without a card until a person encodes their disease and stage."""
+    draft = Anchor("not yet encoded: disease and stage", {"clinician": "encode the disease and stage"})
+    engine = Engine(catalog(trial("NCT00000001", [CONSENT], anchors=(draft,))))
+    (result,) = engine.evaluate(rcc_patient().staging(True).build())
+    assert result.verdict is Verdict.NOT_CONSIDERED
+    assert [(c.id, c.outcome, c.reason) for c in result.criteria] == [
+        ("anchor:1", C, "encode the disease and stage")
+    ]
 
 
 @pytest.mark.parametrize("status", ["COMPLETED", "ACTIVE_NOT_RECRUITING", "WITHDRAWN", "UNKNOWN"])
@@ -199,9 +230,10 @@ def test_bad_rule_is_reported_with_trial_and_criterion() -> None:
         Engine(catalog(trial("NCT00000001", [RCC, bad])))
 
 
-def test_anchor_must_name_a_criterion_with_a_rule() -> None:
-    with pytest.raises(EngineError, match="anchor 'consent'"):
-        Engine(catalog(trial("NCT00000001", [RCC, CONSENT], anchors=("rcc", "consent"))))
+def test_bad_anchor_rule_is_reported_with_trial_and_anchor() -> None:
+    bad = Anchor("metastatic", {"metastatic": {"since": 30}})
+    with pytest.raises(RuleError, match=r"NCT00000001/anchors/1/rule/metastatic/since: unknown parameter"):
+        Engine(catalog(trial("NCT00000001", [ADULT], anchors=(KIDNEY_CANCER_ANCHOR, bad))))
 
 
 # --- shared evaluation --------------------------------------------------------------------------------------
@@ -221,37 +253,48 @@ def leaf_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     return calls
 
 
+ANCHOR_SETS = ((KIDNEY_CANCER_ANCHOR,), (KIDNEY_CANCER_ANCHOR, METASTATIC_ANCHOR))
+
+
 def _many_trials(count: int) -> list[Any]:
-    anchors = [
-        criterion("rcc", {"condition": {"valueset": "kidney-cancer"}}),
-        criterion("rcc", {"all": [{"condition": {"valueset": "kidney-cancer"}}, {"metastatic": {}}]}),
-    ]
+    """Trials whose anchors are one of two sets (sharing the kidney cancer anchor), with shared criteria."""
     return [
         trial(
             f"T{i:04d}",
-            [anchors[i % 2], ADULT, ECOG, criterion("alt", {"lab": {"analyte": "alt", "le_uln": 2 + i % 3}})],
+            [ADULT, ECOG, criterion("alt", {"lab": {"analyte": "alt", "le_uln": 2 + i % 3}})],
+            anchors=ANCHOR_SETS[i % 2],
         )
         for i in range(count)
     ]
 
 
-def test_trials_whose_anchors_fail_cost_one_anchor_evaluation_per_distinct_anchor(
-    leaf_calls: Counter[str],
+@pytest.mark.parametrize(
+    ("patient", "verdicts"),
+    [
+        (Patient().aged(60), {Verdict.NOT_CONSIDERED}),
+        (Patient().aged(60).condition("kidney-cancer"), {Verdict.NOT_CONSIDERED, Verdict.POSSIBLY}),
+        (Patient().aged(60).condition("kidney-cancer").staging(True), {Verdict.POSSIBLY}),
+    ],
+    ids=["no kidney cancer", "not metastatic", "metastatic kidney cancer"],
+)
+def test_anchors_are_evaluated_once_for_1000_trials_sharing_them(
+    leaf_calls: Counter[str], patient: Patient, verdicts: set[Verdict]
 ) -> None:
     engine = Engine(catalog(*_many_trials(1000)))
-    results = engine.evaluate(Patient().aged(60).build())
+    results = engine.evaluate(patient.build())
     assert len(results) == 1000
-    assert {r.verdict for r in results} == {Verdict.NOT_CONSIDERED}
-    # two distinct anchor rules; the second one evaluates its two leaves
-    assert leaf_calls == Counter({"condition": 2, "metastatic": 1})
+    assert {r.verdict for r in results} == verdicts
+    assert leaf_calls["condition"] == 1 and leaf_calls["metastatic"] == 1
+    for result in results:
+        assert (result.verdict is Verdict.NOT_CONSIDERED) == (result.criteria[0].type == ANCHOR)
 
 
 def test_equal_rules_are_evaluated_once_per_patient(leaf_calls: Counter[str]) -> None:
     engine = Engine(catalog(*_many_trials(30)))
-    assert engine.distinct_rules == 2 + 2 + 3  # anchors, adult and ecog, three ALT limits
+    assert engine.distinct_rules == 2 + 2 + 3  # two anchors, adult and ecog, three ALT limits
     results = engine.evaluate(rcc_patient().staging(True).lab("alt", 50, "U/L", high=40).build())
     assert len(results) == 30
-    assert leaf_calls == Counter({"condition": 2, "metastatic": 1, "age": 1, "ecog": 1, "lab": 3})
+    assert leaf_calls == Counter({"condition": 1, "metastatic": 1, "age": 1, "ecog": 1, "lab": 3})
     leaf_calls.clear()
     engine.evaluate(rcc_patient().build())  # a new patient: everything again, once
     assert leaf_calls["age"] == 1
@@ -276,3 +319,93 @@ def test_each_derived_value_is_computed_once_per_patient(monkeypatch: pytest.Mon
     assert calls["imdc"] == 1
     engine.evaluate(rcc_patient().build())
     assert calls["imdc"] == 2
+
+
+# --- the bundled kidney trials: anchored on documented metastatic kidney cancer -----------------------------
+
+CLEAR_CELL_TRIALS = ("NCT06903312", "NCT04299646")
+NAMECAR = "NCT06882486"
+
+
+@pytest.fixture(scope="module")
+def bundled() -> Engine:
+    return Engine(load_catalog(DEFAULT_MAPPINGS_DIR))
+
+
+def coded(engine: Engine, patient: Patient, code: Code, onset: int | None, ref: str) -> Patient:
+    """Add a condition coded `code`, in the value sets the bundled catalog puts that code in."""
+    valuesets = engine.catalog.terminology.memberships([code])
+    return patient.condition(*valuesets, codes=[code], onset=onset, ref=ref)
+
+
+def metastatic_kidney_cancer(
+    engine: Engine, primary: Code, primary_onset: int = 300, metastasis_onset: int | None = 290
+) -> Patient:
+    patient = Patient().aged(61).sex("male")
+    coded(engine, patient, primary, primary_onset, "Condition/primary")
+    return coded(engine, patient, normalize_code(ICD10CM, "C78.00"), metastasis_onset, "Condition/lung-mets")
+
+
+def criterion_of(result: TrialResult, criterion_id: str) -> CriterionResult:
+    return next(c for c in result.criteria if c.id == criterion_id)
+
+
+def test_kidney_cancer_coded_c64_1_alone_is_considered_with_histology_to_check(bundled: Engine) -> None:
+    patient = metastatic_kidney_cancer(bundled, normalize_code(ICD10CM, "C64.1")).build()
+    results = by_key(bundled.evaluate(patient))
+    for key in (*CLEAR_CELL_TRIALS, NAMECAR):
+        assert results[key].verdict is not Verdict.NOT_CONSIDERED, key
+        registry_ids = [c.id for c in next(t for t in bundled.catalog.trials if t.info.key == key).criteria]
+        assert [c.id for c in results[key].criteria] == registry_ids
+    for key in CLEAR_CELL_TRIALS:
+        histology = criterion_of(results[key], "clear-cell-rcc")
+        assert (histology.outcome, histology.reason) == (U, "histology not recorded"), key
+    synchronous = criterion_of(results[NAMECAR], "synchronous-metastatic-kidney-cancer")
+    assert synchronous.outcome is M
+
+
+def test_papillary_rcc_is_considered_and_not_eligible_for_the_clear_cell_trials(bundled: Engine) -> None:
+    patient = metastatic_kidney_cancer(bundled, (SNOMED, "733608000")).build()  # papillary RCC
+    results = by_key(bundled.evaluate(patient))
+    for key in CLEAR_CELL_TRIALS:
+        assert results[key].verdict is Verdict.NOT_ELIGIBLE, key
+        histology = criterion_of(results[key], "clear-cell-rcc")
+        assert (histology.outcome, histology.evidence) == (N, ("Condition/primary",)), key
+
+
+@pytest.mark.parametrize(
+    ("metastasis_onset", "outcome", "verdict"),
+    [
+        (400, N, Verdict.NOT_ELIGIBLE),  # metastases three years after the diagnosis: metachronous
+        (None, U, Verdict.POSSIBLY),  # undated: synchronicity to check
+    ],
+    ids=["metachronous", "metastasis undated"],
+)
+def test_namecar_considers_any_metastatic_kidney_cancer_and_checks_synchronicity(
+    bundled: Engine, metastasis_onset: int | None, outcome: Outcome, verdict: Verdict
+) -> None:
+    patient = metastatic_kidney_cancer(bundled, (SNOMED, "254915003"), 1500, metastasis_onset).build()
+    result = by_key(bundled.evaluate(patient))[NAMECAR]
+    assert result.verdict is verdict
+    assert criterion_of(result, "synchronous-metastatic-kidney-cancer").outcome is outcome
+    assert [c.id for c in result.criteria if c.outcome is N] == (
+        ["synchronous-metastatic-kidney-cancer"] if outcome is N else []
+    )
+
+
+@pytest.mark.parametrize(
+    ("patient", "outcomes_of_anchors"),
+    [
+        (Patient().aged(61).staging(True), [N, M]),
+        (Patient().aged(61).condition("kidney-cancer", "rcc-clear-cell").staging(False), [M, N]),
+    ],
+    ids=["metastatic without kidney cancer", "localized clear-cell RCC"],
+)
+def test_bundled_kidney_trials_need_kidney_cancer_and_metastatic_disease(
+    bundled: Engine, patient: Patient, outcomes_of_anchors: list[Outcome]
+) -> None:
+    for result in bundled.evaluate(patient.build()):
+        assert not result.gets_card
+        if result.trial.status != "COMPLETED":
+            assert result.verdict is Verdict.NOT_CONSIDERED
+        assert [c.outcome for c in result.criteria] == outcomes_of_anchors
