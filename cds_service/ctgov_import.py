@@ -2,9 +2,9 @@
 
 The draft keeps the registry metadata and every eligibility criterion verbatim, split into list items. No
 rule is guessed: every criterion is left to the clinician until a person encodes it. The schema requires
-anchors, and an anchor must be an inclusion criterion with a rule; the draft's anchor is the first inclusion
-criterion with a `clinician` rule, which is never `met`, so a draft trial is never considered and never gets a
-card until its anchors are encoded (mappings/README.md, "How a criterion's outcome is decided").
+anchors (labelled rules of the trial's disease and stage); the draft has one whose rule is a `clinician` leaf,
+which is never true, so a draft trial is never considered and never gets a card until a person encodes its
+anchors (mappings/README.md, "Trials").
 
 Exceptions: CtgovImportError (the record lacks what a mapping needs, or its criteria cannot be split).
 """
@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 TO_ENCODE = "not yet encoded: check against the registry text"
-ANCHOR_TO_ENCODE = "not yet encoded: anchor (disease and stage) to encode before the trial can be considered"
+ANCHOR_TO_ENCODE = "not yet encoded: encode the trial's disease and stage before it can be considered"
 SHORT_TITLE_MAX = 100
 
 _SECTION = re.compile(
@@ -143,6 +143,12 @@ def _sites(locations: Any) -> list[str]:
     return sites
 
 
+def _anchor_label(conditions: Any) -> str:
+    """The draft anchor's label: what is to encode, with the conditions the registry lists as a hint."""
+    listed = ", ".join(str(c) for c in conditions if c) if isinstance(conditions, list) else ""
+    return f"not yet encoded: disease and stage{f' (registry conditions: {listed})' if listed else ''}"
+
+
 def study_to_trial(study: Mapping[str, Any], source: str) -> dict[str, Any]:
     """Return a trial mapping (a dict in the catalog's format) for an API v2 study record."""
     protocol = study.get("protocolSection")
@@ -162,13 +168,8 @@ def study_to_trial(study: Mapping[str, Any], source: str) -> dict[str, Any]:
     if not eligibility_text:
         raise CtgovImportError("protocolSection.eligibilityModule.eligibilityCriteria: missing")
 
-    criteria = split_criteria(eligibility_text)
-    anchor = next(criterion for criterion in criteria if criterion["type"] == "inclusion")
-    for criterion in criteria:
-        if criterion is anchor:
-            criterion["rule"] = {"clinician": ANCHOR_TO_ENCODE}
-        else:
-            criterion["clinician"] = TO_ENCODE
+    criteria = [{**criterion, "clinician": TO_ENCODE} for criterion in split_criteria(eligibility_text)]
+    conditions = _module(protocol, "conditionsModule").get("conditions")
     lead_sponsor = _module(protocol, "sponsorCollaboratorsModule").get("leadSponsor") or {}
     return {
         "id": nct_id,
@@ -182,7 +183,7 @@ def study_to_trial(study: Mapping[str, Any], source: str) -> dict[str, Any]:
         "sites": _sites(_module(protocol, "contactsLocationsModule").get("locations")),
         "url": f"https://clinicaltrials.gov/study/{nct_id}",
         "source": source,
-        "anchors": [anchor["id"]],
+        "anchors": [{"label": _anchor_label(conditions), "rule": {"clinician": ANCHOR_TO_ENCODE}}],
         "criteria": criteria,
     }
 
@@ -192,8 +193,8 @@ def trial_yaml(trial: Mapping[str, Any]) -> str:
     header = (
         f"# Draft imported from ClinicalTrials.gov ({trial['source']}).\n"
         "# Every criterion is verbatim and left to the clinician: encode rules (mappings/README.md).\n"
-        f"# Anchor {', '.join(trial['anchors'])} has a `clinician` rule, which is never met: the trial gets\n"
-        "# no card until its anchors (disease and stage) are encoded.\n"
+        "# Its anchor has a `clinician` rule, which is never true: the trial is not considered and gets no\n"
+        "# card until a person encodes its anchors (disease and stage).\n"
     )
     body = yaml.safe_dump(dict(trial), sort_keys=False, allow_unicode=True, width=110)
     return header + body

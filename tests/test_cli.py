@@ -224,13 +224,13 @@ def test_check_mappings_names_the_file_and_path_of_each_problem(tmp_path: Path) 
     shutil.copytree(DEFAULT_MAPPINGS_DIR, catalog)
     trial_file = catalog / "trials" / "NCT06903312.yaml"
     trial = yaml.safe_load(trial_file.read_text(encoding="utf-8"))
-    trial["anchors"] = ["no-such-criterion"]
+    trial["anchors"][0]["rule"] = {"condition": {"valueset": "no-such-set"}}
     trial_file.write_text(yaml.safe_dump(trial, sort_keys=False, allow_unicode=True), encoding="utf-8")
     result = run("check-mappings", str(catalog))
     assert result.exit_code == 1
     assert "trials/NCT06903312.yaml" in result.output
-    assert "anchors/0" in result.output
-    assert "no-such-criterion" in result.output
+    assert "anchors/0/rule/condition/valueset" in result.output
+    assert "no-such-set" in result.output
 
 
 def test_check_mappings_reads_cds_mappings_dir(tmp_path: Path) -> None:
@@ -279,9 +279,12 @@ def test_import_ctgov_keeps_metadata_and_every_criterion_verbatim(imported: Path
     assert len(seed["inclusion"]) == 15 and len(seed["exclusion"]) == 14
     for kind, texts in seed.items():
         assert [c["text"] for c in draft["criteria"] if c["type"] == kind] == texts
-    rules = [c for c in draft["criteria"] if "rule" in c]
-    assert [c["id"] for c in rules] == draft["anchors"]  # only the anchor has a (clinician) rule
-    assert all(set(c.get("rule", {})) <= {"clinician"} for c in draft["criteria"])
+    assert all("rule" not in c and c["clinician"] for c in draft["criteria"])
+    # one anchor, left to the clinician (never true): the draft is not considered until a person encodes it
+    (anchor,) = draft["anchors"]
+    assert anchor["label"].startswith("not yet encoded: disease and stage")
+    assert "Metastatic Renal Cell Carcinoma" in anchor["label"]  # the registry's conditions, as a hint
+    assert set(anchor["rule"]) == {"clinician"}
 
 
 @pytest.fixture
@@ -320,6 +323,8 @@ def test_an_imported_draft_never_gets_a_card(catalog_with_new_draft: Path) -> No
     assert all(NEW_NCT not in summary for summary in summaries)
     table = run("evaluate", str(PATIENT_FILE), today=TODAY, mappings_dir=str(catalog_with_new_draft))
     assert re.search(rf"{NEW_NCT}.*\n\s*verdict: not-considered", table.output)
+    draft_part = table.output.split(NEW_NCT, 1)[1].split("verdict:", 2)[1]
+    assert "anchor:1" in draft_part and "clinician" in draft_part  # why: the anchor left to the clinician
 
 
 def test_import_ctgov_refuses_to_overwrite_without_force(imported: Path) -> None:
