@@ -195,7 +195,10 @@ def _needs_token() -> bool:
     if request.method == "OPTIONS":
         return False
     if request.method in ("GET", "HEAD"):
-        return request.path not in PUBLIC_PATHS and not request.path.startswith(PUBLIC_PREFIXES)
+        if request.path in PUBLIC_PATHS:
+            return False
+        # A dot segment would let a normalising proxy or router see another path than this check.
+        return not request.path.startswith(PUBLIC_PREFIXES) or "/." in request.path
     return True
 
 
