@@ -693,17 +693,15 @@ def _map_leaves(rule: dict[str, Any], change: Callable[[str, Any], dict[str, Any
     return change(op, value) or copy.deepcopy(rule)
 
 
-def _retarget(trial: dict[str, Any], valueset: str) -> dict[str, Any]:
-    """Make the trial's first anchor require a diagnosis in `valueset` (another cancer)."""
-    target = {"condition": {"valueset": valueset, "current_only": True}}
+def _retarget(trial: dict[str, Any], disease: Disease) -> dict[str, Any]:
+    """Make the trial's first anchor (its disease) require a diagnosis of another cancer."""
+    target = {"condition": {"valueset": _valueset_id(disease), "current_only": True}}
     anchor = trial["anchors"][0]
-    for criterion in trial["criteria"]:
-        if criterion["id"] != anchor:
-            continue
-        rule = _map_leaves(
-            criterion["rule"], lambda op, _: copy.deepcopy(target) if op in DIAGNOSIS_LEAVES else None
-        )
-        criterion["rule"] = rule if rule != criterion["rule"] else target
+    rule = _map_leaves(
+        anchor["rule"], lambda op, _: copy.deepcopy(target) if op in DIAGNOSIS_LEAVES else None
+    )
+    anchor["rule"] = rule if rule != anchor["rule"] else target
+    anchor["label"] = f"{disease.title.lower()} documented"
     return trial
 
 
@@ -732,7 +730,7 @@ def _perturb(trial: dict[str, Any], rng: random.Random) -> dict[str, Any]:
         }
 
     for criterion in trial["criteria"]:
-        if "rule" in criterion and criterion["id"] not in trial["anchors"]:
+        if "rule" in criterion:
             criterion["rule"] = _map_leaves(criterion["rule"], change)
     return trial
 
@@ -795,7 +793,7 @@ def generate_catalog(
             disease = OTHER_DISEASES[number % len(OTHER_DISEASES)]
             used[disease.key] = disease
             trial = _variant(template, number, f"{disease.key} {number}")
-            trial = _retarget(trial, _valueset_id(disease))
+            trial = _retarget(trial, disease)
         _write_yaml(out_dir / "trials" / f"{trial['id']}.yaml", trial)
     if used:
         _write_yaml(out_dir / "valuesets" / BENCH_VALUESETS_FILE, _other_valuesets(list(used.values())))

@@ -2,14 +2,17 @@
 
     .venv/bin/python -m bench.profile --resources 1000 --trials 1000 [--html profile.html]
 
-Runs in one process on the real app (create_app, sandbox, a temporary database and generated catalog), after a
-warm-up call. Stage times are CPU times (time.process_time), the fastest of `--repeat` runs, so that other
-processes on the machine hardly change them; bench/PROFILE.md records what they showed.
+Runs in one process on the real app (create_app, sandbox, a temporary database and generated catalog), after
+a warm-up call, with the GC handled as gunicorn.conf.py does in a worker (`--gc worker`: frozen after the
+warm-up, off during a call, young generations collected between calls) or as by default (`--gc default`).
+Stage times are CPU times (time.process_time), the fastest of `--repeat` runs, so that other processes on the
+machine hardly change them; bench/PROFILE.md records what they showed.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import tempfile
 import time
@@ -35,6 +38,8 @@ def cpu_ms(step: Callable[[], Any], repeat: int) -> tuple[float, Any]:
         started = time.process_time()
         result = step()
         best = min(best, time.process_time() - started)
+        if not gc.isenabled():  # as gunicorn.conf.py's post_request, outside the timed call
+            gc.collect(1)
     return best * 1000, result
 
 
@@ -90,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=7, help="runs per stage (the fastest counts)")
     parser.add_argument("--calls", type=int, default=5, help="whole calls under the profiler")
     parser.add_argument("--html", type=Path, help="also write the profile as HTML here")
+    parser.add_argument(
+        "--gc", choices=("worker", "default"), default="worker", help="GC handling (see above)"
+    )
     args = parser.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="cds-profile-"))
@@ -110,9 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     answer = client.post(f"/cds-services/{SERVICE_ID}", data=body, content_type="application/json")
     if answer.status_code != 200:
         raise SystemExit(f"the call failed: HTTP {answer.status_code} {answer.data[:300]!r}")
+    if args.gc == "worker":
+        gc.collect()
+        gc.freeze()
+        gc.disable()
 
     print(
-        f"\nCPU time per stage, {args.resources} resources, {args.trials} trials (fastest of {args.repeat}):"
+        f"\nCPU time per stage, {args.resources} resources, {args.trials} trials, GC {args.gc}"
+        f" (fastest of {args.repeat}):"
     )
     for name, ms, note in stage_times(app, body, args.repeat):
         print(f"  {name:<52} {ms:8.1f} ms  {note}")
@@ -121,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     profiler.start()
     for _ in range(args.calls):
         client.post(f"/cds-services/{SERVICE_ID}", data=body, content_type="application/json")
+        if not gc.isenabled():
+            gc.collect(1)
     profiler.stop()
     print(profiler.output_text(unicode=False, color=False))
     if args.html:
