@@ -112,6 +112,7 @@ def test_every_carded_criterion_has_a_reason_and_cites_the_chart(slug: str) -> N
     references = chart_references(slug)
     for card in output_of(slug).cards:
         for criterion in card["extension"][EXTENSION_KEY]["criteria"]:
+            assert criterion["type"] in ("inclusion", "exclusion"), criterion["id"]  # never an anchor
             assert criterion["reason"].strip(), criterion["id"]
             evidence = criterion.get("evidence", [])
             assert set(evidence) <= references, criterion["id"]
