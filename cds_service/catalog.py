@@ -357,15 +357,13 @@ def _check_trial(
         problems.append(Problem(file, "id", f"id must be the NCT number {nct_id}"))
     if nct_id and doc.get("url") != f"https://clinicaltrials.gov/study/{nct_id}":
         problems.append(Problem(file, "url", f"must be https://clinicaltrials.gov/study/{nct_id}"))
-    ids = [c["id"] for c in doc["criteria"]]
-    for i, criterion_id in enumerate(ids):
-        if criterion_id in ids[:i]:
-            problems.append(Problem(file, f"criteria/{i}/id", f"duplicate criterion id {criterion_id!r}"))
-    for kind in ("anchors", "cohorts"):
-        labels = [entry["label"] for entry in doc.get(kind, ())]
-        for i, label in enumerate(labels):
-            if label in labels[:i]:
-                problems.append(Problem(file, f"{kind}/{i}/label", f"duplicate {kind[:-1]} label {label!r}"))
+    for kind, key, what in (("criteria", "id", "criterion id"), ("anchors", "label", "anchor label"),
+                            ("cohorts", "label", "cohort label")):
+        seen: set[str] = set()
+        for i, entry in enumerate(doc.get(kind, ())):
+            if entry[key] in seen:
+                problems.append(Problem(file, f"{kind}/{i}/{key}", f"duplicate {what} {entry[key]!r}"))
+            seen.add(entry[key])
     for rule_path, rule in _rules_of(doc):
         for path, operator, params in _leaves(rule, rule_path):
             problems.extend(_check_leaf(file, path, operator, params, terminology, used))
