@@ -100,47 +100,49 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    tmp = Path(tempfile.mkdtemp(prefix="cds-profile-"))
-    catalog = generate_catalog(tmp / "catalog", args.trials)
-    started = time.perf_counter()
-    app = create_app(
-        {
-            "SANDBOX": True,
-            "TODAY": TODAY.isoformat(),
-            "MAPPINGS_DIR": str(catalog),
-            "DATABASE_URL": f"sqlite:///{tmp}/profile.sqlite3",
-            "LOG_LEVEL": "WARNING",
-        }
-    )
-    print(f"create_app with {args.trials} trials: {time.perf_counter() - started:.2f} s")
-    body = json.dumps(hook_request(args.resources)).encode()
-    client = app.test_client()
-    answer = client.post(f"/cds-services/{SERVICE_ID}", data=body, content_type="application/json")
-    if answer.status_code != 200:
-        raise SystemExit(f"the call failed: HTTP {answer.status_code} {answer.data[:300]!r}")
-    if args.gc == "worker":
-        gc.collect()
-        gc.freeze()
-        gc.disable()
+    with tempfile.TemporaryDirectory(prefix="cds-profile-") as folder:
+        tmp = Path(folder)
+        catalog = generate_catalog(tmp / "catalog", args.trials)
+        started = time.perf_counter()
+        app = create_app(
+            {
+                "SANDBOX": True,
+                "TODAY": TODAY.isoformat(),
+                "MAPPINGS_DIR": str(catalog),
+                "DATABASE_URL": f"sqlite:///{tmp}/profile.sqlite3",
+                "LOG_LEVEL": "WARNING",
+            }
+        )
+        print(f"create_app with {args.trials} trials: {time.perf_counter() - started:.2f} s")
+        body = json.dumps(hook_request(args.resources)).encode()
+        client = app.test_client()
+        answer = client.post(f"/cds-services/{SERVICE_ID}", data=body, content_type="application/json")
+        if answer.status_code != 200:
+            raise SystemExit(f"the call failed: HTTP {answer.status_code} {answer.data[:300]!r}")
+        if args.gc == "worker":
+            gc.collect()
+            gc.freeze()
+            gc.disable()
 
-    print(
-        f"\nCPU time per stage, {args.resources} resources, {args.trials} trials, GC {args.gc}"
-        f" (fastest of {args.repeat}):"
-    )
-    for name, ms, note in stage_times(app, body, args.repeat):
-        print(f"  {name:<52} {ms:8.1f} ms  {note}")
+        print(
+            f"\nCPU time per stage, {args.resources} resources, {args.trials} trials, GC {args.gc}"
+            f" (fastest of {args.repeat}):"
+        )
+        for name, ms, note in stage_times(app, body, args.repeat):
+            print(f"  {name:<52} {ms:8.1f} ms  {note}")
 
-    profiler = Profiler(interval=0.0005)
-    profiler.start()
-    for _ in range(args.calls):
-        client.post(f"/cds-services/{SERVICE_ID}", data=body, content_type="application/json")
-        if not gc.isenabled():
-            gc.collect(1)
-    profiler.stop()
-    print(profiler.output_text(unicode=False, color=False))
-    if args.html:
-        args.html.write_text(profiler.output_html(), encoding="utf-8")
-    return 0
+        profiler = Profiler(interval=0.0005)
+        profiler.start()
+        for _ in range(args.calls):
+            client.post(f"/cds-services/{SERVICE_ID}", data=body, content_type="application/json")
+            if not gc.isenabled():
+                gc.collect(1)
+        profiler.stop()
+        print(profiler.output_text(unicode=False, color=False))
+        if args.html:
+            args.html.write_text(profiler.output_html(), encoding="utf-8")
+        app.extensions["cds"].storage.close()
+        return 0
 
 
 if __name__ == "__main__":
