@@ -17,7 +17,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	bash tests/browser/ensure-chromium.sh
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

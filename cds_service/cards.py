@@ -81,6 +81,7 @@ class CardBuilder:
         info = result.trial
         nct_id = info.nct_id
         likely = result.verdict is Verdict.LIKELY
+        reasons = self._texts["override_reasons"]
         card = {
             "uuid": self._uuid(),
             "summary": self._summary_text(likely, info.short_title, nct_id),
@@ -97,8 +98,8 @@ class CardBuilder:
             "suggestions": [self._referral(result, context)],
             "selectionBehavior": "at-most-one",
             "overrideReasons": [
-                {"system": self._texts["override_reasons"]["system"], "code": r["code"], "display": r["display"]}
-                for r in self._texts["override_reasons"]["reasons"]
+                {"system": reasons["system"], "code": r["code"], "display": r["display"]}
+                for r in reasons["reasons"]
             ],
             "extension": {ELIGIBILITY_EXTENSION: eligibility_extension(result)},
         }
@@ -144,7 +145,9 @@ class CardBuilder:
             "intent": "proposal",
             "code": {"coding": [dict(referral["code"])], "text": f"Referral to the {info.nct_id} trial team"},
             "subject": {"reference": f"Patient/{context.patient_id}"} if context.patient_id else None,
-            "reasonCode": [{"text": f"Possible eligibility for {info.title} ({info.nct_id}): {result.verdict}"}],
+            "reasonCode": [
+                {"text": f"Possible eligibility for {info.title} ({info.nct_id}): {result.verdict}"}
+            ],
             "note": [{"text": f"Trial: {info.url}" if info.url else None}],
         }
         return {

@@ -357,8 +357,11 @@ def _check_trial(
         problems.append(Problem(file, "id", f"id must be the NCT number {nct_id}"))
     if nct_id and doc.get("url") != f"https://clinicaltrials.gov/study/{nct_id}":
         problems.append(Problem(file, "url", f"must be https://clinicaltrials.gov/study/{nct_id}"))
-    for kind, key, what in (("criteria", "id", "criterion id"), ("anchors", "label", "anchor label"),
-                            ("cohorts", "label", "cohort label")):
+    for kind, key, what in (
+        ("criteria", "id", "criterion id"),
+        ("anchors", "label", "anchor label"),
+        ("cohorts", "label", "cohort label"),
+    ):
         seen: set[str] = set()
         for i, entry in enumerate(doc.get(kind, ())):
             if entry[key] in seen:
@@ -404,16 +407,22 @@ def _check_valuesets(loaded: _Loaded, terminology: Terminology, used: set[str] |
         for j, include in enumerate(entry["include"]):
             system = include["system"]
             if normalize_system(system) != system:
-                problems.append(Problem(file, f"{path}/include/{j}/system", f"use the canonical URI "
-                                        f"{normalize_system(system)}"))
+                problems.append(
+                    Problem(
+                        file,
+                        f"{path}/include/{j}/system",
+                        f"use the canonical URI {normalize_system(system)}",
+                    )
+                )
             if include.get("prefixes") and system != ICD10CM:
                 where = f"{path}/include/{j}/prefixes"
                 problems.append(Problem(file, where, "prefixes are for ICD-10-CM only"))
             if system == INGREDIENT:
                 for k, code in enumerate(include.get("codes", ())):
                     if code not in terminology.ingredients:
-                        problems.append(Problem(file, f"{path}/include/{j}/codes/{k}",
-                                                f"unknown ingredient {code!r}"))
+                        problems.append(
+                            Problem(file, f"{path}/include/{j}/codes/{k}", f"unknown ingredient {code!r}")
+                        )
         if terminology.valuesets[entry["id"]].is_empty():
             problems.append(Problem(file, path, f"value set {entry['id']!r} is empty"))
         elif used is not None and entry["id"] not in used:
@@ -463,8 +472,13 @@ def load_catalog(directory: Path) -> Catalog:
     problems.extend(_check_valuesets(loaded, terminology, used if all_trials_read else None))
     for file, i, service in loaded.services:
         if service["hook"] not in SUPPORTED_HOOKS:
-            problems.append(Problem(file, f"services/{i}/hook", f"unknown hook {service['hook']!r} "
-                                    f"(supported: {', '.join(sorted(SUPPORTED_HOOKS))})"))
+            problems.append(
+                Problem(
+                    file,
+                    f"services/{i}/hook",
+                    f"unknown hook {service['hook']!r} (supported: {', '.join(sorted(SUPPORTED_HOOKS))})",
+                )
+            )
     problems.extend(_check_ids("services.yaml", "services", [s for _, _, s in loaded.services]))
     if problems:
         raise CatalogError(problems)
@@ -472,8 +486,14 @@ def load_catalog(directory: Path) -> Catalog:
         trials=tuple(_build_trial(doc) for _, doc in loaded.trials),
         terminology=terminology,
         services=tuple(
-            ServiceDefinition(s["id"], s["hook"], s["title"], s["description"], s.get("usageRequirements"),
-                              dict(s["prefetch"]))
+            ServiceDefinition(
+                s["id"],
+                s["hook"],
+                s["title"],
+                s["description"],
+                s.get("usageRequirements"),
+                dict(s["prefetch"]),
+            )
             for _, _, s in loaded.services
         ),
         version=catalog_version(directory),

@@ -1,7 +1,7 @@
 """Facts about one patient, as plain frozen dataclasses: what the rules read.
 
-Built from FHIR records by `build_facts` (below). Absent stays `None` or an empty tuple, never a sentinel, so that
-a rule can turn it into `unknown`. Every fact keeps the reference of the resource it came from (`ref`,
+Built from FHIR records by `build_facts` (below). Absent stays `None` or an empty tuple, never a sentinel,
+so that a rule can turn it into `unknown`. Every fact keeps the reference of the resource it came from (`ref`,
 e.g. "Observation/cr-1") so that a verdict can cite it. Sequences are ordered newest first.
 
 Value-set memberships (`valuesets`) are computed once here, so rules test membership by id.
@@ -68,7 +68,8 @@ class ScoreFact:
 class DiseaseStatusFact:
     """mCODE CancerDiseaseStatus (LOINC 97509-4; 88040-1 in STU1)."""
 
-    status: str  # improved | stable | worsened | undetermined | complete-remission | partial-remission | metastatic
+    # improved | stable | worsened | undetermined | complete-remission | partial-remission | metastatic
+    status: str
     code: Code
     date: date | None
     ref: str
@@ -169,8 +170,8 @@ class PatientFacts:
     skipped: tuple[str, ...] = ()  # references of resources that failed validation
     # Resource types that could not be read (FHIR server failure): absence proves nothing for them.
     unavailable: frozenset[str] = frozenset()
-    # Lab values whose unit is not one of the analyte's (value and unit as sent, newest first): never used, but a
-    # rule can say why its lab stays unknown.
+    # Lab values whose unit is not one of the analyte's (value and unit as sent, newest first): never used,
+    # but a rule can say why its lab stays unknown.
     unconverted_labs: Mapping[str, tuple[LabValue, ...]] = field(default_factory=dict)
 
     @property

@@ -174,7 +174,8 @@ class Terminology:
 
     def ingredients_for(self, codes: Iterable[Code], text: str | None) -> frozenset[str]:
         """Map RxNorm product or ingredient codes (or, failing that, a name in `text`) to ingredient ids."""
-        found = {self._ingredient_by_rxnorm[c] for s, c in codes if s == RXNORM and c in self._ingredient_by_rxnorm}
+        by_rxnorm = self._ingredient_by_rxnorm
+        found = {by_rxnorm[c] for s, c in codes if s == RXNORM and c in by_rxnorm}
         if not found and text:
             lowered = text.lower()
             found = {i.id for i in self.ingredients.values() if any(n in lowered for n in i.names)}

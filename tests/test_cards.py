@@ -23,13 +23,33 @@ INFO = TrialInfo(
 )
 
 CRITERIA = (
-    CriterionResult("age", "inclusion", "Male or female patient ≥18 years of age.", Outcome.MET,
-                    "age 64 on 2026-11-21 (≥ 18)", ("Patient/p1",)),
-    CriterionResult("creatinine", "inclusion", "Creatinine value <2.5 mg/dl and creatinine clearance > 30 ml/min",
-                    Outcome.UNKNOWN, "no creatinine in the last 30 days", (), heading="Adequate ... function:"),
-    CriterionResult("consent", "inclusion", "Informed consent obtained before any study-specific procedures.",
-                    Outcome.CLINICIAN, "informed consent"),
-    CriterionResult("hiv", "exclusion", "Known history of HIV", Outcome.MET, "no record of HIV or chronic hepatitis"),
+    CriterionResult(
+        "age",
+        "inclusion",
+        "Male or female patient ≥18 years of age.",
+        Outcome.MET,
+        "age 64 on 2026-11-21 (≥ 18)",
+        ("Patient/p1",),
+    ),
+    CriterionResult(
+        "creatinine",
+        "inclusion",
+        "Creatinine value <2.5 mg/dl and creatinine clearance > 30 ml/min",
+        Outcome.UNKNOWN,
+        "no creatinine in the last 30 days",
+        (),
+        heading="Adequate ... function:",
+    ),
+    CriterionResult(
+        "consent",
+        "inclusion",
+        "Informed consent obtained before any study-specific procedures.",
+        Outcome.CLINICIAN,
+        "informed consent",
+    ),
+    CriterionResult(
+        "hiv", "exclusion", "Known history of HIV", Outcome.MET, "no record of HIV or chronic hepatitis"
+    ),
 )
 
 
@@ -61,8 +81,13 @@ def test_card_follows_the_contract(builder: CardBuilder) -> None:
     assert card["uuid"] == "00000000-0000-4000-8000-000000000001"
     assert "NCT06903312" in card["summary"] and "Primary tumour treatment" in card["summary"]
     assert len(card["summary"]) < 140
-    assert card["links"] == [{"label": "NCT06903312 on ClinicalTrials.gov",
-                              "url": "https://clinicaltrials.gov/study/NCT06903312", "type": "absolute"}]
+    assert card["links"] == [
+        {
+            "label": "NCT06903312 on ClinicalTrials.gov",
+            "url": "https://clinicaltrials.gov/study/NCT06903312",
+            "type": "absolute",
+        }
+    ]
     ext = card["extension"]["org.trialmatch.eligibility"]
     assert ext["nctId"] == "NCT06903312" and ext["verdict"] == "possibly-eligible"
     assert ext["recruitmentStatus"] == "RECRUITING" and ext["catalogVersion"] == "abc123"
