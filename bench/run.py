@@ -18,6 +18,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -345,10 +346,15 @@ def check_answer(server: Server, size: int, body_file: Path) -> Cell:
 
 
 def measure(
-    server: Server, cell: Cell, body_file: Path, concurrency: int, args: argparse.Namespace, wrk: str | None
-) -> None:
-    """Replay the call with `concurrency` clients, bounded by `args.seconds` and `args.max_requests` each."""
-    seconds, count = args.seconds, args.max_requests * concurrency
+    server: Server,
+    body_file: Path,
+    concurrency: int,
+    seconds: float,
+    args: argparse.Namespace,
+    wrk: str | None,
+) -> Load:
+    """Replay the call with `concurrency` clients for `seconds` (and at most `args.max_requests` each)."""
+    count = args.max_requests * concurrency
     workers = _children(server.process.pid)
     cpu_before = workers_cpu_seconds(workers)
     if wrk:
@@ -357,13 +363,52 @@ def measure(
         load = python_load(server.port, HOOK_PATH, body_file.read_bytes(), concurrency, seconds, count)
     if load.requests:
         load.cpu_ms = 1000 * (workers_cpu_seconds(workers) - cpu_before) / load.requests
-    cell.loads[concurrency] = load
-    print(
-        f"  {server.name:>12} {cell.size:>5} resources, {concurrency} client(s): p50 {load.p50_ms:7.1f} ms"
-        f"  p99 {load.p99_ms:7.1f} ms  {load.throughput:7.1f} req/s  CPU {load.cpu_ms:6.1f} ms/req"
-        f"  ({load.requests} requests, {load.errors} errors, {cell.cards} cards)",
-        flush=True,
+    return load
+
+
+def combine(rounds: list[Load]) -> Load:
+    """One Load from a server's rounds: percentiles are the median over rounds, totals are summed."""
+    requests = sum(r.requests for r in rounds)
+    cpu = sum(r.cpu_ms * r.requests for r in rounds if r.requests)
+    return Load(
+        rounds[0].concurrency,
+        requests,
+        sum(r.seconds for r in rounds),
+        *(
+            statistics.median(getattr(r, q) for r in rounds if r.requests)
+            for q in ("p50_ms", "p95_ms", "p99_ms")
+        ),
+        sum(r.errors for r in rounds),
+        cpu / requests if requests else float("nan"),
     )
+
+
+def measure_in_turn(
+    servers: list[Server],
+    row: dict[str, Cell],
+    body_file: Path,
+    concurrency: int,
+    args: argparse.Namespace,
+    wrk: str | None,
+) -> None:
+    """Measure every server in `args.rounds` short rounds, taking turns, so that a busy moment of the machine
+    falls on all of them alike."""
+    rounds: dict[str, list[Load]] = {server.name: [] for server in servers}
+    for _ in range(args.rounds):
+        for server in servers:
+            rounds[server.name].append(
+                measure(server, body_file, concurrency, args.seconds / args.rounds, args, wrk)
+            )
+    for server in servers:
+        cell = row[server.name]
+        load = cell.loads[concurrency] = combine(rounds[server.name])
+        print(
+            f"  {server.name:>12} {cell.size:>5} resources, {concurrency} client(s):"
+            f" p50 {load.p50_ms:7.1f} ms"
+            f"  p99 {load.p99_ms:7.1f} ms  {load.throughput:7.1f} req/s  CPU {load.cpu_ms:6.1f} ms/req"
+            f"  ({load.requests} requests, {load.errors} errors, {cell.cards} cards)",
+            flush=True,
+        )
 
 
 def run(args: argparse.Namespace) -> tuple[list[Cell], list[ServerStats], dict[str, Any]]:
@@ -409,15 +454,25 @@ def run(args: argparse.Namespace) -> tuple[list[Cell], list[ServerStats], dict[s
                     raise
                 servers.append(Server(name, port, process, startup, log))
             cells: list[Cell] = []
-            for size, body_file in bodies.items():
-                row = {server.name: check_answer(server, size, body_file) for server in servers}
-                for server in servers:  # every worker answers this call once before any timing
-                    for _ in range(2 * args.workers):
-                        _post(server.port, HOOK_PATH, body_file.read_bytes())
-                for concurrency in CONCURRENCY:
-                    for server in servers:
-                        measure(server, row[server.name], body_file, concurrency, args, wrk)
-                cells += row.values()
+            try:
+                for size, body_file in bodies.items():
+                    row = {server.name: check_answer(server, size, body_file) for server in servers}
+                    for server in servers:  # every worker answers this call once before any timing
+                        for _ in range(2 * args.workers):
+                            _post(server.port, HOOK_PATH, body_file.read_bytes())
+                    for concurrency in CONCURRENCY:
+                        measure_in_turn(servers, row, body_file, concurrency, args, wrk)
+                    cells += row.values()
+            except (BenchError, OSError):
+                for server in servers:
+                    alive = (
+                        "running" if server.process.poll() is None else f"exited {server.process.returncode}"
+                    )
+                    sys.stderr.write(f"--- {server.name} ({alive}), end of its log:\n")
+                    sys.stderr.write(
+                        "\n".join(server.log.read_text(errors="replace").splitlines()[-15:]) + "\n"
+                    )
+                raise
             stats = [
                 ServerStats(s.name, args.workers, s.startup_s, *worker_memory(s.process.pid)) for s in servers
             ]
@@ -615,10 +670,14 @@ def render(
         "## Machine and method",
         "",
         *(f"- {key}: {value}" for key, value in machine_info().items()),
-        f"- load generator: {info['client']}, on the same machine; each run at most {args.seconds:g} s and"
-        f" {args.max_requests} requests per client, after every worker has answered the call once",
-        f"- servers: all started first, then measured in turn for each size and concurrency; gunicorn with"
-        f" `{_shown(args.config)}`, {args.workers} sync workers; the app with CDS_SANDBOX=1,"
+        f"- load generator: {info['client']}, on the same machine, closed loop (each client sends its next"
+        f" call when the answer is in), after every worker has answered the call once",
+        f"- timing: for each size and number of clients, {args.seconds:g} s per server (at most"
+        f" {args.max_requests} calls per client) in {args.rounds} rounds, the servers taking turns within"
+        " each round so that other load on the machine falls on all of them alike; p50/p95/p99 are the"
+        " medians over the rounds, calls per second and CPU are totals over them",
+        f"- servers: gunicorn with `{_shown(args.config)}`, {args.workers} sync workers, all running"
+        " during the whole measurement; the app with CDS_SANDBOX=1,"
         f" CDS_TODAY={TODAY.isoformat()}, a temporary SQLite database, CDS_MAPPINGS_DIR = a generated catalog"
         " (`bench/generate.py`: the seed trials, about 5% kidney variants with changed thresholds, the rest"
         " retargeted to other cancers)",
@@ -634,7 +693,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=numbers, default=[20, 240, 1000], help="prefetch sizes (resources)")
     parser.add_argument("--catalogs", type=numbers, default=[4, 100, 1000], help="catalog sizes (trials)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="time bound of each run")
+    parser.add_argument("--seconds", type=float, default=5.0, help="time per server, size and concurrency")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="rounds those seconds are split into, servers in turn"
+    )
     parser.add_argument(
         "--max-requests", type=int, default=20_000, help="count bound of each run, per client"
     )
@@ -651,7 +713,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, catalogs)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.sizes, args.catalogs, args.seconds = [20, 240], [4, 100], 1.0
+        args.sizes, args.catalogs, args.seconds, args.rounds = [20, 240], [4, 100], 1.0, 1
     return args
 
 
@@ -661,7 +723,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         cells, stats, info = run(args)
-    except BenchError as exc:
+    except (BenchError, OSError) as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
     targets = check_targets(cells, stats, args.catalogs)
