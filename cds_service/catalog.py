@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -218,8 +218,8 @@ class _Loaded:
     services: list[tuple[str, int, dict[str, Any]]]
 
 
-def _load_documents(directory: Path, problems: list[Problem]) -> _Loaded:
-    loaded = _Loaded([], [], [], [], [])
+def _schema_reader(directory: Path, problems: list[Problem]) -> Callable[[Path, str], dict[str, Any] | None]:
+    """Read one catalog file: its data if it parses and passes its schema, else None (problems noted)."""
 
     def read(path: Path, schema_name: str) -> dict[str, Any] | None:
         data, read_problems = _read_yaml(directory, path)
@@ -230,6 +230,13 @@ def _load_documents(directory: Path, problems: list[Problem]) -> _Loaded:
         problems.extend(schema_problems)
         return None if schema_problems else data
 
+    return read
+
+
+def _load_vocabulary(directory: Path, problems: list[Problem]) -> _Loaded:
+    """The value sets, analytes and ingredients of the catalog folder (no trials, no services yet)."""
+    loaded = _Loaded([], [], [], [], [])
+    read = _schema_reader(directory, problems)
     for path in sorted((directory / "valuesets").glob("*.yaml")):
         if (doc := read(path, "valueset")) is not None:
             file = path.relative_to(directory).as_posix()
@@ -240,6 +247,18 @@ def _load_documents(directory: Path, problems: list[Problem]) -> _Loaded:
     medications_path = directory / "medications.yaml"
     if medications_path.is_file() and (doc := read(medications_path, "medications")):
         loaded.ingredients = doc["ingredients"]
+    return loaded
+
+
+def _check_vocabulary_ids(loaded: _Loaded) -> list[Problem]:
+    return _check_ids("analytes.yaml", "analytes", loaded.analytes) + _check_ids(
+        "medications.yaml", "ingredients", loaded.ingredients
+    )
+
+
+def _load_documents(directory: Path, problems: list[Problem]) -> _Loaded:
+    loaded = _load_vocabulary(directory, problems)
+    read = _schema_reader(directory, problems)
     services_path = directory / "services.yaml"
     if not services_path.is_file():
         problems.append(Problem("services.yaml", "", "missing: discovery needs at least one service"))
@@ -440,6 +459,26 @@ def _check_ids(file: str, kind: str, entries: list[dict[str, Any]]) -> list[Prob
     return problems
 
 
+def _build_terminology(loaded: _Loaded) -> Terminology:
+    return Terminology.build(
+        (_build_valueset(entry) for _, _, entry in loaded.valuesets),
+        (_build_analyte(entry) for entry in loaded.analytes),
+        (_build_ingredient(entry) for entry in loaded.ingredients),
+    )
+
+
+def load_terminology(directory: Path) -> Terminology:
+    """The catalog folder's vocabulary alone (value sets, analytes, ingredients), read and checked as
+    `load_catalog` reads it, for callers that need codes but no trials (raises `CatalogError`)."""
+    directory = Path(directory)
+    problems: list[Problem] = []
+    loaded = _load_vocabulary(directory, problems)
+    problems.extend(_check_vocabulary_ids(loaded))
+    if problems:
+        raise CatalogError(problems)
+    return _build_terminology(loaded)
+
+
 def load_catalog(directory: Path) -> Catalog:
     """Load every file of the catalog folder, check it, and return the catalog (or raise `CatalogError`)."""
     directory = Path(directory)
@@ -447,13 +486,8 @@ def load_catalog(directory: Path) -> Catalog:
         raise CatalogError([Problem(str(directory), "", "catalog folder not found")])
     problems: list[Problem] = []
     loaded = _load_documents(directory, problems)
-    problems.extend(_check_ids("analytes.yaml", "analytes", loaded.analytes))
-    problems.extend(_check_ids("medications.yaml", "ingredients", loaded.ingredients))
-    terminology = Terminology.build(
-        (_build_valueset(entry) for _, _, entry in loaded.valuesets),
-        (_build_analyte(entry) for entry in loaded.analytes),
-        (_build_ingredient(entry) for entry in loaded.ingredients),
-    )
+    problems.extend(_check_vocabulary_ids(loaded))
+    terminology = _build_terminology(loaded)
     used: set[str] = set()
     for module_name, attribute in STAGES_READING_VALUESETS:
         read_by_stage = _names_read_by_code(module_name, attribute)
