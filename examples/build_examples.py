@@ -4,11 +4,11 @@
     .venv/bin/python examples/build_examples.py --golden   # also examples/golden/<slug>.cards.json
 
 Every patient named in examples/patients/manifest.yaml gets a CDS Hooks 2.0 patient-view request whose
-prefetch holds the chart split by resource type into searchset Bundles (Medication resources ride with the
-MedicationRequests, as `_include` would bring them). The golden file is the hook response {"cards": [...]} the
-Matcher gives for the chart on the gallery's "today", with card uuids from a fresh counter per patient (the
-same numbering as the tests' `uuid_factory` fixture). Run it again with --golden after any change to the
-mappings: the catalog version inside every card changes with them.
+prefetch holds the chart split into the prefetch keys of mappings/services.yaml by cds_service.bundle_file
+(Medication resources ride with the MedicationRequests, as `_include` brings them). The golden file is the
+hook response {"cards": [...]} the Matcher gives for the chart on the gallery's "today", with card uuids from
+a fresh counter per patient (the same numbering as the tests' `uuid_factory` fixture). Run it again with
+--golden after any change to the mappings: the catalog version inside every card changes with them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from cds_service.bundle_file import prefetch_for
+
 EXAMPLES_DIR = Path(__file__).resolve().parent
 PATIENTS_DIR = EXAMPLES_DIR / "patients"
 REQUESTS_DIR = EXAMPLES_DIR / "requests"
@@ -32,15 +34,8 @@ TODAY = "2026-11-21"
 USER_ID = "Practitioner/onc-1"
 HOOK_INSTANCE_NAMESPACE = uuid.UUID("6f1c1a52-93a4-4c1e-9d0a-2f1b0c7e5a11")
 
-# prefetch key -> resource types it carries (the keys of mappings/services.yaml)
-PREFETCH_SEARCHES: dict[str, tuple[str, ...]] = {
-    "conditions": ("Condition",),
-    "observations": ("Observation",),
-    "medicationStatements": ("MedicationStatement",),
-    "medicationRequests": ("MedicationRequest", "Medication"),
-    "procedures": ("Procedure",),
-}
-INCLUDED_TYPES = frozenset({"Medication"})  # brought by _include, so search mode "include" and not in `total`
+SERVICES_FILE = REPO_ROOT / "mappings" / "services.yaml"
+SERVICE_ID = "mrcc-trials"
 
 
 def manifest() -> list[dict[str, Any]]:
@@ -71,22 +66,11 @@ def card_uuids() -> Callable[[], str]:
     return lambda: f"00000000-0000-4000-8000-{next(counter):012d}"
 
 
-def _searchset(entries: list[dict[str, Any]], self_url: str) -> dict[str, Any]:
-    matches = sum(1 for e in entries if e["resource"]["resourceType"] not in INCLUDED_TYPES)
-    return {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": matches,
-        "link": [{"relation": "self", "url": self_url}],
-        "entry": [
-            {
-                "fullUrl": e["fullUrl"],
-                "resource": e["resource"],
-                "search": {"mode": "include" if e["resource"]["resourceType"] in INCLUDED_TYPES else "match"},
-            }
-            for e in entries
-        ],
-    }
+def prefetch_templates() -> dict[str, str]:
+    """The prefetch templates of the gallery's service, as discovery lists them (mappings/services.yaml)."""
+    services = yaml.safe_load(SERVICES_FILE.read_text(encoding="utf-8"))["services"]
+    (service,) = (s for s in services if s["id"] == SERVICE_ID)
+    return service["prefetch"]
 
 
 def _base_url(bundle: Mapping[str, Any]) -> str:
@@ -96,17 +80,29 @@ def _base_url(bundle: Mapping[str, Any]) -> str:
 
 
 def hook_request(slug: str, bundle: Mapping[str, Any]) -> dict[str, Any]:
-    """A CDS Hooks 2.0 patient-view request with the whole chart prefetched."""
-    patient = patient_of(bundle)
+    """A CDS Hooks 2.0 patient-view request with the whole chart prefetched: split into the service's prefetch
+    keys by the command line's own code (cds_service.bundle_file), then given the chart's fullUrls, its order
+    and a self link, as an EHR's searchset would have them."""
+    patient_id = patient_of(bundle)["id"]
+    templates = prefetch_templates()
+    prefetch = prefetch_for(templates, resources_of(bundle), patient_id)
+    position = {id(e["resource"]): i for i, e in enumerate(bundle["entry"])}
+    full_url = {id(e["resource"]): e["fullUrl"] for e in bundle["entry"]}
     base = _base_url(bundle)
-    prefetch: dict[str, Any] = {"patient": patient}
-    for key, types in PREFETCH_SEARCHES.items():
-        entries = [e for e in bundle["entry"] if e["resource"]["resourceType"] in types]
-        prefetch[key] = _searchset(entries, f"{base}/{types[0]}?patient={patient['id']}")
+    for key, value in prefetch.items():
+        if value is None or value["resourceType"] != "Bundle":
+            continue
+        value["link"] = [
+            {"relation": "self", "url": f"{base}/{templates[key].partition('?')[0]}?patient={patient_id}"}
+        ]
+        value["entry"] = [
+            {"fullUrl": full_url[id(e["resource"])], **e}
+            for e in sorted(value["entry"], key=lambda e: position[id(e["resource"])])
+        ]
     return {
         "hookInstance": str(uuid.uuid5(HOOK_INSTANCE_NAMESPACE, slug)),
         "hook": "patient-view",
-        "context": {"userId": USER_ID, "patientId": patient["id"]},
+        "context": {"userId": USER_ID, "patientId": patient_id},
         "prefetch": prefetch,
     }
 
