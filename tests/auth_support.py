@@ -135,3 +135,16 @@ def app_config(tmp_path: Path, **settings: Any) -> dict[str, Any]:
         "today": "2026-11-21",
         **settings,
     }
+
+
+def pinned_issuer(*keys: SigningKey, fhir_servers: tuple[str, ...] = (FHIR_SERVER,)) -> dict[str, Any]:
+    """The test EHR as a trusted issuer: these keys pinned as its JWK Set, these FHIR servers its own."""
+    return {"iss": ISSUER, "jwks": jwk_set(*keys), "fhir_servers": list(fhir_servers)}
+
+
+def secure_app_config(tmp_path: Path, *issuers: dict[str, Any], **settings: Any) -> dict[str, Any]:
+    """app_config with JWT authentication on: `issuers` trusted, tokens addressed to PUBLIC_BASE_URL."""
+    trusted_issuers = write_issuers(tmp_path / "issuers.json", *issuers)
+    return app_config(
+        tmp_path, sandbox=False, trusted_issuers=trusted_issuers, public_base_url=PUBLIC_BASE_URL, **settings
+    )

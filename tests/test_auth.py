@@ -25,6 +25,8 @@ from auth_support import (
     jwk_set,
     new_ec_key,
     new_rsa_key,
+    pinned_issuer,
+    secure_app_config,
     sign,
     unsigned_token,
     write_issuers,
@@ -47,20 +49,18 @@ DISCOVERY_AUD = PUBLIC_BASE_URL + DISCOVERY
 NOW = int(time.time())
 
 
+# the EHR with pinned keys, and a remote issuer whose keys are fetched from JWKS_URL
+TRUSTED_ISSUERS = (pinned_issuer(EC_KEY, RSA_KEY), {"iss": REMOTE_ISSUER, "jwks_url": JWKS_URL})
+
+
 @pytest.fixture
 def issuers_file(tmp_path):
-    return write_issuers(
-        tmp_path / "issuers.json",
-        {"iss": ISSUER, "jwks": jwk_set(EC_KEY, RSA_KEY), "fhir_servers": [FHIR_SERVER]},
-        {"iss": REMOTE_ISSUER, "jwks_url": JWKS_URL},
-    )
+    return write_issuers(tmp_path / "issuers.json", *TRUSTED_ISSUERS)
 
 
 @pytest.fixture
-def secure_app(tmp_path, issuers_file):
-    return create_app(
-        app_config(tmp_path, sandbox=False, trusted_issuers=issuers_file, public_base_url=PUBLIC_BASE_URL)
-    )
+def secure_app(tmp_path):
+    return create_app(secure_app_config(tmp_path, *TRUSTED_ISSUERS))
 
 
 @pytest.fixture

@@ -24,14 +24,13 @@ import pytest
 import requests
 from auth_support import (
     FHIR_SERVER,
-    ISSUER,
     PUBLIC_BASE_URL,
     SERVICE_ID,
     bearer_header,
     claims_for,
     hook_body,
-    jwk_set,
     new_ec_key,
+    pinned_issuer,
     sign,
     write_issuers,
 )
@@ -164,9 +163,7 @@ def _race(url: str, body: dict, headers: dict, copies: int) -> Counter:
 
 
 def _secure_env(tmp_path: Path, fhir_server: str) -> dict[str, str]:
-    issuers = write_issuers(
-        tmp_path / "issuers.json", {"iss": ISSUER, "jwks": jwk_set(KEY), "fhir_servers": [fhir_server]}
-    )
+    issuers = write_issuers(tmp_path / "issuers.json", pinned_issuer(KEY, fhir_servers=(fhir_server,)))
     return {
         "CDS_TRUSTED_ISSUERS": str(issuers),
         "CDS_PUBLIC_BASE_URL": PUBLIC_BASE_URL,

@@ -13,16 +13,14 @@ import pytest
 import responses
 from auth_support import (
     FHIR_SERVER,
-    ISSUER,
     PUBLIC_BASE_URL,
     SERVICE_ID,
-    app_config,
     bearer_header,
     claims_for,
-    jwk_set,
     new_ec_key,
+    pinned_issuer,
+    secure_app_config,
     sign,
-    write_issuers,
 )
 from fake_fhir import load_request
 
@@ -89,18 +87,7 @@ def _hook_body() -> dict:
 
 
 def test_a_full_hook_call_logs_no_token_name_or_clinical_value(tmp_path, capsys, caplog):
-    issuers = write_issuers(
-        tmp_path / "issuers.json", {"iss": ISSUER, "jwks": jwk_set(KEY), "fhir_servers": [FHIR_SERVER]}
-    )
-    app = create_app(
-        app_config(
-            tmp_path,
-            sandbox=False,
-            trusted_issuers=issuers,
-            public_base_url=PUBLIC_BASE_URL,
-            log_level="DEBUG",
-        )
-    )
+    app = create_app(secure_app_config(tmp_path, pinned_issuer(KEY), log_level="DEBUG"))
     client = app.test_client()
     body = _hook_body()
     jwt_token = sign(claims_for(PUBLIC_BASE_URL + SERVICE), KEY)

@@ -7,7 +7,6 @@ import pytest
 import responses
 import schemathesis
 from auth_support import (
-    FHIR_SERVER,
     ISSUER,
     PUBLIC_BASE_URL,
     SERVICE_ID,
@@ -16,8 +15,9 @@ from auth_support import (
     claims_for,
     jwk_set,
     new_ec_key,
+    pinned_issuer,
+    secure_app_config,
     sign,
-    write_issuers,
 )
 from hypothesis import HealthCheck, event, settings
 from jsonschema import Draft202012Validator
@@ -40,8 +40,7 @@ BOUNDED = settings(
 
 
 def test_openapi_document_is_served_without_a_token_and_embeds_the_validation_schemas(tmp_path):
-    issuers = write_issuers(tmp_path / "issuers.json", {"iss": ISSUER, "jwks": jwk_set(KEY)})
-    app = create_app(app_config(tmp_path, trusted_issuers=issuers, public_base_url=PUBLIC_BASE_URL))
+    app = create_app(secure_app_config(tmp_path, {"iss": ISSUER, "jwks": jwk_set(KEY)}))
     response = app.test_client().get("/openapi.json")
     assert response.status_code == 200
     document = response.get_json()
@@ -87,14 +86,7 @@ def sandbox_app(tmp_path):
 
 @pytest.fixture
 def secure_app(tmp_path):
-    issuers = write_issuers(
-        tmp_path / "issuers.json", {"iss": ISSUER, "jwks": jwk_set(KEY), "fhir_servers": [FHIR_SERVER]}
-    )
-    app = create_app(
-        app_config(
-            tmp_path, trusted_issuers=issuers, public_base_url=PUBLIC_BASE_URL, fetch_deadline_seconds=0.5
-        )
-    )
+    app = create_app(secure_app_config(tmp_path, pinned_issuer(KEY), fetch_deadline_seconds=0.5))
     with responses.RequestsMock(assert_all_requests_are_fired=False):
         yield app
 
