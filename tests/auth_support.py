@@ -148,3 +148,14 @@ def secure_app_config(tmp_path: Path, *issuers: dict[str, Any], **settings: Any)
     return app_config(
         tmp_path, sandbox=False, trusted_issuers=trusted_issuers, public_base_url=PUBLIC_BASE_URL, **settings
     )
+
+
+def fhir_authorization(access_token: str = "fhir-token") -> dict[str, Any]:
+    """A hook request's fhirAuthorization: the bearer token the EHR grants for the patient's FHIR data."""
+    return {
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "cds-service",
+    }

@@ -20,6 +20,7 @@ from auth_support import (
     bearer_header,
     claims_for,
     feedback_body,
+    fhir_authorization,
     hmac_token,
     hook_body,
     jwk_set,
@@ -319,13 +320,7 @@ def test_sandbox_with_trusted_issuers_still_checks_a_token_that_is_sent(tmp_path
 
 SERVICE = f"/cds-services/{SERVICE_ID}"
 SERVICE_AUD = PUBLIC_BASE_URL + SERVICE
-FHIR_AUTH = {
-    "access_token": "secret-fhir-token",
-    "token_type": "Bearer",
-    "expires_in": 300,
-    "scope": "patient/*.read",
-    "subject": "cds-service",
-}
+FHIR_AUTH = fhir_authorization("secret-fhir-token")
 
 
 def _fetching_body(fhir_server: str) -> dict:

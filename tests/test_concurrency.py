@@ -28,6 +28,7 @@ from auth_support import (
     SERVICE_ID,
     bearer_header,
     claims_for,
+    fhir_authorization,
     hook_body,
     new_ec_key,
     pinned_issuer,
@@ -48,13 +49,7 @@ ITEMS_PER_THREAD = 25
 KEY = new_ec_key("ec-1")
 FEEDBACK_ROUTE = "/cds-services/<service_id>/feedback"  # as the request log names it
 BUSY_SECONDS = 3  # how long a hook call waits on the hung FHIR server (the fetch deadline)
-FHIR_AUTH = {
-    "access_token": "fhir-token",
-    "token_type": "Bearer",
-    "expires_in": 300,
-    "scope": "patient/*.read",
-    "subject": "cds-service",
-}
+FHIR_AUTH = fhir_authorization()
 
 
 @contextmanager

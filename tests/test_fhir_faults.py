@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 import responses
-from auth_support import FHIR_SERVER, PREFETCH_KEYS, SERVICE_ID, app_config
+from auth_support import FHIR_SERVER, PREFETCH_KEYS, SERVICE_ID, app_config, fhir_authorization
 from fake_fhir import load_request
 from hung_server import hung_server
 
@@ -30,13 +30,7 @@ DEADLINE = 1.0
 MARGIN = 2.0  # generous: the bound proves "answers within the deadline", it must never be flaky
 MAX_PAGES = 3
 SERVICE = f"/cds-services/{SERVICE_ID}"
-FHIR_AUTH = {
-    "access_token": "fhir-token",
-    "token_type": "Bearer",
-    "expires_in": 300,
-    "scope": "patient/*.read",
-    "subject": "cds-service",
-}
+FHIR_AUTH = fhir_authorization()
 REQUIRED = ("patient", "conditions")
 OPTIONAL = tuple(key for key in PREFETCH_KEYS if key not in REQUIRED)
 ANY_SEARCH = re.compile(re.escape(FHIR_SERVER) + r"/[A-Za-z]+\?.*")

@@ -17,6 +17,7 @@ from auth_support import (
     SERVICE_ID,
     bearer_header,
     claims_for,
+    fhir_authorization,
     new_ec_key,
     pinned_issuer,
     secure_app_config,
@@ -49,13 +50,7 @@ def _hook_body() -> dict:
     body = load_request("full-prefetch")
     body["hookInstance"] = str(uuid.uuid4())
     body["fhirServer"] = FHIR_SERVER
-    body["fhirAuthorization"] = {
-        "access_token": FHIR_TOKEN,
-        "token_type": "Bearer",
-        "expires_in": 300,
-        "scope": "patient/*.read",
-        "subject": "cds-service",
-    }
+    body["fhirAuthorization"] = fhir_authorization(FHIR_TOKEN)
     body["prefetch"]["patient"]["name"] = [{"given": [PATIENT_NAME[0]], "family": PATIENT_NAME[1]}]
     creatinine = {
         "resourceType": "Observation",
