@@ -414,6 +414,7 @@ def measure_in_turn(
 def run(args: argparse.Namespace) -> tuple[list[Cell], list[ServerStats], dict[str, Any]]:
     """Start every server, then measure them in turn for each size and concurrency (so that a busy moment
     of the machine hits all of them alike), and read the workers' memory at the end."""
+    load_before = os.getloadavg()[0]
     wrk = None if args.client == "python" else find_wrk(install=args.client in ("auto", "wrk"))
     if args.client == "wrk" and not wrk:
         raise BenchError("wrk is not installed and could not be installed")
@@ -478,7 +479,10 @@ def run(args: argparse.Namespace) -> tuple[list[Cell], list[ServerStats], dict[s
             ]
         order = {server.name: i for i, server in enumerate(servers)}
         cells.sort(key=lambda c: (order[c.server], c.size))
-        info = {"client": f"wrk ({wrk})" if wrk else "Python threads (http.client)", "tmp": str(tmp)}
+        info = {
+            "client": f"wrk ({wrk})" if wrk else "Python threads (http.client)",
+            "load": f"{load_before:.1f} before the run, {os.getloadavg()[0]:.1f} after it",
+        }
         return cells, stats, info
     finally:
         if not args.keep:
@@ -670,6 +674,7 @@ def render(
         "## Machine and method",
         "",
         *(f"- {key}: {value}" for key, value in machine_info().items()),
+        f"- load average (1 min; the run itself keeps 2 to 3 processes busy): {info['load']}",
         f"- load generator: {info['client']}, on the same machine, closed loop (each client sends its next"
         f" call when the answer is in), after every worker has answered the call once",
         f"- timing: for each size and number of clients, {args.seconds:g} s per server (at most"
