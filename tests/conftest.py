@@ -37,17 +37,22 @@ def clean_cds_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def app(clean_cds_env: None, tmp_path: Path, today: date, uuid_factory: Callable[[], str]) -> Iterator[Flask]:
-    application = create_app(
-        {
-            "SANDBOX": True,
-            "TODAY": today.isoformat(),
-            "UUID_FACTORY": uuid_factory,
-            "INSTANCE_PATH": tmp_path / "instance",
-        }
-    )
-    yield application
-    application.extensions["cds"].storage.close()
+def make_sandbox_app(clean_cds_env: None, tmp_path: Path) -> Iterator[Callable[..., Flask]]:
+    """create_app in sandbox mode, own instance folder, `config` on top; storage closed at teardown."""
+    made: list[Flask] = []
+
+    def make(**config: object) -> Flask:
+        made.append(create_app({"SANDBOX": True, "INSTANCE_PATH": tmp_path / "instance", **config}))
+        return made[-1]
+
+    yield make
+    for application in made:
+        application.extensions["cds"].storage.close()
+
+
+@pytest.fixture
+def app(make_sandbox_app: Callable[..., Flask], today: date, uuid_factory: Callable[[], str]) -> Flask:
+    return make_sandbox_app(TODAY=today.isoformat(), UUID_FACTORY=uuid_factory)
 
 
 @pytest.fixture

@@ -36,10 +36,7 @@ NEW_NCT = "NCT09999990"  # a fictional NCT number no trial of the catalog has
 SEED = 7
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [name for name in os.environ if name.startswith("CDS_")]:
-        monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_cds_env")
 
 
 def run(*args: str, **env: str) -> Result:

@@ -72,10 +72,8 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def served_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Flask]]:
+def served_app(tmp_path: Path, clean_cds_env: None) -> Iterator[tuple[str, Flask]]:
     """The service on a free port of 127.0.0.1, in a server thread, until the test ends."""
-    for name in [name for name in os.environ if name.startswith("CDS_")]:
-        monkeypatch.delenv(name)
     app = create_app(
         {"SANDBOX": True, "TODAY": "2026-11-21", "DATABASE_URL": f"sqlite:///{tmp_path / 'sandbox.sqlite3'}"}
     )

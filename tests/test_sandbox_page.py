@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 from flask import Flask
 from flask.testing import FlaskClient
-
-from cds_service.web import create_app
 
 BUNDLE = {
     "resourceType": "Bundle",
@@ -46,19 +43,8 @@ def examples(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def sandbox_app(tmp_path: Path, examples: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
-    for name in [name for name in os.environ if name.startswith("CDS_")]:
-        monkeypatch.delenv(name)
-    application = create_app(
-        {
-            "SANDBOX": True,
-            "TODAY": "2026-11-21",
-            "EXAMPLES_DIR": examples,
-            "INSTANCE_PATH": tmp_path / "instance",
-        }
-    )
-    yield application
-    application.extensions["cds"].storage.close()
+def sandbox_app(make_sandbox_app: Callable[..., Flask], examples: Path) -> Flask:
+    return make_sandbox_app(TODAY="2026-11-21", EXAMPLES_DIR=examples)
 
 
 @pytest.fixture
@@ -140,16 +126,11 @@ def test_files_outside_the_manifest_or_folder_are_refused(sandbox_client: FlaskC
     assert response.get_json()["error"]
 
 
-def test_without_a_manifest_the_gallery_is_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [name for name in os.environ if name.startswith("CDS_")]:
-        monkeypatch.delenv(name)
-    application = create_app(
-        {"SANDBOX": True, "EXAMPLES_DIR": tmp_path, "INSTANCE_PATH": tmp_path / "instance"}
-    )
-    try:
-        assert application.test_client().get("/sandbox/patients").get_json() == []
-    finally:
-        application.extensions["cds"].storage.close()
+def test_without_a_manifest_the_gallery_is_empty(
+    tmp_path: Path, make_sandbox_app: Callable[..., Flask]
+) -> None:
+    application = make_sandbox_app(EXAMPLES_DIR=tmp_path)
+    assert application.test_client().get("/sandbox/patients").get_json() == []
 
 
 def test_the_bundled_gallery_lists_only_files_that_exist(client: FlaskClient) -> None:
