@@ -89,6 +89,7 @@ class ServerStats:
     server: str
     workers: int
     startup_s: float
+    first_call_ms: float
     rss_mb: list[float]
     hwm_mb: list[float]
     pss_mb: list[float]
@@ -333,12 +334,16 @@ class Server:
     process: subprocess.Popen[bytes]
     startup_s: float
     log: Path
+    first_call_ms: float | None = None
 
 
 def check_answer(server: Server, size: int, body_file: Path) -> Cell:
     """Post the call once: it must be answered with 200 and a card list (else the timings mean nothing)."""
     body = body_file.read_bytes()
+    started = time.perf_counter()
     status, raw = _post(server.port, HOOK_PATH, body)
+    if server.first_call_ms is None:
+        server.first_call_ms = 1000 * (time.perf_counter() - started)
     if status != 200:
         raise BenchError(f"{server.name}, {size} resources: HTTP {status}: {raw[:300]!r}")
     answer = json.loads(raw)
@@ -475,7 +480,10 @@ def run(args: argparse.Namespace) -> tuple[list[Cell], list[ServerStats], dict[s
                     )
                 raise
             stats = [
-                ServerStats(s.name, args.workers, s.startup_s, *worker_memory(s.process.pid)) for s in servers
+                ServerStats(
+                    s.name, args.workers, s.startup_s, s.first_call_ms or 0.0, *worker_memory(s.process.pid)
+                )
+                for s in servers
             ]
         order = {server.name: i for i, server in enumerate(servers)}
         cells.sort(key=lambda c: (order[c.server], c.size))
@@ -663,13 +671,17 @@ def render(
         "",
         "Read from /proc after the runs: RSS counts pages shared with the master; PSS shares them out.",
         "",
-        "| server | workers | start (s) | RSS MB (max) | peak RSS MB (max) | PSS MB (max) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| server | workers | start (s) | first call (ms) | RSS MB (max) | peak RSS MB (max)"
+        " | PSS MB (max) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
         *(
-            f"| {s.server} | {s.workers} | {s.startup_s:.1f} | {max(s.rss_mb):.0f} | {max(s.hwm_mb):.0f} |"
-            f" {max(s.pss_mb):.0f} |"
+            f"| {s.server} | {s.workers} | {s.startup_s:.1f} | {s.first_call_ms:.1f} | {max(s.rss_mb):.0f} |"
+            f" {max(s.hwm_mb):.0f} | {max(s.pss_mb):.0f} |"
             for s in stats
         ),
+        "",
+        "First call: the first call a freshly started worker answered"
+        f" ({min(c.size for c in cells)} resources); compare with that size's p50 above.",
         "",
         "## Machine and method",
         "",
