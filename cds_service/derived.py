@@ -89,10 +89,13 @@ class ImdcRisk:
 
     @property
     def text(self) -> str:
-        abnormal = sum(f.abnormal is True for f in self.factors)
+        """E.g. "IMDC intermediate: 1 of 6 risk factors (Karnofsky < 80: ECOG 2 on 2026-11-03)"."""
+        groups = " or ".join(g for g in IMDC_GROUPS if g in self.possible)
+        abnormal = [f"{f.name}: {f.text}" for f in self.factors if f.abnormal is True]
         unknown = sum(f.abnormal is None for f in self.factors)
-        groups = ", ".join(g for g in IMDC_GROUPS if g in self.possible)
-        return f"IMDC: {abnormal} risk factor(s), {unknown} unknown; possible group(s): {groups}"
+        counted = f"{len(abnormal)} of {len(self.factors)} risk factors"
+        text = f"IMDC {groups}: {counted}" + (f" ({'; '.join(abnormal)})" if abnormal else "")
+        return text + (f", {unknown} unknown" if unknown else "")
 
 
 # --- small helpers ------------------------------------------------------------------------------------------
@@ -166,7 +169,7 @@ def limit_multiple(
     if limit is None or limit <= 0:
         return None
     name = "ULN" if which == "high" else "LLN"
-    where = "the Observation's range" if source == "observation" else f"default range: {analyte.range_source}"
+    where = "the Observation's range" if source == "observation" else "default range"
     text = (
         f"{analyte.title} {_fmt(lab.value)} {analyte.unit} on {lab.date} = {lab.value / limit:.2f} x {name} "
         f"({_fmt(limit)} {analyte.unit}, {where})"

@@ -546,7 +546,7 @@ def primary_tumour_size(
 def pregnant(facts: PatientFacts, params: Mapping[str, Any], context: EvaluationContext) -> LeafResult:
     refs = (facts.patient_ref,) if facts.patient_ref else ()
     if facts.sex == "male":
-        return LeafResult(Truth.FALSE, "male patient", refs)
+        return LeafResult(Truth.FALSE, "sex male", refs)
     label = _valueset_label(context, PREGNANCY)
     active = [c for c in facts.conditions if PREGNANCY in c.valuesets and c.confirmed and c.current]
     if active:

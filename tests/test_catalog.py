@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cds_service.catalog import SCHEMA_DIR, Catalog, CatalogError, load_catalog
+from cds_service.catalog import SCHEMA_DIR, Catalog, CatalogError, load_catalog, load_terminology
 from cds_service.config import DEFAULT_MAPPINGS_DIR
 from cds_service.terminology import ICD10CM, INGREDIENT, RXNORM, SNOMED
 
@@ -451,3 +451,19 @@ def test_schema_defines_exactly_the_leaf_operators_of_the_readme() -> None:
         assert params <= words, f"{name}: parameters missing from the README"
         values = json.dumps(leaf)
         assert all(w in params or f'"{w}"' in values or w == "false" for w in words), name
+
+
+def test_load_terminology_reads_the_vocabulary_alone(catalog: Catalog) -> None:
+    terminology = load_terminology(DEFAULT_MAPPINGS_DIR)
+    assert terminology.valuesets.keys() == catalog.terminology.valuesets.keys()
+    assert terminology.analytes["creatinine"].unit == "mg/dL"
+
+
+def test_load_terminology_names_the_file_of_a_broken_vocabulary(copy: Path) -> None:
+    def drop_unit(doc: Any) -> None:
+        del doc["analytes"][0]["unit"]
+
+    edit("analytes.yaml", drop_unit)(copy)
+    with pytest.raises(CatalogError) as error:
+        load_terminology(copy)
+    assert str(error.value).startswith("analytes.yaml: analytes/0")
