@@ -90,7 +90,7 @@ def load_json_object(body: bytes, max_depth: int) -> dict[str, Any]:
         raise MalformedJson(f"the body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise InvalidBody(f"$: the body must be a JSON object, not {_json_type(document)}")
-    if _depth(document) > max_depth:
+    if _deeper_than(document, max_depth):
         raise MalformedJson(f"the JSON body is nested deeper than {max_depth} levels")
     return document
 
@@ -178,12 +178,18 @@ def _json_type(value: Any) -> str:
     return "a number" if isinstance(value, (int, float)) and not isinstance(value, bool) else "a boolean"
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth of a JSON value, iteratively (no recursion on hostile input)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, level = stack.pop()
-        deepest = max(deepest, level)
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
-    return deepest
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether a JSON value nests more than `limit` levels: walked level by level (no recursion on hostile
+    input), stopping as soon as the limit is passed; scalars are never collected."""
+    level, nodes = 1, [value]
+    while nodes:
+        if level > limit:
+            return True
+        nodes = [
+            child
+            for node in nodes
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, (dict, list))
+        ]
+        level += 1
+    return False
