@@ -29,6 +29,8 @@ CORRECTED_CALCIUM_PAIRING_DAYS = 7  # albumin used to correct a calcium must be 
 SYNCHRONOUS_DAYS = 90
 NCT06903312_SIZE_CUTOFF_CM = 4.0
 IMDC_GROUPS = ("favorable", "intermediate", "poor")
+# Analytes `imdc_risk` reads since `lab_since` (albumin too, up to CORRECTED_CALCIUM_PAIRING_DAYS earlier).
+IMDC_LAB_ANALYTES = ("hemoglobin", "calcium", "calcium-corrected", "neutrophils", "platelets")
 
 
 @dataclass(frozen=True)

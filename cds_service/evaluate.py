@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cds_service.catalog import Anchor, Catalog, Criterion, Trial
-from cds_service.facts import PatientFacts
-from cds_service.rules import EvaluationContext, LeafResult, Rule, compile_rule
+from cds_service.facts import MeasurementWindows, PatientFacts
+from cds_service.rules import EvaluationContext, LeafResult, Rule, compile_rule, measurement_windows
 from cds_service.verdicts import (
     ANCHOR,
     RECRUITING_STATUSES,
@@ -119,6 +119,10 @@ class Engine:
             compiled = self._compile_trial(trial)
             groups.setdefault(compiled.anchor_key, []).append(compiled)
         self._groups = tuple(tuple(group) for group in groups.values())
+        # What the rules can read of each repeated measurement: older values need not be validated.
+        self.measurement_windows: MeasurementWindows = measurement_windows(
+            self._rules.values(), self.policy.lab_max_age_days, self.policy.performance_max_age_days
+        )
 
     @property
     def distinct_rules(self) -> int:

@@ -274,6 +274,36 @@ VALUESETS_READ_BY_FACTS: frozenset[str] = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class MeasurementWindows:
+    """How many days before today each repeated measurement can still become evidence (from the rules).
+
+    Given to `build_facts`, it validates only the Observations of such a measurement dated within its window,
+    the newest usable one older than that (so that a reason can say "latest creatinine ... is older than 30
+    days") and undated ones; a measurement no rule reads keeps only that newest one.
+    """
+
+    labs: Mapping[str, int] = field(default_factory=dict)  # analyte id -> days
+    performance: int = 0  # ECOG and Karnofsky (a rule on one reads the other too)
+    blood_pressure: int = 0
+    pregnancy_test: int = 0
+
+    def by_code(self, terminology: Terminology) -> dict[Code, int]:
+        """Window of each Observation code of a repeated measurement (the longest when a code has several)."""
+        days: dict[Code, int] = {}
+
+        def widen(codes: Iterable[Code], window: int) -> None:
+            for code in codes:
+                days[code] = max(days.get(code, 0), window)
+
+        for analyte in terminology.analytes.values():
+            widen(((LOINC, code) for code in analyte.loinc), self.labs.get(analyte.id, 0))
+        widen((ECOG_CODE, KARNOFSKY_CODE), self.performance)
+        widen((BP_PANEL_CODE, SYSTOLIC_CODE, DIASTOLIC_CODE), self.blood_pressure)
+        widen(PREGNANCY_QUALITATIVE_CODES | PREGNANCY_QUANTITATIVE_CODES, self.pregnancy_test)
+        return days
+
+
 def _newest_first(items: Iterable[Any]) -> tuple[Any, ...]:
     """Sort facts by `date` (`start` for medications), newest first, undated last; ties by reference."""
 
@@ -667,13 +697,20 @@ def build_facts(
     terminology: Terminology,
     today: date,
     patient_id: str | None = None,
+    windows: MeasurementWindows | None = None,
 ) -> PatientFacts:
     """Turn raw FHIR R4 JSON resources (Bundles unwrapped) into PatientFacts; bad resources are skipped.
 
     With `patient_id`, resources whose subject is another patient are ignored; without it, the first Patient
-    found gives the demographics and every resource is read.
+    found gives the demographics and every resource is read. With `windows`, repeated measurements too old to
+    become evidence are left out before validation (see `MeasurementWindows`); without, every one is read.
     """
-    from cds_service.fhir_records import read_records  # lazy: only this entry point needs FHIR models
+    from cds_service.fhir_records import RecencyWindows, read_records  # lazy: FHIR models only here
 
-    records = read_records(resources, observation_codes_to_read(terminology), patient_id)
+    recency = (
+        None
+        if windows is None
+        else RecencyWindows(today, windows.by_code(terminology), USABLE_OBSERVATION_STATUSES)
+    )
+    records = read_records(resources, observation_codes_to_read(terminology), patient_id, recency)
     return _facts_from_records(records, terminology, today, patient_id)

@@ -3,7 +3,8 @@
 Reading has three steps, each forgiving:
 1. flatten: Bundles (also nested) are unwrapped; anything not a JSON object with a resourceType is ignored;
 2. select on the raw dicts, before validating (validation costs ~0.4 ms a resource): only the resource types
-   the facts stage reads, only Observations whose code is wanted, only resources about the patient;
+   the facts stage reads, only Observations whose code is wanted, only resources about the patient; with
+   `RecencyWindows`, only the values of a repeated measurement recent enough to be used (see there);
 3. validate each selected resource alone with its R4B model. A resource that fails is skipped: its reference
    (never its content) is logged on "cds_service.fhir" and returned in `skipped`.
 
@@ -157,6 +158,20 @@ class PatientRecords:
     skipped: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class RecencyWindows:
+    """Per Observation code of a repeated measurement: how many days before `today` its values are read.
+
+    An Observation all of whose wanted codes have a window is validated when it is undated, dated within the
+    longest of its windows, or the newest one older than that for one of its codes among those with a usable
+    status (ties: all of that day). Observations with any other wanted code are always validated.
+    """
+
+    today: date
+    days: Mapping[Code, int]
+    usable_statuses: frozenset[str]
+
+
 # --- step 1 and 2: flatten and select on raw JSON -----------------------------------------------------------
 
 
@@ -256,6 +271,43 @@ def _selected(raws: list[_Raw], observation_codes: frozenset[Code], patient_id: 
                 continue
         kept.append(raw)
     return kept
+
+
+def _raw_date(resource: Mapping[str, Any]) -> date | None:
+    """The date `_observation` will read (effective[x], else issued), from raw JSON; None if unreadable."""
+    period = resource.get("effectivePeriod")
+    candidates = (
+        resource.get("effectiveDateTime"),
+        period.get("start") if isinstance(period, Mapping) else None,
+        resource.get("effectiveInstant"),
+        resource.get("issued"),
+    )
+    first = next((value for value in candidates if value is not None), None)
+    return as_date(first) if isinstance(first, str) else None
+
+
+def _recent_enough(raws: list[_Raw], wanted: frozenset[Code], windows: RecencyWindows) -> list[_Raw]:
+    """Drop the values of repeated measurements that no rule can use (see `RecencyWindows`)."""
+    older: list[tuple[_Raw, date, frozenset[Code]]] = []
+    newest_older: dict[Code, date] = {}
+    kept: set[int] = set()
+    for raw in raws:
+        if raw.resource.get("resourceType") != "Observation":
+            kept.add(id(raw))
+            continue
+        codes = frozenset(c for c in _raw_codes(raw.resource.get("code")) if c in wanted)
+        day = _raw_date(raw.resource)
+        if not codes or not all(code in windows.days for code in codes) or day is None:
+            kept.add(id(raw))
+        elif (windows.today - day).days <= max(windows.days[code] for code in codes):
+            kept.add(id(raw))
+        elif raw.resource.get("status") in windows.usable_statuses:
+            older.append((raw, day, codes))
+            for code in codes:
+                if day > newest_older.get(code, date.min):
+                    newest_older[code] = day
+    kept.update(id(raw) for raw, day, codes in older if any(newest_older[c] == day for c in codes))
+    return [raw for raw in raws if id(raw) in kept]
 
 
 # --- step 3: validate, then convert to records --------------------------------------------------------------
@@ -472,10 +524,15 @@ def _procedure(res: Procedure, ref: str) -> ProcedureRecord:
 
 
 def read_records(
-    resources: Iterable[Any], observation_codes: frozenset[Code], patient_id: str | None = None
+    resources: Iterable[Any],
+    observation_codes: frozenset[Code],
+    patient_id: str | None = None,
+    windows: RecencyWindows | None = None,
 ) -> PatientRecords:
     """Select, validate and convert raw FHIR JSON resources; never raises for a bad resource."""
     raws = _selected(list(_flatten(resources)), observation_codes, patient_id)
+    if windows is not None:
+        raws = _recent_enough(raws, observation_codes, windows)
     skipped: list[str] = []
     valid: list[tuple[_Raw, Any]] = []
     for raw in raws:

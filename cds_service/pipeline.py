@@ -55,7 +55,13 @@ class Matcher:
         unavailable: Collection[str] = (),
     ) -> MatchOutput:
         """Evaluate every trial for one patient; `unavailable` names resource types that could not be read."""
-        facts = build_facts(resources, self.catalog.terminology, self.settings.current_date(), patient_id)
+        facts = build_facts(
+            resources,
+            self.catalog.terminology,
+            self.settings.current_date(),
+            patient_id,
+            windows=self.engine.measurement_windows,
+        )
         if unavailable:
             facts = dataclasses.replace(facts, unavailable=frozenset(unavailable))
         results = self.engine.evaluate(facts)

@@ -24,7 +24,7 @@ import json
 import math
 import operator as op
 import re
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from types import MappingProxyType
@@ -39,6 +39,7 @@ from cds_service.facts import (
     PREGNANCY,
     TUMOUR_SITE_KIDNEY,
     ConditionFact,
+    MeasurementWindows,
     PatientFacts,
     ScoreFact,
     TherapyLine,
@@ -1194,3 +1195,45 @@ def compile_rule(rule: Mapping[str, Any], path: str = "rule") -> Rule:
         known = ", ".join((*NODES, *sorted(OPERATORS)))
         raise UnknownOperatorError(f"{path}: unknown operator {name!r} (known: {known})")
     return Rule(name, leaf=_compile_leaf(found, value, f"{path}/{name}"), key=key)
+
+
+def _leaves(rules: Iterable[Rule]) -> Iterator[Leaf]:
+    stack = list(rules)
+    while stack:
+        rule = stack.pop()
+        if rule.leaf is not None:
+            yield rule.leaf
+        stack.extend(rule.children)
+
+
+def measurement_windows(rules: Iterable[Rule], lab_days: int, performance_days: int) -> MeasurementWindows:
+    """The longest window in which these rules read each repeated measurement (lab, score, BP, test).
+
+    `lab_days` and `performance_days` are the defaults of leaves without `max_age_days`. Keep in step with the
+    operators above: a measurement read by no leaf here keeps only its newest value.
+    """
+    labs: dict[str, int] = {}
+    performance = blood_pressure = pregnancy_test = 0
+
+    def read_lab(analyte: str, days: int) -> None:
+        labs[analyte] = max(labs.get(analyte, 0), days)
+
+    for leaf in _leaves(rules):
+        name, days = leaf.operator.name, leaf.params.get("max_age_days")
+        if name == "lab":
+            read_lab(leaf.params["analyte"], lab_days if days is None else days)
+        elif name == "creatinine_clearance":
+            read_lab("creatinine", lab_days)
+            read_lab("weight", 0)  # the newest weight, whatever its age
+        elif name == "imdc_risk":
+            for analyte in derived.IMDC_LAB_ANALYTES:
+                read_lab(analyte, lab_days)
+            read_lab("albumin", lab_days + derived.CORRECTED_CALCIUM_PAIRING_DAYS)
+            performance = max(performance, performance_days)
+        elif name in ("ecog", "karnofsky"):
+            performance = max(performance, performance_days if days is None else days)
+        elif name == "blood_pressure":
+            blood_pressure = max(blood_pressure, lab_days if days is None else days)
+        elif name == "pregnant":
+            pregnancy_test = PREGNANCY_TEST_MAX_AGE_DAYS
+    return MeasurementWindows(labs, performance, blood_pressure, pregnancy_test)
