@@ -101,10 +101,50 @@ class _Trial:
         return tuple(rule.key for _, rule in self.anchors)
 
 
-def _anchor_result(number: int, anchor: Anchor, value: LeafResult) -> CriterionResult:
+def _anchor_result(number: int, label: str, value: LeafResult) -> CriterionResult:
     """An anchor's evaluation, shown in the result of a trial that is not considered."""
     outcome = outcome_of("inclusion", value.truth)
-    return CriterionResult(f"anchor:{number}", ANCHOR, anchor.label, outcome, value.reason, value.evidence)
+    return CriterionResult(f"anchor:{number}", ANCHOR, label, outcome, value.reason, value.evidence)
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Trials sharing their anchor rules (a trial's anchors may have other labels than its neighbours').
+
+    What their results hold when the anchors are not all met is prepared once: each trial's verdict and
+    anchor labels; a call only fills in the anchors' values.
+    """
+
+    trials: tuple[_Trial, ...]
+    anchor_rules: tuple[Rule, ...]
+    # Distinct anchor label lists of the group's trials; for each trial: (index into that list, verdict).
+    label_lists: tuple[tuple[str, ...], ...]
+    unconsidered: tuple[tuple[int, Verdict], ...]
+
+    @classmethod
+    def of(cls, trials: list[_Trial]) -> _Group:
+        lists: dict[tuple[str, ...], int] = {}
+        unconsidered = []
+        for trial in trials:
+            labels = tuple(anchor.label for anchor, _ in trial.anchors)
+            verdict = verdict_of(trial.source.info.status, False, [])
+            unconsidered.append((lists.setdefault(labels, len(lists)), verdict))
+        rules = tuple(rule for _, rule in trials[0].anchors)
+        return cls(tuple(trials), rules, tuple(lists), tuple(unconsidered))
+
+    def not_considered(self, values: list[LeafResult], catalog_version: str) -> list[TrialResult]:
+        """The results when the anchors are not all met: built from the prepared parts."""
+        criteria = [
+            tuple(
+                _anchor_result(n, label, value)
+                for n, (label, value) in enumerate(zip(labels, values, strict=True), start=1)
+            )
+            for labels in self.label_lists
+        ]
+        return [
+            TrialResult(trial.source.info, verdict, criteria[index], None, catalog_version)
+            for trial, (index, verdict) in zip(self.trials, self.unconsidered, strict=True)
+        ]
 
 
 class Engine:
@@ -118,7 +158,7 @@ class Engine:
         for trial in catalog.trials:
             compiled = self._compile_trial(trial)
             groups.setdefault(compiled.anchor_key, []).append(compiled)
-        self._groups = tuple(tuple(group) for group in groups.values())
+        self._groups = tuple(_Group.of(group) for group in groups.values())
         # What the rules can read of each repeated measurement: older values need not be validated.
         self.measurement_windows: MeasurementWindows = measurement_windows(
             self._rules.values(), self.policy.lab_max_age_days, self.policy.performance_max_age_days
@@ -169,38 +209,21 @@ class Engine:
         context = self.context()
         results: list[TrialResult] = []
         for group in self._groups:
-            values = [self.run(rule, facts, context) for _, rule in group[0].anchors]
-            anchors_met = all(value.truth is Truth.TRUE for value in values)
-            for trial in group:
-                results.append(self._trial_result(trial, facts, context, values, anchors_met))
+            values = [self.run(rule, facts, context) for rule in group.anchor_rules]
+            if all(value.truth is Truth.TRUE for value in values):
+                results.extend(self._considered(trial, facts, context) for trial in group.trials)
+            else:
+                results.extend(group.not_considered(values, self.catalog.version))
         results.sort(key=lambda r: (_VERDICT_ORDER[r.verdict], r.trial.key))
         return tuple(results)
 
-    def _trial_result(
-        self,
-        trial: _Trial,
-        facts: PatientFacts,
-        context: EvaluationContext,
-        anchor_values: list[LeafResult],
-        anchors_met: bool,
-    ) -> TrialResult:
-        """The trial's result: its criteria if its anchors are met, else its anchors (why not considered)."""
-        arm = None
-        if anchors_met:
-            criteria = tuple(c.result(facts, self, context) for c in trial.criteria)
-            arm = next(
-                (
-                    label
-                    for label, rule in trial.cohorts
-                    if self.run(rule, facts, context).truth is Truth.TRUE
-                ),
-                None,
-            )
-        else:
-            anchors = zip(trial.anchors, anchor_values, strict=True)
-            criteria = tuple(
-                _anchor_result(n, anchor, value) for n, ((anchor, _), value) in enumerate(anchors, start=1)
-            )
+    def _considered(self, trial: _Trial, facts: PatientFacts, context: EvaluationContext) -> TrialResult:
+        """The result of a trial whose anchors are met: its criteria, verdict and arm."""
+        criteria = tuple(c.result(facts, self, context) for c in trial.criteria)
+        arm = next(
+            (label for label, rule in trial.cohorts if self.run(rule, facts, context).truth is Truth.TRUE),
+            None,
+        )
         info = trial.source.info
-        verdict = verdict_of(info.status, anchors_met, [c.outcome for c in criteria])
+        verdict = verdict_of(info.status, True, [c.outcome for c in criteria])
         return TrialResult(info, verdict, criteria, arm, self.catalog.version)

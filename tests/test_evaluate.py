@@ -139,6 +139,27 @@ def test_unknown_anchor_is_not_enough() -> None:
     assert result.criteria[0].evidence == ("Condition/rcc",)
 
 
+def test_trials_sharing_anchor_rules_keep_their_own_labels_and_status_when_not_considered(
+    leaf_calls: Counter[str],
+) -> None:
+    relabelled = Anchor("renal cell carcinoma on record", KIDNEY_CANCER_ANCHOR.rule)
+    engine = Engine(
+        catalog(
+            trial("NCT00000001", [ADULT]),
+            trial("NCT00000002", [ECOG], anchors=(relabelled,)),
+            trial("NCT00000003", [RCC], status="COMPLETED"),
+        )
+    )
+    results = by_key(engine.evaluate(Patient().aged(60).build()))
+    assert {key: (r.verdict, [c.text for c in r.criteria]) for key, r in results.items()} == {
+        "NCT00000001": (Verdict.NOT_CONSIDERED, ["kidney cancer documented"]),
+        "NCT00000002": (Verdict.NOT_CONSIDERED, ["renal cell carcinoma on record"]),
+        "NCT00000003": (Verdict.NOT_RECRUITING, ["kidney cancer documented"]),
+    }
+    assert {c.reason for r in results.values() for c in r.criteria} == {"no record of kidney cancer"}
+    assert leaf_calls == Counter({"condition": 1})  # one anchor evaluation for the three trials
+
+
 def test_a_considered_trial_lists_its_registry_criteria_only() -> None:
     anchors = (KIDNEY_CANCER_ANCHOR, METASTATIC_ANCHOR)
     engine = Engine(catalog(trial("NCT00000001", [ADULT, CONSENT], anchors=anchors)))
