@@ -36,14 +36,19 @@ def shorten(text: str, limit: int = TEXT_PREVIEW) -> str:
     return flat[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 
+_EMPTY = (None, "", [], {})
+
+
 def drop_empty(value: Any) -> Any:
     """Remove None, "", [] and {} recursively: CDS Hooks forbids them in cards."""
+    if isinstance(value, str | int | float) or value is None:  # most values: returned at once
+        return value
     if isinstance(value, Mapping):
-        cleaned = {k: drop_empty(v) for k, v in value.items()}
-        return {k: v for k, v in cleaned.items() if v not in (None, "", [], {})}
+        cleaned = ((k, drop_empty(v)) for k, v in value.items())
+        return {k: v for k, v in cleaned if v not in _EMPTY}
     if isinstance(value, list | tuple):
-        items = [drop_empty(v) for v in value]
-        return [v for v in items if v not in (None, "", [], {})]
+        items = (drop_empty(v) for v in value)
+        return [v for v in items if v not in _EMPTY]
     return value
 
 
@@ -101,9 +106,10 @@ class CardBuilder:
                 {"system": reasons["system"], "code": r["code"], "display": r["display"]}
                 for r in reasons["reasons"]
             ],
-            "extension": {ELIGIBILITY_EXTENSION: eligibility_extension(result)},
         }
-        return drop_empty(card)
+        card = drop_empty(card)
+        card["extension"] = {ELIGIBILITY_EXTENSION: eligibility_extension(result)}  # already without empties
+        return card
 
     def _summary_text(self, likely: bool, short_title: str, nct_id: str) -> str:
         text = self._summary.render(likely=likely, short_title=short_title, nct_id=nct_id).strip()

@@ -2,6 +2,11 @@
 
 Works on SQLite (default; WAL and a busy timeout so several gunicorn workers can write) and PostgreSQL.
 Nothing here stores names, clinical values or tokens: only ids, codes, verdicts and clinicians' feedback.
+
+Durability on SQLite: feedback and seen JWT ids are committed with synchronous=FULL (an acknowledged item
+survives a power loss); the audit row of a hook call with synchronous=NORMAL, the usual WAL trade-off: it
+survives a crash of the process, but the last rows before a power loss or OS crash may roll back (the
+database stays consistent). PostgreSQL commits every transaction durably.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -96,7 +102,18 @@ class Storage:
 
     def __init__(self, database_url: str) -> None:
         self.engine = _engine(database_url)
+        self._sqlite = self.engine.dialect.name == "sqlite"
         _create_tables(self.engine)
+
+    @contextmanager
+    def _transaction(self, *, durable: bool) -> Iterator[Connection]:
+        """One transaction; on SQLite, `durable` commits with synchronous=FULL, else NORMAL (see above)."""
+        with self.engine.connect() as connection:
+            if self._sqlite:  # set outside any transaction, for this commit of this pooled connection
+                connection.exec_driver_sql(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                connection.commit()
+            with connection.begin():
+                yield connection
 
     def close(self) -> None:
         self.engine.dispose()
@@ -114,7 +131,7 @@ class Storage:
         """Store validated CDS Hooks feedback items; return how many were new (a repeated item is ignored)."""
         received_at = _utc_naive(datetime.now(UTC))
         rows = [_feedback_row(service_id, item, received_at) for item in items]
-        with self.engine.begin() as connection:
+        with self._transaction(durable=True) as connection:
             return sum(_insert_ignore(connection, feedback, row) for row in rows)
 
     def record_audit(
@@ -129,7 +146,7 @@ class Storage:
     ) -> None:
         """Record which cards a hook call showed (uuid, trial, verdict): ids only, no patient values."""
         shown = [_card_summary(card) for card in cards]
-        with self.engine.begin() as connection:
+        with self._transaction(durable=False) as connection:
             audit_id = connection.execute(
                 audit.insert()
                 .values(
@@ -143,20 +160,23 @@ class Storage:
                 )
                 .returning(audit.c.id)
             ).scalar_one()
-            for card in shown:
-                if card.get("uuid"):
-                    row = {
-                        "card_uuid": card["uuid"],
-                        "audit_id": audit_id,
-                        "nct_id": card.get("nctId"),
-                        "verdict": card.get("verdict"),
-                    }
-                    _insert_ignore(connection, audit_card, row)
+            rows = [
+                {
+                    "card_uuid": card["uuid"],
+                    "audit_id": audit_id,
+                    "nct_id": card.get("nctId"),
+                    "verdict": card.get("verdict"),
+                }
+                for card in shown
+                if card.get("uuid")
+            ]
+            if rows:  # one statement for every card of the call
+                _insert_ignore(connection, audit_card, rows)
 
     def remember_jti(self, jti: str, expires_at: datetime, now: datetime | None = None) -> bool:
         """Record a JWT id; False when it was already seen and has not expired (a replay)."""
         current = _utc_naive(now or datetime.now(UTC))
-        with self.engine.begin() as connection:
+        with self._transaction(durable=True) as connection:
             connection.execute(delete(seen_jti).where(seen_jti.c.expires_at <= current))
             row = {"jti": jti, "expires_at": _utc_naive(expires_at)}
             return _insert_ignore(connection, seen_jti, row) == 1
@@ -206,14 +226,21 @@ def _create_tables(engine: Engine) -> None:
                 connection.execute(CreateIndex(index, if_not_exists=True))
 
 
-def _insert_ignore(connection: Connection, table: Table, row: Mapping[str, Any]) -> int:
-    """Insert a row unless its unique key exists (SQLite and PostgreSQL); return the number inserted."""
+def _insert_ignore(
+    connection: Connection, table: Table, rows: Mapping[str, Any] | list[dict[str, Any]]
+) -> int:
+    """Insert a row (or several: one executemany) unless its unique key exists (SQLite and PostgreSQL).
+
+    Return the number inserted (for one row; several rows give the driver's count, -1 if it has none).
+    """
     dialect = connection.dialect.name
     if dialect == "sqlite":
-        return connection.execute(sqlite.insert(table).values(**row).on_conflict_do_nothing()).rowcount
-    if dialect == "postgresql":
-        return connection.execute(postgresql.insert(table).values(**row).on_conflict_do_nothing()).rowcount
-    raise NotImplementedError(f"insert-or-ignore is not implemented for {dialect}")
+        statement = sqlite.insert(table).on_conflict_do_nothing()
+    elif dialect == "postgresql":
+        statement = postgresql.insert(table).on_conflict_do_nothing()
+    else:
+        raise NotImplementedError(f"insert-or-ignore is not implemented for {dialect}")
+    return connection.execute(statement, rows if isinstance(rows, list) else [dict(rows)]).rowcount
 
 
 def _feedback_row(service_id: str, item: Mapping[str, Any], received_at: datetime) -> dict[str, Any]:

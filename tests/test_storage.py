@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from cds_service.storage import DATABASE_FILE, Storage, default_database_url
 
@@ -154,3 +155,37 @@ def test_several_storages_write_the_same_file_at_once(tmp_path: Path):
     assert len(list(stores[0].iter_feedback())) == 4 * 25 + 1
     for store in stores:
         store.close()
+
+
+def _synchronous_before_each_insert(storage: Storage) -> dict[str, str]:
+    """Table written -> the PRAGMA synchronous in force on that connection when its INSERT ran."""
+    seen: dict[str, str] = {}
+    current: dict[int, str] = {}
+
+    @event.listens_for(storage.engine, "before_cursor_execute")
+    def spy(connection, cursor, statement, parameters, context, executemany):
+        if statement.startswith("PRAGMA synchronous="):
+            current[id(connection.connection.dbapi_connection)] = statement.split("=")[1]
+        elif statement.startswith("INSERT INTO"):
+            table = statement.split()[2]
+            seen.setdefault(table, current.get(id(connection.connection.dbapi_connection), "default"))
+
+    return seen
+
+
+def test_feedback_and_jtis_commit_durably_the_audit_row_with_normal_sync(storage: Storage):
+    seen = _synchronous_before_each_insert(storage)
+    storage.record_audit(
+        hook_instance="h-1",
+        service_id="trials",
+        patient_id="p1",
+        cards=[card(CARD_UUID, "NCT06903312"), card("u-2", "NCT04394975")],
+        catalog_version="v1",
+        duration_ms=3,
+    )
+    storage.record_feedback("trials", [OVERRIDDEN])
+    storage.remember_jti("jti-1", NOW + timedelta(minutes=5), now=NOW)
+    assert seen == {"audit": "NORMAL", "audit_card": "NORMAL", "feedback": "FULL", "seen_jti": "FULL"}
+    with sqlite3.connect(storage.engine.url.database) as connection:
+        cards = connection.execute("SELECT card_uuid, nct_id FROM audit_card ORDER BY nct_id").fetchall()
+    assert cards == [("u-2", "NCT04394975"), (CARD_UUID, "NCT06903312")]
