@@ -304,7 +304,7 @@ def _recent_enough(raws: list[_Raw], wanted: frozenset[Code], windows: RecencyWi
         elif raw.resource.get("status") in windows.usable_statuses:
             older.append((raw, day, codes))
             for code in codes:
-                if day > newest_older.get(code, date.min):
+                if code not in newest_older or day > newest_older[code]:
                     newest_older[code] = day
     kept.update(id(raw) for raw, day, codes in older if any(newest_older[c] == day for c in codes))
     return [raw for raw in raws if id(raw) in kept]

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cds_service import derived
-from cds_service.facts import PatientFacts, build_facts
+from cds_service.facts import MeasurementWindows, PatientFacts, build_facts
 
 TERMINOLOGY = load_terminology()
 TYPES = [
@@ -284,15 +284,18 @@ def plausible_resources(draw):
     return resource
 
 
+# Recency windows as the Matcher passes them (see test_recency_windows): reading old values must not raise.
+WINDOWS = MeasurementWindows(labs={"creatinine": 30, "albumin": 37}, performance=60, blood_pressure=30)
+
 INPUTS = st.lists(
     st.one_of(plausible_resources(), plausible_resources(), random_resources(), JSON), max_size=6
 )
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(INPUTS, st.sampled_from([None, "p1"]))
-def test_build_facts_and_derived_values_never_raise(items, patient_id):
-    facts = build_facts(items, TERMINOLOGY, date(2026, 11, 21), patient_id)
+@given(INPUTS, st.sampled_from([None, "p1"]), st.sampled_from([None, WINDOWS]))
+def test_build_facts_and_derived_values_never_raise(items, patient_id, windows):
+    facts = build_facts(items, TERMINOLOGY, date(2026, 11, 21), patient_id, windows)
     assert isinstance(facts, PatientFacts)
     assert all(score.value in range(6) for score in facts.ecog)
     assert all(

@@ -71,6 +71,12 @@ def test_the_newest_older_value_must_have_a_usable_status():
     assert creatinine_refs(chart, WINDOWS) == ["Observation/d50"]
 
 
+def test_a_value_dated_on_the_first_day_of_the_calendar_is_still_the_newest_older_one():
+    chart = [creatinine("d5", 5), creatinine("ancient", None)]
+    chart[1]["effectiveDateTime"] = "0001-01-01"
+    assert creatinine_refs(chart, WINDOWS) == ["Observation/d5", "Observation/ancient"]
+
+
 def test_undated_values_and_other_observations_are_kept():
     size = observation("size", TUMOUR_SIZE, days_ago(900), valueQuantity=quantity(5.0, "cm"))
     chart = [creatinine("undated", None), creatinine("d45", 45), creatinine("d400", 400), size]
