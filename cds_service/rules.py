@@ -91,7 +91,7 @@ class EvaluationContext:
     terminology: Terminology
     lab_max_age_days: int = 30
     performance_max_age_days: int = 60
-    memo: dict[Hashable, Any] = field(default_factory=dict)
+    memo: dict[Hashable, Any] = field(default_factory=dict)  # keys: rules, leaf keys, derive() tuples
 
     def remember(self, key: Hashable, compute: Callable[[], T]) -> T:
         """Return the value stored under `key`, computing it on first use (one context = one patient)."""
@@ -1098,8 +1098,10 @@ class Rule:
         self, facts: PatientFacts, context: EvaluationContext
     ) -> tuple[Truth, tuple[str, ...], tuple[str, ...]]:
         """One recursion returning three values: the truth, and the leaf reasons and references behind it."""
-        if self.leaf is not None:
-            result = self.leaf.evaluate(facts, context)
+        if self.leaf is not None:  # equal leaves in different rules (same key) are evaluated once a patient
+            result: LeafResult | None = context.memo.get(self.key)
+            if result is None:
+                result = context.memo[self.key] = self.leaf.evaluate(facts, context)
             return result.truth, (result.reason,), result.evidence
         results = [child._walk(facts, context) for child in self.children]
         if self.kind == "not":

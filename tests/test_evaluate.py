@@ -321,6 +321,17 @@ def test_equal_rules_are_evaluated_once_per_patient(leaf_calls: Counter[str]) ->
     assert leaf_calls["age"] == 1
 
 
+def test_an_equal_leaf_inside_different_rules_is_evaluated_once_per_patient(leaf_calls: Counter[str]) -> None:
+    adult_rcc = criterion(
+        "adult-rcc", {"all": [{"age": {"min": 18}}, {"condition": {"valueset": "kidney-cancer"}}]}
+    )
+    adult_ecog = criterion("adult-ecog", {"any": [{"age": {"min": 18}}, {"ecog": {"le": 1}}]})
+    engine = Engine(catalog(trial("NCT00000001", [adult_rcc]), trial("NCT00000002", [adult_ecog, ADULT])))
+    results = by_key(engine.evaluate(rcc_patient().build()))
+    assert leaf_calls == Counter({"condition": 1, "age": 1, "ecog": 1})
+    assert [c.outcome for c in results["NCT00000002"].criteria] == [M, M]
+
+
 def test_each_derived_value_is_computed_once_per_patient(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: Counter[str] = Counter()
     original = derived.imdc_risk
