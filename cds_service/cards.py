@@ -164,26 +164,28 @@ class CardBuilder:
 
 
 def eligibility_extension(result: TrialResult) -> dict[str, Any]:
-    """The machine-readable `org.trialmatch.eligibility` object of the contract."""
+    """The machine-readable `org.trialmatch.eligibility` object of the contract (no empty values)."""
     info = result.trial
-    return drop_empty(
-        {
-            "nctId": info.nct_id,
-            "recruitmentStatus": info.status,
-            "verdict": str(result.verdict),
-            "catalogVersion": result.catalog_version,
-            "arm": result.arm,
-            "criteria": [
-                {
-                    "id": c.id,
-                    "type": c.type,
-                    "text": c.text,
-                    "heading": c.heading,
-                    "outcome": str(c.outcome),
-                    "reason": c.reason,
-                    "evidence": list(c.evidence),
-                }
-                for c in result.criteria
-            ],
-        }
-    )
+    extension = {
+        "nctId": info.nct_id,
+        "recruitmentStatus": info.status,
+        "verdict": str(result.verdict),
+        "catalogVersion": result.catalog_version,
+        "arm": result.arm,
+        "criteria": [_criterion_entry(c) for c in result.criteria],
+    }
+    return {k: v for k, v in extension.items() if v not in _EMPTY}
+
+
+def _criterion_entry(c: CriterionResult) -> dict[str, Any]:
+    """One criterion of the extension; flat values, so no recursive `drop_empty` is needed."""
+    entry = {
+        "id": c.id,
+        "type": c.type,
+        "text": c.text,
+        "heading": c.heading,
+        "outcome": str(c.outcome),
+        "reason": c.reason,
+        "evidence": [ref for ref in c.evidence if ref],
+    }
+    return {k: v for k, v in entry.items() if v not in _EMPTY}
