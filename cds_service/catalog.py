@@ -32,7 +32,7 @@ from cds_service.terminology import (
     normalize_code,
     normalize_system,
 )
-from cds_service.verdicts import TrialInfo
+from cds_service.verdicts import RECRUITING_STATUSES, TrialInfo
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 # Hooks this service answers; a service listed for any other hook could never be called.
@@ -376,6 +376,10 @@ def _check_trial(
         problems.append(Problem(file, "id", f"id must be the NCT number {nct_id}"))
     if nct_id and doc.get("url") != f"https://clinicaltrials.gov/study/{nct_id}":
         problems.append(Problem(file, "url", f"must be https://clinicaltrials.gov/study/{nct_id}"))
+    if not nct_id and doc.get("status") in RECRUITING_STATUSES:
+        # A trial card names its NCT number and links to its ClinicalTrials.gov page.
+        message = f"a {doc['status']} trial needs its NCT number (its card names it)"
+        problems.append(Problem(file, "nct_id", message))
     for kind, key, what in (
         ("criteria", "id", "criterion id"),
         ("anchors", "label", "anchor label"),

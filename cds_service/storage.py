@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -38,6 +40,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, CreateTable
+
+WAL_SWITCH_PATIENCE_SECONDS = 10.0
 
 DATABASE_FILE = "cds.sqlite3"
 ELIGIBILITY_EXTENSION = "org.trialmatch.eligibility"
@@ -211,10 +215,29 @@ def _engine(database_url: str) -> Engine:
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA busy_timeout=30000")  # wait for another worker's write instead of failing
-        cursor.execute("PRAGMA journal_mode=WAL")  # readers and one writer at a time, across processes
+        enable_wal(cursor)
         cursor.close()
 
     return engine
+
+
+def enable_wal(cursor: Any, patience_seconds: float = WAL_SWITCH_PATIENCE_SECONDS) -> None:
+    """Put the SQLite file in WAL mode (readers and one writer at a time, across processes).
+
+    The mode is stored in the file, so it is switched once. Two workers switching a new file at the same
+    moment can get "database is locked" without SQLite calling its busy handler: retry briefly instead of
+    failing to boot.
+    """
+    deadline = time.monotonic() + patience_seconds
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _create_tables(engine: Engine) -> None:

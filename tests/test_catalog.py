@@ -91,6 +91,13 @@ UNUSED = {
 # (name, defect, file, path (criterion ids in {} are replaced by their index), words of the message)
 DEFECTS: list[tuple[str, Callable[[Path], None], str, str, str]] = [
     (
+        "recruiting trial without NCT number",
+        edit(TRIAL, lambda doc: doc.pop("nct_id")),
+        TRIAL,
+        "nct_id",
+        "a RECRUITING trial needs its NCT number",
+    ),
+    (
         "misspelt parameter",
         set_rule("bilirubin", {"lab": {"analyte": "bilirubin", "le_ulnn": 1.5}}),
         TRIAL,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.synchronize
 import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event
 
-from cds_service.storage import DATABASE_FILE, Storage, default_database_url
+from cds_service.storage import DATABASE_FILE, Storage, default_database_url, enable_wal
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 CARD_UUID = "00000000-0000-4000-8000-000000000001"
@@ -189,3 +191,61 @@ def test_feedback_and_jtis_commit_durably_the_audit_row_with_normal_sync(storage
     with sqlite3.connect(storage.engine.url.database) as connection:
         cards = connection.execute("SELECT card_uuid, nct_id FROM audit_card ORDER BY nct_id").fetchall()
     assert cards == [("u-2", "NCT04394975"), (CARD_UUID, "NCT06903312")]
+
+
+class LockedOnce:
+    """A DB-API cursor whose journal-mode switch fails with "database is locked", as in a boot race."""
+
+    def __init__(self, failures: int = 1) -> None:
+        self.failures = failures
+        self.mode = "delete"
+        self.statements: list[str] = []
+
+    def execute(self, statement: str) -> LockedOnce:
+        self.statements.append(statement)
+        if statement == "PRAGMA journal_mode=WAL":
+            if self.failures:
+                self.failures -= 1
+                raise sqlite3.OperationalError("database is locked")
+            self.mode = "wal"
+        return self
+
+    def fetchone(self) -> tuple[str]:
+        return (self.mode,)
+
+
+def test_wal_switch_retries_when_another_worker_holds_the_file() -> None:
+    cursor = LockedOnce(failures=2)
+    enable_wal(cursor, patience_seconds=5)
+    assert cursor.mode == "wal"
+    assert cursor.statements.count("PRAGMA journal_mode=WAL") == 3
+
+
+def test_wal_switch_gives_up_after_its_patience() -> None:
+    with pytest.raises(sqlite3.OperationalError):
+        enable_wal(LockedOnce(failures=10_000), patience_seconds=0.2)
+
+
+def test_wal_switch_is_skipped_when_the_file_is_already_in_wal() -> None:
+    cursor = LockedOnce(failures=10_000)
+    cursor.mode = "wal"
+    enable_wal(cursor, patience_seconds=0.2)
+    assert "PRAGMA journal_mode=WAL" not in cursor.statements
+
+
+def _open_storage(url: str, barrier: multiprocessing.synchronize.Barrier) -> None:
+    barrier.wait()
+    Storage(url)
+
+
+def test_workers_opening_a_new_database_together_all_start(tmp_path: Path) -> None:
+    for attempt in range(3):
+        url = f"sqlite:///{tmp_path / f'race-{attempt}.sqlite3'}"
+        context = multiprocessing.get_context("spawn")
+        barrier = context.Barrier(4)
+        workers = [context.Process(target=_open_storage, args=(url, barrier)) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        assert [worker.exitcode for worker in workers] == [0, 0, 0, 0]
