@@ -18,7 +18,6 @@ import platform
 import shutil
 import signal
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -437,16 +436,12 @@ def run(args: argparse.Namespace) -> tuple[list[Cell], list[ServerStats], dict[s
             started = time.monotonic()
             catalog = generate_catalog(tmp / f"catalog-{n_trials}", n_trials)
             print(f"catalog of {n_trials} trials generated in {time.monotonic() - started:.1f} s", flush=True)
-            database = tmp / f"bench-{n_trials}.sqlite3"
-            with closing(sqlite3.connect(database)) as connection:
-                # as after a first start: two workers switching a new file to WAL together may fail to boot
-                connection.execute("PRAGMA journal_mode=WAL")
             env = {
                 **os.environ,
                 "CDS_SANDBOX": "1",
                 "CDS_TODAY": TODAY.isoformat(),
                 "CDS_MAPPINGS_DIR": str(catalog),
-                "CDS_DATABASE_URL": f"sqlite:///{database}",
+                "CDS_DATABASE_URL": f"sqlite:///{tmp}/bench-{n_trials}.sqlite3",
             }
             apps.append((_server(n_trials), "wsgi:app", env))
         with ExitStack() as stack:
@@ -700,7 +695,7 @@ def render(
         " medians over the rounds, calls per second and CPU are totals over them",
         f"- servers: gunicorn with `{_shown(args.config)}`, {args.workers} sync workers, all running"
         " during the whole measurement; the app with CDS_SANDBOX=1,"
-        f" CDS_TODAY={TODAY.isoformat()}, a temporary SQLite database (already in WAL mode),"
+        f" CDS_TODAY={TODAY.isoformat()}, a new SQLite database,"
         " CDS_MAPPINGS_DIR = a generated catalog"
         " (`bench/generate.py`: the seed trials, about 5% kidney variants with changed thresholds, the rest"
         " retargeted to other cancers)",
