@@ -54,6 +54,7 @@ class Problem:
     file: str
     path: str
     message: str
+    warning: bool = False  # reported, but the catalog still loads (e.g. a value set no rule uses yet)
 
     def __str__(self) -> str:
         return f"{self.file}: {self.path or '(top)'}: {self.message}"
@@ -123,6 +124,7 @@ class Catalog:
     services: tuple[ServiceDefinition, ...]
     version: str
     directory: Path
+    warnings: tuple[Problem, ...] = ()  # reported at start and by check-mappings; the catalog still works
 
 
 class _UniqueKeyLoader(_BaseLoader):  # type: ignore[misc,valid-type]
@@ -449,7 +451,8 @@ def _check_valuesets(loaded: _Loaded, terminology: Terminology, used: set[str] |
         if terminology.valuesets[entry["id"]].is_empty():
             problems.append(Problem(file, path, f"value set {entry['id']!r} is empty"))
         elif used is not None and entry["id"] not in used:
-            problems.append(Problem(file, path, f"value set {entry['id']!r} is used by no rule and no stage"))
+            message = f"value set {entry['id']!r} is used by no rule and no stage"
+            problems.append(Problem(file, path, message, warning=True))
     return problems
 
 
@@ -518,8 +521,9 @@ def load_catalog(directory: Path) -> Catalog:
                 )
             )
     problems.extend(_check_ids("services.yaml", "services", [s for _, _, s in loaded.services]))
-    if problems:
-        raise CatalogError(problems)
+    errors = [p for p in problems if not p.warning]
+    if errors:
+        raise CatalogError(errors)
     return Catalog(
         trials=tuple(_build_trial(doc) for _, doc in loaded.trials),
         terminology=terminology,
@@ -536,4 +540,5 @@ def load_catalog(directory: Path) -> Catalog:
         ),
         version=catalog_version(directory),
         directory=directory,
+        warnings=tuple(p for p in problems if p.warning),
     )

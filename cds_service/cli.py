@@ -240,7 +240,8 @@ def trials() -> None:
 def check_mappings(directory: Path | None) -> None:
     """Validate a catalog folder (default: CDS_MAPPINGS_DIR, else the bundled mappings/).
 
-    Prints the file and the path inside it of every problem, and exits with status 1 when there is any.
+    Prints the file and the path inside it of every problem, and exits with status 1 when there is any;
+    warnings (a value set no rule uses) are printed and leave the status 0.
     """
     directory = directory or _settings().mappings_dir
     catalog = _catalog(directory)
@@ -252,6 +253,8 @@ def check_mappings(directory: Path | None) -> None:
             style="green",
         )
     )
+    for warning in catalog.warnings:
+        _console().print(Text(f"warning: {warning}", style="yellow"))
 
 
 # --- import-ctgov

@@ -231,13 +231,6 @@ DEFECTS: list[tuple[str, Callable[[Path], None], str, str, str]] = [
         "duplicate value set id 'kidney-cancer'",
     ),
     (
-        "unused value set",
-        add_valueset(UNUSED),
-        CONDITIONS,
-        "valuesets/{last}",
-        "'not-used' is used by no rule",
-    ),
-    (
         "empty value set",
         add_valueset({**UNUSED, "include": [{"system": SNOMED, "codes": []}]}),
         CONDITIONS,
@@ -474,3 +467,15 @@ def test_load_terminology_names_the_file_of_a_broken_vocabulary(copy: Path) -> N
     with pytest.raises(CatalogError) as error:
         load_terminology(copy)
     assert str(error.value).startswith("analytes.yaml: analytes/0")
+
+
+def test_an_unused_value_set_is_a_warning_not_an_error(copy: Path) -> None:
+    add_valueset(UNUSED)(copy)
+    catalog = load_catalog(copy)
+    last = len(read(copy, CONDITIONS)["valuesets"]) - 1
+    assert [(w.file, w.path) for w in catalog.warnings] == [(CONDITIONS, f"valuesets/{last}")]
+    assert "'not-used' is used by no rule" in catalog.warnings[0].message
+
+
+def test_the_bundled_catalog_has_no_warning(catalog: Catalog) -> None:
+    assert catalog.warnings == ()

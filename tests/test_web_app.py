@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import shutil
 import sys
 from pathlib import Path
 
@@ -144,3 +145,22 @@ def test_wsgi_exposes_the_app(tmp_path: Path, monkeypatch):
     finally:
         wsgi.app.extensions["cds"].storage.close()
         sys.modules.pop("wsgi", None)
+
+
+def test_catalog_warnings_are_logged_at_start(make_sandbox_app, tmp_path, caplog):
+    catalog = tmp_path / "catalog"
+    shutil.copytree(REPO_ROOT / "mappings", catalog)
+    conditions = catalog / "valuesets" / "conditions.yaml"
+    doc = yaml.safe_load(conditions.read_text(encoding="utf-8"))
+    unused = {
+        "id": "not-used",
+        "title": "unused",
+        "source": "test",
+        "include": [{"system": "http://snomed.info/sct", "codes": ["22298006"]}],
+    }
+    doc["valuesets"].append(unused)
+    conditions.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    with caplog.at_level("WARNING", logger="cds_service.web"):
+        app = make_sandbox_app(MAPPINGS_DIR=str(catalog))
+    assert app.test_client().get("/healthz").status_code == 200  # a warning does not stop the service
+    assert any("'not-used' is used by no rule" in r.getMessage() for r in caplog.records)

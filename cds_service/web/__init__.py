@@ -42,6 +42,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.json.sort_keys = False  # keep the order in which cards and their fields were built
 
     catalog = load_catalog(settings.mappings_dir)  # a bad catalog stops the start, naming file and path
+    for warning in catalog.warnings:
+        log.warning("catalog: %s", warning)
     storage = Storage(settings.database_url or default_database_url(app.instance_path))
     app.extensions[hooks.STATE_KEY] = hooks.ServiceState(
         settings=settings,
