@@ -9,6 +9,7 @@ Value-set memberships (`valuesets`) are computed once here, so rules test member
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -21,6 +22,7 @@ if TYPE_CHECKING:  # records come from fhir_records, imported lazily so the rule
         Amount,
         ConditionRecord,
         MedicationUseRecord,
+        ObservationCandidate,
         ObservationRecord,
         PatientRecords,
         RangeRecord,
@@ -280,13 +282,17 @@ class MeasurementWindows:
 
     Given to `build_facts`, it validates only the Observations of such a measurement dated within its window,
     the newest usable one older than that (so that a reason can say "latest creatinine ... is older than 30
-    days") and undated ones; a measurement no rule reads keeps only that newest one.
+    days") and undated ones; a measurement no rule reads keeps only that newest one. With `newest_only`,
+    `build_facts` validates of these only what the rules read (see `_read_newest`).
     """
 
     labs: Mapping[str, int] = field(default_factory=dict)  # analyte id -> days
     performance: int = 0  # ECOG and Karnofsky (a rule on one reads the other too)
     blood_pressure: int = 0
     pregnancy_test: int = 0
+    # Analyte -> (anchor analyte, days): besides its newest value, the rules read the value closest to the
+    # newest value of the anchor, within so many days (albumin for a corrected calcium).
+    pairs: Mapping[str, tuple[str, int]] = field(default_factory=dict)
 
     def by_code(self, terminology: Terminology) -> dict[Code, int]:
         """Window of each Observation code of a repeated measurement (the longest when a code has several)."""
@@ -692,25 +698,138 @@ def _facts_from_records(
     )
 
 
+def _slots_of(code: Code, terminology: Terminology) -> tuple[str, ...]:
+    """The kinds of repeated-measurement fact an Observation with this code can give ("lab:<analyte>"...)."""
+    system, value = code
+    analyte = terminology.analyte_for_loinc(value) if system == LOINC else None
+    slots = [f"lab:{analyte.id}"] if analyte is not None else []
+    slots += [slot for slot, codes in _SLOT_CODES if code in codes]
+    return tuple(slots)
+
+
+_SLOT_CODES: tuple[tuple[str, frozenset[Code]], ...] = (
+    ("ecog", frozenset({ECOG_CODE})),
+    ("karnofsky", frozenset({KARNOFSKY_CODE})),
+    ("blood_pressure", frozenset({BP_PANEL_CODE, SYSTOLIC_CODE, DIASTOLIC_CODE})),
+    ("pregnancy_test", PREGNANCY_QUALITATIVE_CODES | PREGNANCY_QUANTITATIVE_CODES),
+)
+
+
+def _slots_filled(found: _ObservationFacts) -> frozenset[str]:
+    filled = {f"lab:{analyte}" for analyte in found.labs}
+    filled.update(slot for slot, values in _slot_values(found) if values)
+    return frozenset(filled)
+
+
+def _slot_values(found: _ObservationFacts) -> tuple[tuple[str, list[Any]], ...]:
+    return (
+        ("ecog", found.ecog),
+        ("karnofsky", found.karnofsky),
+        ("blood_pressure", found.blood_pressure),
+        ("pregnancy_test", found.pregnancy_tests),
+    )
+
+
+class _Reader:
+    """Validates candidates on demand and remembers the facts each one gives."""
+
+    def __init__(self, terminology: Terminology) -> None:
+        self.terminology = terminology
+        self._found: dict[int, _ObservationFacts] = {}
+
+    def facts_of(self, candidate: ObservationCandidate) -> _ObservationFacts:
+        found = self._found.get(id(candidate))
+        if found is None:
+            record = candidate.record()
+            found = _read_observations((record,) if record else (), self.terminology)
+            self._found[id(candidate)] = found
+        return found
+
+    def first_filling(self, candidates: Iterable[ObservationCandidate], slot: str) -> None:
+        """Read `candidates` in order until one gives a fact of kind `slot` (only a usable status can)."""
+        for candidate in candidates:
+            if candidate.status in USABLE_OBSERVATION_STATUSES and slot in _slots_filled(
+                self.facts_of(candidate)
+            ):
+                return
+
+
+def _read_newest(
+    candidates: tuple[ObservationCandidate, ...], terminology: Terminology, windows: MeasurementWindows
+) -> None:
+    """Read (validate and convert) the candidates the rules can use; the others stay unread.
+
+    The rules read only the newest usable value of a repeated measurement (usable: final status, a unit that
+    converts, no comparator, valid FHIR, a score on its scale...), and an unconverted value newer than it.
+    So, for each kind of fact, its candidates are read newest first until one gives a fact: the facts then
+    start with the same value as if every candidate had been read. A paired analyte (`windows.pairs`) also
+    reads, closest first, its candidates near the newest value of its anchor until one gives a fact. Every
+    other Observation (disease status, staging, sizes...) is read.
+    """
+    reader = _Reader(terminology)
+    by_slot: dict[str, list[ObservationCandidate]] = {}
+    for candidate in candidates:
+        slots = [_slots_of(code, terminology) for code in candidate.codes] if candidate.repeated else [()]
+        if not all(slots):  # a code giving no fact of a repeated measurement: read it as any other
+            reader.facts_of(candidate)
+            continue
+        for slot in dict.fromkeys(s for code_slots in slots for s in code_slots):
+            by_slot.setdefault(slot, []).append(candidate)
+    newest_first: dict[str, list[ObservationCandidate]] = {
+        slot: sorted(group, key=lambda c: (c.day is not None, c.day or date.min, c.ref), reverse=True)
+        for slot, group in by_slot.items()
+    }
+    for slot, group in newest_first.items():
+        reader.first_filling(group, slot)
+    for analyte, (anchor, days) in windows.pairs.items():
+        anchors = _newest_first(
+            value for c in candidates if c.read for value in reader.facts_of(c).labs.get(anchor, ())
+        )
+        if not anchors or anchors[0].date is None:
+            continue
+        anchor_day: date = anchors[0].date
+        near = [
+            c
+            for c in newest_first.get(f"lab:{analyte}", ())
+            if c.day is not None and abs((c.day - anchor_day).days) <= days
+        ]
+        closest_first = sorted(near, key=lambda c: (abs((c.day - anchor_day).days), c.ref))  # type: ignore[operator]
+        reader.first_filling(closest_first, f"lab:{analyte}")
+
+
 def build_facts(
     resources: Iterable[Mapping[str, Any]],
     terminology: Terminology,
     today: date,
     patient_id: str | None = None,
     windows: MeasurementWindows | None = None,
+    newest_only: bool = False,
 ) -> PatientFacts:
     """Turn raw FHIR R4 JSON resources (Bundles unwrapped) into PatientFacts; bad resources are skipped.
 
     With `patient_id`, resources whose subject is another patient are ignored; without it, the first Patient
     found gives the demographics and every resource is read. With `windows`, repeated measurements too old to
     become evidence are left out before validation (see `MeasurementWindows`); without, every one is read.
+    With `newest_only` too, of a repeated measurement only the values the rules read are validated, so its
+    facts hold fewer values but start with the same one (see `_read_newest`).
     """
-    from cds_service.fhir_records import RecencyWindows, read_records  # lazy: FHIR models only here
+    from cds_service.fhir_records import RecencyWindows, read_records, read_records_lazily  # FHIR only here
 
     recency = (
         None
         if windows is None
         else RecencyWindows(today, windows.by_code(terminology), USABLE_OBSERVATION_STATUSES)
     )
-    records = read_records(resources, observation_codes_to_read(terminology), patient_id, recency)
+    codes = observation_codes_to_read(terminology)
+    if windows is None or recency is None or not newest_only:
+        records = read_records(resources, codes, patient_id, recency)
+        return _facts_from_records(records, terminology, today, patient_id)
+    others, candidates = read_records_lazily(resources, codes, patient_id, recency)
+    _read_newest(candidates, terminology, windows)
+    read = [c for c in candidates if c.read]
+    records = dataclasses.replace(
+        others,
+        observations=tuple(record for c in read if (record := c.record()) is not None),
+        skipped=others.skipped + tuple(c.ref for c in read if c.record() is None),
+    )
     return _facts_from_records(records, terminology, today, patient_id)

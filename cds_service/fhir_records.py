@@ -288,26 +288,36 @@ def _raw_date(resource: Mapping[str, Any]) -> date | None:
 
 def _recent_enough(raws: list[_Raw], wanted: frozenset[Code], windows: RecencyWindows) -> list[_Raw]:
     """Drop the values of repeated measurements that no rule can use (see `RecencyWindows`)."""
+    return [raw for raw, _, _ in _windowed(raws, wanted, windows)]
+
+
+def _windowed(
+    raws: list[_Raw], wanted: frozenset[Code], windows: RecencyWindows
+) -> list[tuple[_Raw, date | None, frozenset[Code] | None]]:
+    """`_recent_enough` with, for each kept Observation of a repeated measurement, its date and wanted codes
+    (None for every other resource kept)."""
     older: list[tuple[_Raw, date, frozenset[Code]]] = []
     newest_older: dict[Code, date] = {}
-    kept: set[int] = set()
+    kept: dict[int, tuple[date | None, frozenset[Code] | None]] = {}
     for raw in raws:
         if raw.resource.get("resourceType") != "Observation":
-            kept.add(id(raw))
+            kept[id(raw)] = (None, None)
             continue
         codes = frozenset(c for c in _raw_codes(raw.resource.get("code")) if c in wanted)
         day = _raw_date(raw.resource)
-        if not codes or not all(code in windows.days for code in codes) or day is None:
-            kept.add(id(raw))
-        elif (windows.today - day).days <= max(windows.days[code] for code in codes):
-            kept.add(id(raw))
+        if not codes or not all(code in windows.days for code in codes):
+            kept[id(raw)] = (None, None)
+        elif day is None or (windows.today - day).days <= max(windows.days[code] for code in codes):
+            kept[id(raw)] = (day, codes)
         elif raw.resource.get("status") in windows.usable_statuses:
             older.append((raw, day, codes))
             for code in codes:
                 if code not in newest_older or day > newest_older[code]:
                     newest_older[code] = day
-    kept.update(id(raw) for raw, day, codes in older if any(newest_older[c] == day for c in codes))
-    return [raw for raw in raws if id(raw) in kept]
+    kept.update(
+        (id(raw), (day, codes)) for raw, day, codes in older if any(newest_older[c] == day for c in codes)
+    )
+    return [(raw, *kept[id(raw)]) for raw in raws if id(raw) in kept]
 
 
 # --- step 3: validate, then convert to records --------------------------------------------------------------
@@ -523,6 +533,19 @@ def _procedure(res: Procedure, ref: str) -> ProcedureRecord:
     return ProcedureRecord(ref, res.status, _concept(res.code), performed, _concepts_codes(res.bodySite))
 
 
+def _validated_all(raws: Iterable[_Raw]) -> tuple[list[tuple[_Raw, Any]], list[str]]:
+    """The models of the resources that validate, and the references of those that do not."""
+    skipped: list[str] = []
+    valid: list[tuple[_Raw, Any]] = []
+    for raw in raws:
+        model = _validated(raw)
+        if model is None:
+            skipped.append(raw.ref)
+        else:
+            valid.append((raw, model))
+    return valid, skipped
+
+
 def read_records(
     resources: Iterable[Any],
     observation_codes: frozenset[Code],
@@ -533,14 +556,61 @@ def read_records(
     raws = _selected(list(_flatten(resources)), observation_codes, patient_id)
     if windows is not None:
         raws = _recent_enough(raws, observation_codes, windows)
-    skipped: list[str] = []
-    valid: list[tuple[_Raw, Any]] = []
-    for raw in raws:
-        model = _validated(raw)
-        if model is None:
-            skipped.append(raw.ref)
+    return _records(*_validated_all(raws))
+
+
+class ObservationCandidate:
+    """A selected Observation, validated and converted only when its `record` is first asked for.
+
+    `repeated` candidates are values of a repeated measurement (every wanted code has a window), with the
+    date read from the raw JSON (`day`, None when undated) and their wanted `codes`; the caller decides
+    which of them to read. Every other Observation has `repeated` False and should always be read.
+    """
+
+    __slots__ = ("_raw", "_record", "codes", "day", "read", "ref", "repeated", "status")
+
+    def __init__(self, raw: _Raw, day: date | None, codes: frozenset[Code] | None) -> None:
+        self._raw = raw
+        self.ref = raw.ref
+        self.status: Any = raw.resource.get("status")  # as sent: a valid record has the same status
+        self.day = day
+        self.codes: frozenset[Code] = codes or frozenset()
+        self.repeated = codes is not None
+        self.read = False
+        self._record: ObservationRecord | None = None
+
+    def record(self) -> ObservationRecord | None:
+        """The Observation as a record, None when it is not valid FHIR (then logged, once)."""
+        if not self.read:
+            self.read = True
+            model = _validated(self._raw)
+            self._record = None if model is None else _observation(model, self.ref)
+        return self._record
+
+
+def read_records_lazily(
+    resources: Iterable[Any],
+    observation_codes: frozenset[Code],
+    patient_id: str | None,
+    windows: RecencyWindows,
+) -> tuple[PatientRecords, tuple[ObservationCandidate, ...]]:
+    """As `read_records` with windows, but the Observations come back unvalidated, as candidates in order.
+
+    The records hold every other resource type; which Observations are worth validating is the caller's
+    choice (the facts stage reads only the newest usable value of a repeated measurement).
+    """
+    raws = _selected(list(_flatten(resources)), observation_codes, patient_id)
+    others: list[_Raw] = []
+    candidates: list[ObservationCandidate] = []
+    for raw, day, codes in _windowed(raws, observation_codes, windows):
+        if raw.resource["resourceType"] == "Observation":
+            candidates.append(ObservationCandidate(raw, day, codes))
         else:
-            valid.append((raw, model))
+            others.append(raw)
+    return _records(*_validated_all(others)), tuple(candidates)
+
+
+def _records(valid: list[tuple[_Raw, Any]], skipped: list[str]) -> PatientRecords:
     bundled: dict[str, Medication] = {}
     for raw, model in valid:
         if isinstance(model, Medication):

@@ -61,6 +61,7 @@ class Matcher:
             self.settings.current_date(),
             patient_id,
             windows=self.engine.measurement_windows,
+            newest_only=True,
         )
         if unavailable:
             facts = dataclasses.replace(facts, unavailable=frozenset(unavailable))

@@ -1215,6 +1215,7 @@ def measurement_windows(rules: Iterable[Rule], lab_days: int, performance_days: 
     operators above: a measurement read by no leaf here keeps only its newest value.
     """
     labs: dict[str, int] = {}
+    pairs: dict[str, tuple[str, int]] = {}
     performance = blood_pressure = pregnancy_test = 0
 
     def read_lab(analyte: str, days: int) -> None:
@@ -1231,6 +1232,7 @@ def measurement_windows(rules: Iterable[Rule], lab_days: int, performance_days: 
             for analyte in derived.IMDC_LAB_ANALYTES:
                 read_lab(analyte, lab_days)
             read_lab("albumin", lab_days + derived.CORRECTED_CALCIUM_PAIRING_DAYS)
+            pairs["albumin"] = ("calcium", derived.CORRECTED_CALCIUM_PAIRING_DAYS)
             performance = max(performance, performance_days)
         elif name in ("ecog", "karnofsky"):
             performance = max(performance, performance_days if days is None else days)
@@ -1238,4 +1240,4 @@ def measurement_windows(rules: Iterable[Rule], lab_days: int, performance_days: 
             blood_pressure = max(blood_pressure, lab_days if days is None else days)
         elif name == "pregnant":
             pregnancy_test = PREGNANCY_TEST_MAX_AGE_DAYS
-    return MeasurementWindows(labs, performance, blood_pressure, pregnancy_test)
+    return MeasurementWindows(labs, performance, blood_pressure, pregnancy_test, pairs)
