@@ -243,8 +243,12 @@ def _points_to_patient(reference: str, patient_id: str, aliases: frozenset[str])
     return len(parts) >= 2 and parts[-2] == "Patient" and parts[-1] == patient_id
 
 
-def _selected(raws: list[_Raw], observation_codes: frozenset[Code], patient_id: str | None) -> list[_Raw]:
-    """Keep the resources worth validating: wanted types and codes, about the patient when one is named."""
+def _selected(
+    raws: list[_Raw], observation_codes: frozenset[Code], patient_id: str | None
+) -> list[tuple[_Raw, frozenset[Code]]]:
+    """Keep the resources worth validating: wanted types and codes, about the patient when one is named.
+
+    Each comes with its wanted codes (read once here; empty for every type but Observation)."""
     aliases: set[str] = set()
     if patient_id is not None:
         aliases.add(f"Patient/{patient_id}")
@@ -254,22 +258,24 @@ def _selected(raws: list[_Raw], observation_codes: frozenset[Code], patient_id: 
                     aliases.add(raw.full_url)
     frozen_aliases = frozenset(aliases)
     kept = []
+    no_codes: frozenset[Code] = frozenset()
     for raw in raws:
         rtype = raw.resource.get("resourceType")
         if rtype not in MODELS:
             continue
+        codes = no_codes
         if rtype == "Patient":
             if patient_id is not None and raw.resource.get("id") != patient_id:
                 continue
-        elif rtype == "Observation" and not any(
-            c in observation_codes for c in _raw_codes(raw.resource.get("code"))
-        ):
-            continue
+        elif rtype == "Observation":
+            codes = frozenset(c for c in _raw_codes(raw.resource.get("code")) if c in observation_codes)
+            if not codes:
+                continue
         if patient_id is not None and rtype not in ("Patient", "Medication"):
             reference = _raw_reference(raw.resource)
             if reference is not None and not _points_to_patient(reference, patient_id, frozen_aliases):
                 continue
-        kept.append(raw)
+        kept.append((raw, codes))
     return kept
 
 
@@ -286,24 +292,18 @@ def _raw_date(resource: Mapping[str, Any]) -> date | None:
     return as_date(first) if isinstance(first, str) else None
 
 
-def _recent_enough(raws: list[_Raw], wanted: frozenset[Code], windows: RecencyWindows) -> list[_Raw]:
-    """Drop the values of repeated measurements that no rule can use (see `RecencyWindows`)."""
-    return [raw for raw, _, _ in _windowed(raws, wanted, windows)]
-
-
 def _windowed(
-    raws: list[_Raw], wanted: frozenset[Code], windows: RecencyWindows
+    selected: list[tuple[_Raw, frozenset[Code]]], windows: RecencyWindows
 ) -> list[tuple[_Raw, date | None, frozenset[Code] | None]]:
-    """`_recent_enough` with, for each kept Observation of a repeated measurement, its date and wanted codes
-    (None for every other resource kept)."""
+    """Drop the values of repeated measurements that no rule can use (see `RecencyWindows`); each kept
+    Observation of a repeated measurement comes with its date and wanted codes (None for every other)."""
     older: list[tuple[_Raw, date, frozenset[Code]]] = []
     newest_older: dict[Code, date] = {}
     kept: dict[int, tuple[date | None, frozenset[Code] | None]] = {}
-    for raw in raws:
+    for raw, codes in selected:
         if raw.resource.get("resourceType") != "Observation":
             kept[id(raw)] = (None, None)
             continue
-        codes = frozenset(c for c in _raw_codes(raw.resource.get("code")) if c in wanted)
         day = _raw_date(raw.resource)
         if not codes or not all(code in windows.days for code in codes):
             kept[id(raw)] = (None, None)
@@ -317,7 +317,7 @@ def _windowed(
     kept.update(
         (id(raw), (day, codes)) for raw, day, codes in older if any(newest_older[c] == day for c in codes)
     )
-    return [(raw, *kept[id(raw)]) for raw in raws if id(raw) in kept]
+    return [(raw, *kept[id(raw)]) for raw, _ in selected if id(raw) in kept]
 
 
 # --- step 3: validate, then convert to records --------------------------------------------------------------
@@ -553,10 +553,10 @@ def read_records(
     windows: RecencyWindows | None = None,
 ) -> PatientRecords:
     """Select, validate and convert raw FHIR JSON resources; never raises for a bad resource."""
-    raws = _selected(list(_flatten(resources)), observation_codes, patient_id)
-    if windows is not None:
-        raws = _recent_enough(raws, observation_codes, windows)
-    return _records(*_validated_all(raws))
+    selected = _selected(list(_flatten(resources)), observation_codes, patient_id)
+    if windows is None:
+        return _records(*_validated_all(raw for raw, _ in selected))
+    return _records(*_validated_all(raw for raw, _, _ in _windowed(selected, windows)))
 
 
 class ObservationCandidate:
@@ -599,10 +599,10 @@ def read_records_lazily(
     The records hold every other resource type; which Observations are worth validating is the caller's
     choice (the facts stage reads only the newest usable value of a repeated measurement).
     """
-    raws = _selected(list(_flatten(resources)), observation_codes, patient_id)
+    selected = _selected(list(_flatten(resources)), observation_codes, patient_id)
     others: list[_Raw] = []
     candidates: list[ObservationCandidate] = []
-    for raw, day, codes in _windowed(raws, observation_codes, windows):
+    for raw, day, codes in _windowed(selected, windows):
         if raw.resource["resourceType"] == "Observation":
             candidates.append(ObservationCandidate(raw, day, codes))
         else:
