@@ -13,7 +13,8 @@ considered trials get) never show an anchor. Derived values are memoised in the 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from cds_service.catalog import Anchor, Catalog, Criterion, Trial
 from cds_service.facts import MeasurementWindows, PatientFacts
@@ -75,12 +76,21 @@ def verdict_of(status: str, anchors_met: bool, outcomes: list[Outcome]) -> Verdi
     return Verdict.POSSIBLY
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Criterion:
+    """A compiled criterion; equal criteria of different trials (variants of one study) are one object."""
+
     source: Criterion
     rule: Rule | None  # None: left to the clinician
 
     def result(self, facts: PatientFacts, engine: Engine, context: EvaluationContext) -> CriterionResult:
+        """The criterion's result for one patient, built once per patient (keyed by this object)."""
+        result: CriterionResult | None = context.memo.get(self)
+        if result is None:
+            result = context.memo[self] = self._result(facts, engine, context)
+        return result
+
+    def _result(self, facts: PatientFacts, engine: Engine, context: EvaluationContext) -> CriterionResult:
         c = self.source
         if self.rule is None:
             return CriterionResult(c.id, c.type, c.text, Outcome.CLINICIAN, c.clinician or "", (), c.heading)
@@ -120,6 +130,11 @@ class _Group:
     # Distinct anchor label lists of the group's trials; for each trial: (index into that list, verdict).
     label_lists: tuple[tuple[str, ...], ...]
     unconsidered: tuple[tuple[int, Verdict], ...]
+    # The last call's anchor values and results: patients without the group's disease mostly give equal
+    # values ("no record of ..."), so the (immutable) results are reused; one entry, replaced at once.
+    last: dict[str, tuple[tuple[Any, ...], list[TrialResult]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def of(cls, trials: list[_Trial]) -> _Group:
@@ -134,6 +149,10 @@ class _Group:
 
     def not_considered(self, values: list[LeafResult], catalog_version: str) -> list[TrialResult]:
         """The results when the anchors are not all met: built from the prepared parts."""
+        key = (catalog_version, *values)
+        last = self.last.get("call")
+        if last is not None and last[0] == key:
+            return last[1]
         criteria = [
             tuple(
                 _anchor_result(n, label, value)
@@ -141,10 +160,12 @@ class _Group:
             )
             for labels in self.label_lists
         ]
-        return [
+        results = [
             TrialResult(trial.source.info, verdict, criteria[index], None, catalog_version)
             for trial, (index, verdict) in zip(self.trials, self.unconsidered, strict=True)
         ]
+        self.last["call"] = (key, results)
+        return results
 
 
 class Engine:
@@ -154,6 +175,7 @@ class Engine:
         self.catalog = catalog
         self.policy = policy or EvaluationPolicy()
         self._rules: dict[str, Rule] = {}
+        self._criteria: dict[tuple[object, ...], _Criterion] = {}
         groups: dict[tuple[str, ...], list[_Trial]] = {}
         for trial in catalog.trials:
             compiled = self._compile_trial(trial)
@@ -180,7 +202,9 @@ class Engine:
             for i, anchor in enumerate(trial.anchors)
         )
         criteria = tuple(
-            _Criterion(c, self._intern(c.rule, f"{key}/criteria/{c.id}/rule") if c.rule is not None else None)
+            self._criterion(
+                c, self._intern(c.rule, f"{key}/criteria/{c.id}/rule") if c.rule is not None else None
+            )
             for c in trial.criteria
         )
         cohorts = tuple(
@@ -188,6 +212,11 @@ class Engine:
             for i, cohort in enumerate(trial.cohorts)
         )
         return _Trial(trial, criteria, anchors, cohorts)
+
+    def _criterion(self, source: Criterion, rule: Rule | None) -> _Criterion:
+        """The one `_Criterion` of this content and rule (results are then built once per patient)."""
+        key = (source.id, source.type, source.text, source.heading, source.clinician, rule)
+        return self._criteria.setdefault(key, _Criterion(source, rule))
 
     def context(self) -> EvaluationContext:
         """A fresh per-patient context (memo of rule results and derived values)."""

@@ -441,3 +441,28 @@ def test_bundled_kidney_trials_need_kidney_cancer_and_metastatic_disease(
         if result.trial.status != "COMPLETED":
             assert result.verdict is Verdict.NOT_CONSIDERED
         assert [c.outcome for c in result.criteria] == outcomes_of_anchors
+
+
+def test_equal_criteria_of_different_trials_share_one_result_per_patient() -> None:
+    engine = Engine(catalog(*_many_trials(30)))
+    results = engine.evaluate(rcc_patient().staging(True).lab("alt", 50, "U/L", high=40).build())
+    adult = {id(c) for r in results for c in r.criteria if c.id == "adult"}
+    alt = {c.reason: id(c) for r in results for c in r.criteria if c.id == "alt"}
+    assert len(adult) == 1  # built once, shared by the 30 trials
+    assert len(alt) == len({id(c) for r in results for c in r.criteria if c.id == "alt"}) == 3  # 3 limits
+    older = engine.evaluate(rcc_patient().aged(17).staging(True).build())
+    assert {c.outcome for r in older for c in r.criteria if c.id == "adult"} == {N}  # a new patient, anew
+
+
+def test_results_of_trials_not_considered_follow_each_patient() -> None:
+    """They are reused while the anchors' values repeat, and rebuilt as soon as they differ."""
+    engine = Engine(catalog(*_many_trials(10)))
+    first = engine.evaluate(Patient().aged(60).build())
+    again = engine.evaluate(Patient().aged(70).build())
+    assert first == again
+    not_metastatic = [
+        r for r in engine.evaluate(rcc_patient().build()) if r.verdict is Verdict.NOT_CONSIDERED
+    ]
+    assert len(not_metastatic) == 5  # the trials with both anchors
+    assert {c.outcome for r in not_metastatic for c in r.criteria if c.id == "anchor:1"} == {M}
+    assert engine.evaluate(Patient().aged(60).build()) == first
