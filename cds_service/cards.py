@@ -41,7 +41,13 @@ _EMPTY = (None, "", [], {})
 
 def drop_empty(value: Any) -> Any:
     """Remove None, "", [] and {} recursively: CDS Hooks forbids them in cards."""
-    if isinstance(value, str | int | float) or value is None:  # most values: returned at once
+    kind = type(value)
+    if kind is str or kind is dict:  # the usual cases first, by exact type (cheaper than isinstance)
+        if kind is str:
+            return value
+        cleaned = ((k, drop_empty(v)) for k, v in value.items())
+        return {k: v for k, v in cleaned if v not in _EMPTY}
+    if isinstance(value, str | int | float) or value is None:
         return value
     if isinstance(value, Mapping):
         cleaned = ((k, drop_empty(v)) for k, v in value.items())
@@ -50,6 +56,23 @@ def drop_empty(value: Any) -> Any:
         items = (drop_empty(v) for v in value)
         return [v for v in items if v not in _EMPTY]
     return value
+
+
+def _memoised(text_filter: Callable[[str], str]) -> Callable[..., str]:
+    """A template filter that reuses its results kept in the render variable `filtered` (a dict)."""
+    name = text_filter.__name__
+
+    @jinja2.pass_context
+    def cached(render: jinja2.runtime.Context, text: str) -> str:
+        memo = render.get("filtered")
+        if memo is None:
+            return text_filter(text)
+        found = memo.get((name, text))
+        if found is None:
+            found = memo[name, text] = text_filter(text)
+        return found
+
+    return cached
 
 
 @dataclass(frozen=True)
@@ -73,14 +96,24 @@ class CardBuilder:
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=False,
         )
-        env.filters["md"] = markdown_escape
-        env.filters["shorten"] = shorten
+        env.filters["md"] = _memoised(markdown_escape)
+        env.filters["shorten"] = _memoised(shorten)
         self._summary = env.get_template("summary.txt.j2")
         self._detail = env.get_template("detail.md.j2")
         self._uuid = uuid_factory
 
-    def build(self, result: TrialResult, context: CardContext) -> dict[str, Any]:
-        """Return one card for a trial the patient may fit (verdict likely- or possibly-eligible)."""
+    def build_all(self, results: Sequence[TrialResult], context: CardContext) -> list[dict[str, Any]]:
+        """Cards of the results that get one, in order; texts repeated across cards are escaped once."""
+        memo: dict[tuple[str, str], str] = {}
+        return [self.build(result, context, memo) for result in results if result.gets_card]
+
+    def build(
+        self, result: TrialResult, context: CardContext, memo: dict[tuple[str, str], str] | None = None
+    ) -> dict[str, Any]:
+        """Return one card for a trial the patient may fit (verdict likely- or possibly-eligible).
+
+        `memo` keeps the filtered texts of one call's cards (never shared between calls: reasons hold
+        patient data)."""
         if not result.gets_card or result.trial.nct_id is None:
             raise ValueError(f"trial {result.trial.key} does not get a card ({result.verdict})")
         info = result.trial
@@ -92,7 +125,7 @@ class CardBuilder:
             "summary": self._summary_text(likely, info.short_title, nct_id),
             "indicator": "info",
             "source": {"label": self._texts["source_label"]},
-            "detail": self._detail_text(result, context, likely),
+            "detail": self._detail_text(result, context, likely, {} if memo is None else memo),
             "links": [
                 {
                     "label": self._texts["link_label"].format(nct_id=nct_id),
@@ -119,7 +152,9 @@ class CardBuilder:
             text = self._summary.render(likely=likely, short_title=cut, nct_id=nct_id).strip()
         return text
 
-    def _detail_text(self, result: TrialResult, context: CardContext, likely: bool) -> str:
+    def _detail_text(
+        self, result: TrialResult, context: CardContext, likely: bool, memo: dict[tuple[str, str], str]
+    ) -> str:
         by_outcome: dict[Outcome, list[CriterionResult]] = {o: [] for o in Outcome}
         for criterion in result.criteria:
             by_outcome[criterion.outcome].append(criterion)
@@ -138,6 +173,7 @@ class CardBuilder:
             lab_days=context.lab_max_age_days,
             performance_days=context.performance_max_age_days,
             catalog_version=result.catalog_version,
+            filtered=memo,
         )
         return re.sub(r"\n\s*\n\s*\n", "\n\n", text).strip()
 

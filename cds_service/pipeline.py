@@ -72,5 +72,5 @@ class Matcher:
             lab_max_age_days=self.settings.lab_max_age_days,
             performance_max_age_days=self.settings.performance_max_age_days,
         )
-        cards = [self.cards.build(result, context) for result in results if result.gets_card]
+        cards = self.cards.build_all(results, context)
         return MatchOutput(facts=facts, results=results, cards=cards)

@@ -146,3 +146,17 @@ def test_no_card_without_a_possible_fit(builder: CardBuilder, verdict: Verdict) 
 
 def test_markdown_escape_neutralises_html_and_emphasis() -> None:
     assert markdown_escape("<script>*x*_y_ [a](b)") == "\\<script\\>\\*x\\*\\_y\\_ \\[a\\](b)"
+
+
+def test_cards_built_together_equal_cards_built_one_by_one(builder: CardBuilder) -> None:
+    """build_all shares escaped texts between a call's cards; each card is still its own."""
+    results = [result(), result(Verdict.LIKELY), result(Verdict.NOT_ELIGIBLE), result(arm="Arm <A>")]
+    together = builder.build_all(results, CardContext(patient_id="p1"))
+    alone = [builder.build(r, CardContext(patient_id="p1")) for r in results if r.gets_card]
+    strip = [{k: v for k, v in card.items() if k != "uuid"} for card in together]
+    assert len(together) == 3
+    for card in [*strip, *alone]:
+        card.pop("uuid", None)
+        card["suggestions"][0].pop("uuid")
+    assert strip == alone
+    assert "Arm \\<A\\>" in together[2]["detail"]
