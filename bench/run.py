@@ -192,6 +192,12 @@ def wrk_load(
     )
 
 
+def wrk_version(wrk: str) -> str:
+    """wrk's name and version as it prints them ("wrk debian/4.1.0-3+b2"), without its path."""
+    shown = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False).stdout
+    return " ".join(shown.split()[:2]) or "wrk"
+
+
 def find_wrk(install: bool) -> str | None:
     """Return the path of wrk, installing Debian's package when missing and allowed (root, apt-get)."""
     found = shutil.which("wrk")
@@ -488,7 +494,7 @@ def run(args: argparse.Namespace) -> tuple[list[Cell], list[ServerStats], dict[s
         order = {server.name: i for i, server in enumerate(servers)}
         cells.sort(key=lambda c: (order[c.server], c.size))
         info = {
-            "client": f"wrk ({wrk})" if wrk else "Python threads (http.client)",
+            "client": wrk_version(wrk) if wrk else "Python threads (http.client)",
             "load": f"{load_before:.1f} before the run, {os.getloadavg()[0]:.1f} after it",
         }
         return cells, stats, info
