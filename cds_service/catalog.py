@@ -195,9 +195,12 @@ def _read_yaml(directory: Path, path: Path) -> tuple[Any, list[Problem]]:
 
 
 def catalog_version(directory: Path) -> str:
-    """Return the first 16 hex digits of a sha256 over every file's relative path and bytes, in path order."""
+    """Return 16 hex digits of a sha256 over every YAML file's relative path and bytes, in path order.
+
+    Only the data counts: editing the catalog's documentation does not change the version stamped on cards.
+    """
     digest = hashlib.sha256()
-    files = {p.relative_to(directory).as_posix(): p for p in directory.rglob("*") if p.is_file()}
+    files = {p.relative_to(directory).as_posix(): p for p in directory.rglob("*.yaml") if p.is_file()}
     for name in sorted(n for n in files if not _hidden(n)):
         digest.update(name.encode("utf-8") + b"\0")
         digest.update(files[name].read_bytes() + b"\0")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
@@ -110,6 +111,8 @@ def parse_hook_request(body: bytes, service_hooks: Collection[str], *, max_depth
         expected = ", ".join(sorted(service_hooks))
         raise WrongHook(f"$.hook: this service answers {expected}, not {document['hook']!r}")
     fhir_server = document.get("fhirServer")
+    if fhir_server is not None and not _is_url(fhir_server):
+        raise InvalidBody("$.fhirServer: must be an http(s) URL with a valid host and port")
     authorization = document.get("fhirAuthorization")
     return HookRequest(
         hook=document["hook"],
@@ -119,6 +122,16 @@ def parse_hook_request(body: bytes, service_hooks: Collection[str], *, max_depth
         fhir_authorization=_authorization(authorization) if authorization is not None else None,
         prefetch=document.get("prefetch", {}),
     )
+
+
+def _is_url(text: str) -> bool:
+    """True when `text` parses as a URL with a host (and a numeric port, if any): the schema's pattern
+    admits strings such as "http://[x" that urllib rejects later, in the middle of a fetch."""
+    try:
+        parts = urlsplit(text)
+        return bool(parts.hostname) and (parts.port is None or parts.port > 0)
+    except ValueError:
+        return False
 
 
 def parse_feedback(body: bytes, *, max_depth: int) -> tuple[Mapping[str, Any], ...]:

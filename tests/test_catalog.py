@@ -415,9 +415,12 @@ def test_terminology_is_built_from_the_catalog(catalog: Catalog) -> None:
     assert all(vs.source for vs in terminology.valuesets.values())
 
 
-def test_version_is_a_hash_of_every_file(copy: Path, catalog: Catalog) -> None:
+def test_version_is_a_hash_of_every_data_file(copy: Path, catalog: Catalog) -> None:
     assert len(catalog.version) == 16 and int(catalog.version, 16) >= 0
     assert load_catalog(copy).version == catalog.version, "the folder's location is not part of the version"
+    with (copy / "README.md").open("a", encoding="utf-8") as handle:
+        handle.write("\nDocumentation is not data.\n")
+    assert load_catalog(copy).version == catalog.version, "the documentation is not part of the version"
     with (copy / "trials" / "RESORT.yaml").open("a", encoding="utf-8") as handle:
         handle.write("# a comment changes the version\n")
     assert load_catalog(copy).version != catalog.version

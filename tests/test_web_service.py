@@ -227,6 +227,18 @@ BAD_REQUESTS = [
         id="fhirServer not a URL",
     ),
     pytest.param(
+        changed("no-prefetch", "fhirServer", value="http://[fhir.example.org/r4"),
+        "invalid-request",
+        "$.fhirServer: must be an http(s) URL",
+        id="fhirServer with a broken IPv6 host",
+    ),
+    pytest.param(
+        changed("no-prefetch", "fhirServer", value="https://fhir.example.org:99999/r4"),
+        "invalid-request",
+        "$.fhirServer: must be an http(s) URL",
+        id="fhirServer with a port out of range",
+    ),
+    pytest.param(
         changed("full-prefetch", "prefetch", "patient", value=OTHER_PATIENT),
         "patient-mismatch",
         "$.prefetch.patient.id",
