@@ -21,10 +21,11 @@ from rich.text import Text
 
 from cds_service.bundle_file import BundleFileError, hook_request_for, read_resources
 from cds_service.catalog import Catalog, CatalogError, Criterion, ServiceDefinition, load_catalog
-from cds_service.config import ConfigError, Settings, load_settings
+from cds_service.config import REPO_ROOT, ConfigError, Settings, load_settings
 from cds_service.ctgov_import import study_to_trial, trial_yaml
 from cds_service.verdicts import RECRUITING_STATUSES, CriterionResult, TrialResult
 
+GUNICORN_CONF = REPO_ROOT / "gunicorn.conf.py"
 OUTCOME_STYLES = {"met": "green", "not-met": "bold red", "unknown": "yellow", "clinician": "cyan"}
 VERDICT_STYLES = {
     "likely-eligible": "bold green",
@@ -314,30 +315,36 @@ def _database_url(settings: Settings) -> str:
     "--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on."
 )
 @click.option(
-    "--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="Gunicorn worker processes."
+    "--workers",
+    default=None,
+    type=click.IntRange(1, 64),
+    help="Gunicorn worker processes [default: one per core, from gunicorn.conf.py].",
 )
-def serve(host: str, port: int, workers: int) -> None:
+def serve(host: str, port: int, workers: int | None) -> None:
     """Serve the CDS Hooks service with gunicorn (settings from the CDS_* variables).
 
     Each worker builds its own app (catalog, matcher, database connections) after the fork. A bad catalog
     stops the start with the file and path of each problem.
     """
-    from gunicorn.app.base import BaseApplication
+    from gunicorn.app.base import Application
 
     from cds_service.web import create_app
 
     settings = _settings()
     _catalog(settings.mappings_dir)  # fail here, once, with the problems listed, rather than in every worker
 
-    class _Server(BaseApplication):  # type: ignore[misc]
+    class _Server(Application):  # type: ignore[misc]
+        def init(self, parser: Any, opts: Any, args: Any) -> None:
+            return None
+
         def load_config(self) -> None:
+            # gunicorn.conf.py: warm-up, GC policy, one worker per core; the options below override it.
+            if GUNICORN_CONF.is_file():
+                self.load_config_from_file(str(GUNICORN_CONF))
             self.cfg.set("bind", f"{host}:{port}")
-            self.cfg.set("workers", workers)
+            if workers is not None:
+                self.cfg.set("workers", workers)
             self.cfg.set("accesslog", "-")
-            if (
-                "control_socket_disable" in self.cfg.settings
-            ):  # gunicorn >= 25: one fixed socket path per user
-                self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
             return create_app()

@@ -489,5 +489,7 @@ def test_serve_runs_gunicorn_with_the_app(tmp_path: Path) -> None:
         assert status == 204 and "Authorization" in headers["Access-Control-Allow-Headers"]
     finally:
         server.terminate()
-        server.communicate(timeout=30)
+        output, _ = server.communicate(timeout=30)
     assert server.returncode == 0
+    # gunicorn.conf.py is loaded: each worker warms up before serving
+    assert b"warm-up done" in output, output.decode(errors="replace")[-2000:]
