@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from cds_service.terminology import INGREDIENT, LOINC, SNOMED, Analyte, Code, Terminology
+from cds_service.terminology import ICD10CM, INGREDIENT, LOINC, SNOMED, Analyte, Code, Terminology
 
 if TYPE_CHECKING:  # records come from fhir_records, imported lazily so the rules never load FHIR models
     from cds_service.fhir_records import (
@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # records come from fhir_records, imported lazily so the rule
         ObservationRecord,
         PatientRecords,
         RangeRecord,
+        ReadableCodes,
     )
 
 
@@ -644,6 +645,35 @@ def therapy_lines(
     return tuple(lines)
 
 
+_SECONDARY_ICD10_CATEGORIES = ("C77", "C78", "C79", "C7B")  # secondary (metastatic) neoplasms
+
+
+def is_malignancy_code(system: str, code: str) -> bool:
+    """ICD-10-CM C00-D09 (malignant and in situ neoplasms), leaving out secondary neoplasms: the rules
+    read these as another cancer without a value set."""
+    if system != ICD10CM or code.startswith(_SECONDARY_ICD10_CATEGORIES):
+        return False
+    return code[:1] == "C" or ("D00" <= code[:3] <= "D09")
+
+
+def readable_codes(terminology: Terminology) -> ReadableCodes:
+    """What a rule or derived value can read of a Condition, Procedure or medication: its facts carry
+    value-set memberships, ingredients and (for conditions) malignancy codes, and nothing else is read by
+    code. Anything else is left out before validation (see `fhir_records.ReadableCodes`)."""
+    from cds_service.fhir_records import ReadableCodes  # FHIR only here
+
+    def condition(codes: frozenset[Code]) -> bool:
+        return bool(terminology.memberships(codes)) or any(is_malignancy_code(*code) for code in codes)
+
+    def procedure(codes: frozenset[Code]) -> bool:
+        return bool(terminology.memberships(codes))
+
+    def medication(codes: frozenset[Code], text: str | None) -> bool:
+        return bool(terminology.memberships(codes)) or bool(terminology.ingredients_for(codes, text))
+
+    return ReadableCodes(condition=condition, procedure=procedure, medication=medication)
+
+
 def observation_codes_to_read(terminology: Terminology) -> frozenset[Code]:
     """Observation codes worth validating: analyte LOINC codes plus scores, statuses, sizes and tests."""
     return frozenset((LOINC, code) for code in terminology.relevant_loinc()) | SPECIAL_OBSERVATION_CODES
@@ -804,6 +834,7 @@ def build_facts(
     patient_id: str | None = None,
     windows: MeasurementWindows | None = None,
     newest_only: bool = False,
+    readable_only: bool = False,
 ) -> PatientFacts:
     """Turn raw FHIR R4 JSON resources (Bundles unwrapped) into PatientFacts; bad resources are skipped.
 
@@ -811,7 +842,9 @@ def build_facts(
     found gives the demographics and every resource is read. With `windows`, repeated measurements too old to
     become evidence are left out before validation (see `MeasurementWindows`); without, every one is read.
     With `newest_only` too, of a repeated measurement only the values the rules read are validated, so its
-    facts hold fewer values but start with the same one (see `_read_newest`).
+    facts hold fewer values but start with the same one (see `_read_newest`). With `readable_only`,
+    Conditions, Procedures and medications whose codes no rule or derived value can read (see
+    `readable_codes`) are neither validated nor turned into facts (nor, when invalid, listed as skipped).
     """
     from cds_service.fhir_records import RecencyWindows, read_records, read_records_lazily  # FHIR only here
 
@@ -821,10 +854,11 @@ def build_facts(
         else RecencyWindows(today, windows.by_code(terminology), USABLE_OBSERVATION_STATUSES)
     )
     codes = observation_codes_to_read(terminology)
+    readable = readable_codes(terminology) if readable_only else None
     if windows is None or recency is None or not newest_only:
-        records = read_records(resources, codes, patient_id, recency)
+        records = read_records(resources, codes, patient_id, recency, readable)
         return _facts_from_records(records, terminology, today, patient_id)
-    others, candidates = read_records_lazily(resources, codes, patient_id, recency)
+    others, candidates = read_records_lazily(resources, codes, patient_id, recency, readable)
     _read_newest(candidates, terminology, windows)
     read = [c for c in candidates if c.read]
     records = dataclasses.replace(

@@ -62,6 +62,7 @@ class Matcher:
             patient_id,
             windows=self.engine.measurement_windows,
             newest_only=True,
+            readable_only=True,
         )
         if unavailable:
             facts = dataclasses.replace(facts, unavailable=frozenset(unavailable))

@@ -43,8 +43,9 @@ from cds_service.facts import (
     PatientFacts,
     ScoreFact,
     TherapyLine,
+    is_malignancy_code,
 )
-from cds_service.terminology import ICD10CM, INGREDIENT, Analyte, Terminology
+from cds_service.terminology import INGREDIENT, Analyte, Terminology
 from cds_service.verdicts import Truth
 
 T = TypeVar("T")
@@ -568,16 +569,6 @@ def pregnant(facts: PatientFacts, params: Mapping[str, Any], context: Evaluation
 
 # --- other malignancy ---------------------------------------------------------------------------------------
 
-_SECONDARY_ICD10_CATEGORIES = ("C77", "C78", "C79", "C7B")  # secondary (metastatic) neoplasms
-
-
-def _is_malignancy_code(system: str, code: str) -> bool:
-    """ICD-10-CM C00-D09 (malignant and in situ neoplasms), leaving out secondary neoplasms."""
-    if system != ICD10CM or code.startswith(_SECONDARY_ICD10_CATEGORIES):
-        return False
-    return code[:1] == "C" or ("D00" <= code[:3] <= "D09")
-
-
 def _years_before(day: date, years: float) -> date:
     """`day` minus a number of years (whole years by calendar, fractions by days)."""
     whole = int(years)
@@ -598,7 +589,7 @@ def other_malignancy(
     for c in facts.conditions:
         if KIDNEY_CANCER in c.valuesets or METASTATIC_DISEASE in c.valuesets:
             continue
-        if OTHER_MALIGNANCY in c.valuesets or any(_is_malignancy_code(*code) for code in c.codes):
+        if OTHER_MALIGNANCY in c.valuesets or any(is_malignancy_code(*code) for code in c.codes):
             (excepted if excepted_set and excepted_set in c.valuesets else cancers).append(c)
     years = params.get("within_years")
     window = f" in the last {fmt_number(years)} years" if years is not None else ""
