@@ -7,8 +7,17 @@ Reading has three steps, each forgiving:
    `ReadableCodes`, only Conditions, Procedures and medications whose codes something can read (and only the
    Medications they reference); with `RecencyWindows`, only the values of a repeated measurement recent
    enough to be used (see there);
-3. validate each selected resource alone with its R4B model. A resource that fails is skipped: its reference
-   (never its content) is logged on "cds_service.fhir" and returned in `skipped`.
+3. validate each selected resource alone with its R4B model, pruned to the elements the conversion below
+   reads (`READ_ELEMENTS`) plus those the model requires (subject, status, intent, medication[x]). A resource
+   that fails is skipped: its reference (never its content) is logged on "cds_service.fhir" and returned in
+   `skipped`.
+
+What is validated, and why only that: validation is the largest cost of a call (~0.14 ms a resource, nested
+models checked one by one in Python), and most of a resource is never read (narrative, identifiers,
+performers, encounter, notes, meta). Every element that can become a record, hence evidence, is still
+validated by fhir.resources, whole (every variant of a choice element read, e.g. all value[x], so that two
+of them still fail; primitive extensions `_x` with their element). An error in an element nothing reads no
+longer skips the resource; an error in one that is read still does.
 
 The records keep FHIR's structure where the facts stage needs it (status codes, dates, codings) but no FHIR
 types: the facts stage reads plain dataclasses only. Clinical meaning (value sets, units, lines) is decided
@@ -459,10 +468,55 @@ def _windowed(
 # --- step 3: validate, then convert to records --------------------------------------------------------------
 
 
+def _choice(name: str, *types: str) -> tuple[str, ...]:
+    return tuple(name + kind for kind in types)
+
+
+_EFFECTIVE = _choice("effective", "DateTime", "Period", "Timing", "Instant")
+_MEDICATION = _choice("medication", "CodeableConcept", "Reference")
+_SUBJECT = ("resourceType", "id", "subject")  # subject: required (1..1) by all but Observation
+
+_READ_BY_TYPE: Mapping[str, tuple[str, ...]] = {
+    "Patient": ("resourceType", "id", "birthDate", "gender"),
+    "Condition": (
+        *_SUBJECT, "extension", "code", "clinicalStatus", "verificationStatus", "recordedDate", "bodySite",
+        *_choice("onset", "DateTime", "Age", "Period", "Range", "String"),
+    ),
+    "Observation": (
+        *_SUBJECT, "status", "code", "issued", "interpretation", "referenceRange", "component", "focus",
+        "bodySite", *_EFFECTIVE,
+        *_choice(
+            "value", "Quantity", "CodeableConcept", "String", "Boolean", "Integer", "Range", "Ratio",
+            "SampledData", "Time", "DateTime", "Period",
+        ),
+    ),
+    "MedicationStatement": (*_SUBJECT, "status", "contained", "dosage", *_MEDICATION, *_EFFECTIVE),
+    "MedicationRequest": (
+        *_SUBJECT, "status", "intent", "contained", "dosageInstruction", "authoredOn", *_MEDICATION,
+    ),
+    "Medication": ("resourceType", "id", "code", "ingredient"),
+    "Procedure": (
+        *_SUBJECT, "status", "code", "bodySite",
+        *_choice("performed", "DateTime", "Period", "String", "Age", "Range"),
+    ),
+}
+READ_ELEMENTS: Mapping[str, frozenset[str]] = {
+    rtype: frozenset(names) | frozenset("_" + name for name in names)
+    for rtype, names in _READ_BY_TYPE.items()
+}
+"""Per resource type: the top-level elements validated, each whole (`_x`: the extensions of primitive x)."""
+
+
+def _pruned(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """The resource with only its `READ_ELEMENTS` (a shallow copy: nothing inside is changed)."""
+    keep = READ_ELEMENTS[resource["resourceType"]]
+    return {name: value for name, value in resource.items() if name in keep}
+
+
 def _validated(raw: _Raw) -> Any | None:
     model = MODELS[raw.resource["resourceType"]]
     try:
-        return model.model_validate(raw.resource)
+        return model.model_validate(_pruned(raw.resource))
     except Exception:  # any failure of one resource only skips that resource
         logger.warning("skipped invalid resource %s", raw.ref)
         return None
