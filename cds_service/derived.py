@@ -27,7 +27,6 @@ from cds_service.terminology import Analyte, Terminology
 
 CORRECTED_CALCIUM_PAIRING_DAYS = 7  # albumin used to correct a calcium must be measured this close to it
 SYNCHRONOUS_DAYS = 90
-NCT06903312_SIZE_CUTOFF_CM = 4.0
 IMDC_GROUPS = ("favorable", "intermediate", "poor")
 # Analytes `imdc_risk` reads since `lab_since` (albumin too, up to CORRECTED_CALCIUM_PAIRING_DAYS earlier).
 IMDC_LAB_ANALYTES = ("hemoglobin", "calcium", "calcium-corrected", "neutrophils", "platelets")
@@ -62,12 +61,6 @@ class Flag:
     value: bool | None
     refs: tuple[str, ...]
     text: str
-
-
-@dataclass(frozen=True)
-class SizeCohort:
-    label: str  # "<= 4 cm" | "> 4 cm"
-    size: TumourSizeFact
 
 
 @dataclass(frozen=True)
@@ -322,14 +315,6 @@ def primary_in_place(facts: PatientFacts, terminology: Terminology) -> Flag:
     return Flag(
         True, (size.ref,), f"no nephrectomy recorded; primary tumour {size.longest_cm:g} cm on {size.date}"
     )
-
-
-def nct06903312_cohort(facts: PatientFacts, terminology: Terminology) -> SizeCohort | None:
-    """NCT06903312 cohort from the latest primary tumour size: <= 4 cm or > 4 cm."""
-    size = primary_tumour_size(facts, terminology)
-    if size is None:
-        return None
-    return SizeCohort("<= 4 cm" if size.longest_cm <= NCT06903312_SIZE_CUTOFF_CM else "> 4 cm", size)
 
 
 # --- IMDC ---------------------------------------------------------------------------------------------------

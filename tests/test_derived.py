@@ -16,8 +16,8 @@ from cds_service.derived import (
     limit_multiple,
     metastases_synchronous,
     metastatic_line_count,
-    nct06903312_cohort,
     primary_in_place,
+    primary_tumour_size,
     weeks_on_current_regimen,
 )
 from cds_service.facts import (
@@ -226,17 +226,11 @@ def test_primary_in_place():
     assert primary_in_place(replace(base, tumour_sizes=(lung_lesion,)), TERMINOLOGY).value is None
 
 
-@pytest.mark.parametrize(("cm", "label"), [(3.5, "<= 4 cm"), (4.0, "<= 4 cm"), (5.2, "> 4 cm")])
-def test_nct06903312_cohort(cm, label):
-    facts = replace(MAN, conditions=(kidney_cancer(),), tumour_sizes=(size(cm),))
-    assert nct06903312_cohort(facts, TERMINOLOGY).label == label
-
-
 def test_primary_size_found_by_body_site():
     kidney_site = size(6.0, focus=(), sites=frozenset({(SNOMED, "64033007")}))
     facts = replace(MAN, tumour_sizes=(kidney_site,))
-    assert nct06903312_cohort(facts, TERMINOLOGY).size.ref == "Observation/size-6.0"
-    assert nct06903312_cohort(replace(MAN, tumour_sizes=(size(6.0, focus=()),)), TERMINOLOGY) is None
+    assert primary_tumour_size(facts, TERMINOLOGY).ref == "Observation/size-6.0"
+    assert primary_tumour_size(replace(MAN, tumour_sizes=(size(6.0, focus=()),)), TERMINOLOGY) is None
 
 
 # --- IMDC ---------------------------------------------------------------------------------------------------

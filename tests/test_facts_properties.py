@@ -312,5 +312,5 @@ def test_build_facts_and_derived_values_never_raise(items, patient_id, windows):
     ):
         compute(facts)
     derived.primary_in_place(facts, TERMINOLOGY)
-    derived.nct06903312_cohort(facts, TERMINOLOGY)
+    derived.primary_tumour_size(facts, TERMINOLOGY)
     derived.imdc_risk(facts, TERMINOLOGY)
