@@ -11,6 +11,7 @@ Exceptions (each carries a short `code` and a human `message` naming the JSON pa
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -91,7 +92,10 @@ def load_json_object(body: bytes, max_depth: int) -> dict[str, Any]:
         raise MalformedJson(f"the body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise InvalidBody(f"$: the body must be a JSON object, not {_json_type(document)}")
-    if _deeper_than(document, max_depth):
+    deeper = _bytes_deeper_than(body, max_depth)
+    if deeper is None:
+        deeper = _deeper_than(document, max_depth)
+    if deeper:
         raise MalformedJson(f"the JSON body is nested deeper than {max_depth} levels")
     return document
 
@@ -191,9 +195,40 @@ def _json_type(value: Any) -> str:
     return "a number" if isinstance(value, (int, float)) and not isinstance(value, bool) else "a boolean"
 
 
+# Every byte but the quote and the brackets, deleted by `_bytes_deeper_than`.
+_NOT_STRUCTURE = bytes(byte for byte in range(256) if byte not in b'"{}[]')
+_STRING_WITH_BRACKETS = re.compile(rb'"[^"]*"')
+
+
+def _bytes_deeper_than(body: bytes, limit: int) -> bool | None:
+    """Whether a UTF-8 body that json.loads has accepted nests more than `limit` levels, told from its bytes
+    (about twice as fast as walking the parsed document); None when it cannot be told (UTF-16/32).
+
+    Escaped backslashes and quotes go first (escapes read left to right, so `\\\\` pairs never straddle one),
+    then every byte but quotes and brackets. Empty strings (`""`) go next: two adjacent quotes are a string's,
+    or the end of one string and the start of the next with nothing between, so removing them leaves quotes
+    that still open and close strings; the few strings left hold brackets (e.g. the UCUM unit "mm[Hg]") and
+    go with them. What remains is the document's brackets: each pass removes the innermost pairs, so the
+    number of passes is the nesting depth.
+    """
+    if b"\x00" in body:  # JSON in UTF-16 or UTF-32: the bytes are not the characters
+        return None
+    if b"\\" in body:
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = body.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in brackets:
+        brackets = _STRING_WITH_BRACKETS.sub(b"", brackets)
+    for _ in range(limit):
+        if not brackets:
+            return False
+        # "." marks a removed pair, so that "[{}]" loses one level in a pass, not two
+        brackets = brackets.replace(b"{}", b".").replace(b"[]", b".").replace(b".", b"")
+    return bool(brackets)
+
+
 def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether a JSON value nests more than `limit` levels: walked level by level (no recursion on hostile
-    input), stopping as soon as the limit is passed; scalars are never collected."""
+    """Whether a parsed JSON value nests more than `limit` levels: walked level by level (no recursion on
+    hostile input), stopping as soon as the limit is passed; scalars are never collected."""
     level, nodes = 1, [value]
     while nodes:
         if level > limit:
