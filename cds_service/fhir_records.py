@@ -32,7 +32,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.medication import Medication
@@ -201,19 +202,18 @@ class ReadableCodes:
 # --- step 1 and 2: flatten and select on raw JSON -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Raw:
+class _Raw(NamedTuple):
     resource: Mapping[str, Any]
+    type: str  # resourceType
     ref: str
     full_url: str | None
 
 
-def _flatten(items: Iterable[Any]) -> Iterator[_Raw]:
-    """Yield every resource of `items`, Bundles unwrapped; a resource without id is named by its position."""
-    position = 0
+def _flatten(items: Iterable[Any]) -> list[_Raw]:
+    """Every resource of `items`, Bundles unwrapped; a resource without id is named by its position."""
+    found: list[_Raw] = []
 
-    def walk(obj: Any, full_url: str | None, depth: int) -> Iterator[_Raw]:
-        nonlocal position
+    def walk(obj: Any, full_url: str | None, depth: int) -> None:
         if not isinstance(obj, Mapping):
             return
         rtype = obj.get("resourceType")
@@ -225,17 +225,24 @@ def _flatten(items: Iterable[Any]) -> Iterator[_Raw]:
                 for entry in entries:
                     if isinstance(entry, Mapping):
                         url = entry.get("fullUrl")
-                        yield from walk(
-                            entry.get("resource"), url if isinstance(url, str) else None, depth + 1
-                        )
+                        walk(entry.get("resource"), url if isinstance(url, str) else None, depth + 1)
             return
-        position += 1
         rid = obj.get("id")
-        ref = f"{rtype}/{rid}" if isinstance(rid, str) and rid else (full_url or f"{rtype}/#{position}")
-        yield _Raw(obj, ref, full_url)
+        if isinstance(rid, str) and rid:
+            ref = f"{rtype}/{rid}"
+        else:
+            ref = full_url or f"{rtype}/#{len(found) + 1}"
+        found.append(_Raw(obj, rtype, ref, full_url))
 
     for item in items:
-        yield from walk(item, None, 0)
+        walk(item, None, 0)
+    return found
+
+
+@lru_cache(maxsize=4096)
+def _normalized(system: str | None, code: str) -> Code | None:
+    """`normalize_code`, remembered: a chart repeats the same few codes hundreds of times."""
+    return normalize_code(system, code)
 
 
 def _raw_codes(concept: Any) -> Iterator[Code]:
@@ -248,7 +255,7 @@ def _raw_codes(concept: Any) -> Iterator[Code]:
         if isinstance(coding, Mapping):
             system, code = coding.get("system"), coding.get("code")
             if isinstance(system, str | None) and isinstance(code, str):
-                normalised = normalize_code(system, code)
+                normalised = _normalized(system, code)
                 if normalised:
                     yield normalised
 
@@ -330,7 +337,7 @@ def _readable(
     """Whether a Condition, Procedure or medication use can be read (when unsure: yes), and the Medication
     it references."""
     resource = raw.resource
-    rtype = resource["resourceType"]
+    rtype = raw.type
     if rtype in ("Condition", "Procedure"):
         extensions = resource.get("extension")
         if rtype == "Condition" and isinstance(extensions, list) and any(
@@ -374,37 +381,33 @@ def _selected(
     """Keep the resources worth validating: wanted types and codes, about the patient when one is named.
 
     Each comes with its wanted codes (read once here; empty for every type but Observation)."""
-    aliases: set[str] = set()
-    if patient_id is not None:
-        aliases.add(f"Patient/{patient_id}")
-        for raw in raws:
-            if raw.resource.get("resourceType") == "Patient" and raw.resource.get("id") == patient_id:
-                if raw.full_url:
-                    aliases.add(raw.full_url)
-    frozen_aliases = frozenset(aliases)
+    aliases = {f"Patient/{patient_id}"} if patient_id is not None else set()
     medications: dict[str, Mapping[str, Any]] = {}  # as `_records` finds bundled Medications
-    if readable is not None:
-        for raw in raws:
-            if raw.resource.get("resourceType") == "Medication":
-                medications[raw.ref] = raw.resource
-                if raw.full_url:
-                    medications[raw.full_url] = raw.resource
+    for raw in raws:
+        if raw.type == "Patient" and raw.full_url and patient_id is not None:
+            if raw.resource.get("id") == patient_id:
+                aliases.add(raw.full_url)
+        elif raw.type == "Medication" and readable is not None:
+            medications[raw.ref] = raw.resource
+            if raw.full_url:
+                medications[raw.full_url] = raw.resource
+    frozen_aliases = frozenset(aliases)
     kept = []
     referenced: set[str] = set()
     no_codes: frozenset[Code] = frozenset()
     for raw in raws:
-        rtype = raw.resource.get("resourceType")
+        rtype = raw.type
         if rtype not in MODELS:
             continue
         codes = no_codes
-        if rtype == "Patient":
-            if patient_id is not None and raw.resource.get("id") != patient_id:
-                continue
-        elif rtype == "Observation":
+        if rtype == "Observation":
             codes = frozenset(c for c in _raw_codes(raw.resource.get("code")) if c in observation_codes)
             if not codes:
                 continue
-        if patient_id is not None and rtype not in ("Patient", "Medication"):
+        elif rtype == "Patient":
+            if patient_id is not None and raw.resource.get("id") != patient_id:
+                continue
+        if patient_id is not None and rtype != "Patient" and rtype != "Medication":
             reference = _raw_reference(raw.resource)
             if reference is not None and not _points_to_patient(reference, patient_id, frozen_aliases):
                 continue
@@ -420,21 +423,26 @@ def _selected(
     return [
         (raw, codes)
         for raw, codes in kept
-        if raw.resource["resourceType"] != "Medication" or raw.ref in referenced or raw.full_url in referenced
+        if raw.type != "Medication" or raw.ref in referenced or raw.full_url in referenced
     ]
 
 
-def _raw_date(resource: Mapping[str, Any]) -> date | None:
-    """The date `_observation` will read (effective[x], else issued), from raw JSON; None if unreadable."""
-    period = resource.get("effectivePeriod")
-    candidates = (
-        resource.get("effectiveDateTime"),
-        period.get("start") if isinstance(period, Mapping) else None,
-        resource.get("effectiveInstant"),
-        resource.get("issued"),
-    )
-    first = next((value for value in candidates if value is not None), None)
-    return as_date(first) if isinstance(first, str) else None
+def _raw_date(resource: Mapping[str, Any], parsed: dict[str, date | None]) -> date | None:
+    """The date `_observation` will read (effective[x], else issued), from raw JSON; None if unreadable.
+    `parsed` remembers the dates read so far (the labs of one visit share their time)."""
+    first = resource.get("effectiveDateTime")
+    if first is None:
+        period = resource.get("effectivePeriod")
+        first = period.get("start") if isinstance(period, Mapping) else None
+        if first is None:
+            first = resource.get("effectiveInstant")
+            if first is None:
+                first = resource.get("issued")
+    if not isinstance(first, str):
+        return None
+    if first not in parsed:
+        parsed[first] = as_date(first)
+    return parsed[first]
 
 
 def _windowed(
@@ -445,14 +453,14 @@ def _windowed(
     older: list[tuple[_Raw, date, frozenset[Code]]] = []
     newest_older: dict[Code, date] = {}
     kept: dict[int, tuple[date | None, frozenset[Code] | None]] = {}
+    parsed: dict[str, date | None] = {}
+    days, today = windows.days, windows.today
     for raw, codes in selected:
-        if raw.resource.get("resourceType") != "Observation":
+        if raw.type != "Observation" or not codes or not all(code in days for code in codes):
             kept[id(raw)] = (None, None)
             continue
-        day = _raw_date(raw.resource)
-        if not codes or not all(code in windows.days for code in codes):
-            kept[id(raw)] = (None, None)
-        elif day is None or (windows.today - day).days <= max(windows.days[code] for code in codes):
+        day = _raw_date(raw.resource, parsed)
+        if day is None or (today - day).days <= max(days[code] for code in codes):
             kept[id(raw)] = (day, codes)
         elif raw.resource.get("status") in windows.usable_statuses:
             older.append((raw, day, codes))
@@ -514,7 +522,7 @@ def _pruned(resource: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _validated(raw: _Raw) -> Any | None:
-    model = MODELS[raw.resource["resourceType"]]
+    model = MODELS[raw.type]
     try:
         return model.model_validate(_pruned(raw.resource))
     except Exception:  # any failure of one resource only skips that resource
@@ -744,7 +752,7 @@ def read_records(
     readable: ReadableCodes | None = None,
 ) -> PatientRecords:
     """Select, validate and convert raw FHIR JSON resources; never raises for a bad resource."""
-    selected = _selected(list(_flatten(resources)), observation_codes, patient_id, readable)
+    selected = _selected(_flatten(resources), observation_codes, patient_id, readable)
     if windows is None:
         return _records(*_validated_all(raw for raw, _ in selected))
     return _records(*_validated_all(raw for raw, _, _ in _windowed(selected, windows)))
@@ -791,11 +799,11 @@ def read_records_lazily(
     The records hold every other resource type; which Observations are worth validating is the caller's
     choice (the facts stage reads only the newest usable value of a repeated measurement).
     """
-    selected = _selected(list(_flatten(resources)), observation_codes, patient_id, readable)
+    selected = _selected(_flatten(resources), observation_codes, patient_id, readable)
     others: list[_Raw] = []
     candidates: list[ObservationCandidate] = []
     for raw, day, codes in _windowed(selected, windows):
-        if raw.resource["resourceType"] == "Observation":
+        if raw.type == "Observation":
             candidates.append(ObservationCandidate(raw, day, codes))
         else:
             others.append(raw)
