@@ -82,21 +82,31 @@ class _Criterion:
 
     source: Criterion
     rule: Rule | None  # None: left to the clinician
+    outcomes: Mapping[Truth, Outcome]  # the rule's value -> the criterion's outcome
+    fixed: CriterionResult | None  # the result of a criterion left to the clinician, the same for everyone
 
-    def result(self, facts: PatientFacts, engine: Engine, context: EvaluationContext) -> CriterionResult:
+    @classmethod
+    def of(cls, source: Criterion, rule: Rule | None) -> _Criterion:
+        outcomes = _EXCLUSION_OUTCOME if source.type == "exclusion" else _INCLUSION_OUTCOME
+        fixed = None
+        if rule is None:
+            c = source
+            fixed = CriterionResult(c.id, c.type, c.text, Outcome.CLINICIAN, c.clinician or "", (), c.heading)
+        return cls(source, rule, outcomes, fixed)
+
+    def result(self, facts: PatientFacts, context: EvaluationContext) -> CriterionResult:
         """The criterion's result for one patient, built once per patient (keyed by this object)."""
+        if self.rule is None:
+            assert self.fixed is not None  # built with the criterion
+            return self.fixed
         result: CriterionResult | None = context.memo.get(self)
         if result is None:
-            result = context.memo[self] = self._result(facts, engine, context)
+            c = self.source
+            value = self.rule.evaluate(facts, context)
+            result = context.memo[self] = CriterionResult(
+                c.id, c.type, c.text, self.outcomes[value.truth], value.reason, value.evidence, c.heading
+            )
         return result
-
-    def _result(self, facts: PatientFacts, engine: Engine, context: EvaluationContext) -> CriterionResult:
-        c = self.source
-        if self.rule is None:
-            return CriterionResult(c.id, c.type, c.text, Outcome.CLINICIAN, c.clinician or "", (), c.heading)
-        value = engine.run(self.rule, facts, context)
-        outcome = outcome_of(c.type, value.truth)
-        return CriterionResult(c.id, c.type, c.text, outcome, value.reason, value.evidence, c.heading)
 
 
 @dataclass(frozen=True)
@@ -216,7 +226,7 @@ class Engine:
     def _criterion(self, source: Criterion, rule: Rule | None) -> _Criterion:
         """The one `_Criterion` of this content and rule (results are then built once per patient)."""
         key = (source.id, source.type, source.text, source.heading, source.clinician, rule)
-        return self._criteria.setdefault(key, _Criterion(source, rule))
+        return self._criteria.setdefault(key, _Criterion.of(source, rule))
 
     def context(self) -> EvaluationContext:
         """A fresh per-patient context (memo of rule results and derived values)."""
@@ -226,19 +236,12 @@ class Engine:
             performance_max_age_days=self.policy.performance_max_age_days,
         )
 
-    def run(self, rule: Rule, facts: PatientFacts, context: EvaluationContext) -> LeafResult:
-        """Evaluate a compiled rule at most once per patient (rules are interned: keyed by identity)."""
-        result: LeafResult | None = context.memo.get(rule)
-        if result is None:
-            result = context.memo[rule] = rule.evaluate(facts, context)
-        return result
-
     def evaluate(self, facts: PatientFacts) -> tuple[TrialResult, ...]:
         """Evaluate every trial of the catalog for one patient, sorted: likely, possibly, then the rest."""
         context = self.context()
         results: list[TrialResult] = []
         for group in self._groups:
-            values = [self.run(rule, facts, context) for rule in group.anchor_rules]
+            values = [rule.evaluate(facts, context) for rule in group.anchor_rules]
             if all(value.truth is Truth.TRUE for value in values):
                 results.extend(self._considered(trial, facts, context) for trial in group.trials)
             else:
@@ -248,11 +251,12 @@ class Engine:
 
     def _considered(self, trial: _Trial, facts: PatientFacts, context: EvaluationContext) -> TrialResult:
         """The result of a trial whose anchors are met: its criteria, verdict and arm."""
-        criteria = tuple(c.result(facts, self, context) for c in trial.criteria)
-        arm = next(
-            (label for label, rule in trial.cohorts if self.run(rule, facts, context).truth is Truth.TRUE),
-            None,
-        )
+        criteria = tuple([c.result(facts, context) for c in trial.criteria])
+        arm = None
+        for label, rule in trial.cohorts:
+            if rule.evaluate(facts, context).truth is Truth.TRUE:
+                arm = label
+                break
         info = trial.source.info
         verdict = verdict_of(info.status, True, [c.outcome for c in criteria])
         return TrialResult(info, verdict, criteria, arm, self.catalog.version)

@@ -115,16 +115,23 @@ _ANY_PRECEDENCE = (Truth.TRUE, Truth.UNKNOWN, Truth.CLINICIAN, Truth.FALSE)
 _NEGATION = {Truth.TRUE: Truth.FALSE, Truth.FALSE: Truth.TRUE}
 
 
+def _first_present(precedence: tuple[Truth, ...], truths: Iterable[Truth]) -> Truth:
+    """The first value of `precedence` among `truths` (the last of `precedence` when none is)."""
+    present = set(truths)
+    for truth in precedence:
+        if truth in present:
+            return truth
+    return precedence[-1]
+
+
 def kleene_all(truths: Iterable[Truth]) -> Truth:
     """Conjunction: false if any is false, else unknown, else clinician, else true (true when empty)."""
-    present = set(truths)
-    return next((t for t in _ALL_PRECEDENCE if t in present), Truth.TRUE)
+    return _first_present(_ALL_PRECEDENCE, truths)
 
 
 def kleene_any(truths: Iterable[Truth]) -> Truth:
     """Disjunction: true if any is true, else unknown, else clinician, else false (false when empty)."""
-    present = set(truths)
-    return next((t for t in _ANY_PRECEDENCE if t in present), Truth.FALSE)
+    return _first_present(_ANY_PRECEDENCE, truths)
 
 
 def kleene_not(truth: Truth) -> Truth:
@@ -568,6 +575,7 @@ def pregnant(facts: PatientFacts, params: Mapping[str, Any], context: Evaluation
 
 
 # --- other malignancy ---------------------------------------------------------------------------------------
+
 
 def _years_before(day: date, years: float) -> date:
     """`day` minus a number of years (whole years by calendar, fractions by days)."""
@@ -1079,9 +1087,17 @@ class Rule:
     key: str = ""  # canonical JSON of the raw rule: equal rules have equal keys
 
     def evaluate(self, facts: PatientFacts, context: EvaluationContext) -> LeafResult:
-        """Evaluate the tree; a node cites the reasons and evidence of the children that decided it."""
-        truth, reasons, evidence = self._walk(facts, context)
-        return LeafResult(truth, "; ".join(reasons), evidence)
+        """Evaluate the tree once a patient (equal rules, also inside other rules, have equal keys); a node
+        cites the reasons and evidence of the children that decided it."""
+        result: LeafResult | None = context.memo.get(self.key)
+        if result is None:
+            if self.leaf is not None:
+                result = self.leaf.evaluate(facts, context)
+            else:
+                truth, reasons, evidence = self._walk(facts, context)
+                result = LeafResult(truth, "; ".join(reasons), evidence)
+            context.memo[self.key] = result
+        return result
 
     __call__ = evaluate
 
@@ -1089,23 +1105,23 @@ class Rule:
         self, facts: PatientFacts, context: EvaluationContext
     ) -> tuple[Truth, tuple[str, ...], tuple[str, ...]]:
         """One recursion returning three values: the truth, and the leaf reasons and references behind it."""
-        if self.leaf is not None:  # equal leaves in different rules (same key) are evaluated once a patient
-            result: LeafResult | None = context.memo.get(self.key)
-            if result is None:
-                result = context.memo[self.key] = self.leaf.evaluate(facts, context)
+        if self.leaf is not None:
+            result = self.evaluate(facts, context)
             return result.truth, (result.reason,), result.evidence
         results = [child._walk(facts, context) for child in self.children]
         if self.kind == "not":
             truth, reasons, evidence = results[0]
             return kleene_not(truth), reasons, evidence
-        combine = kleene_all if self.kind == "all" else kleene_any
-        truth = combine(t for t, _, _ in results)
-        cited = [r for r in results if r[0] is truth]
-        return (
-            truth,
-            tuple(dict.fromkeys(reason for _, reasons, _ in cited for reason in reasons)),
-            tuple(dict.fromkeys(ref for _, _, evidence in cited for ref in evidence)),
+        truth = _first_present(
+            _ALL_PRECEDENCE if self.kind == "all" else _ANY_PRECEDENCE, [t for t, _, _ in results]
         )
+        cited = [r for r in results if r[0] is truth]
+        if len(cited) == 1:  # its reasons are distinct already, a leaf's references may not be
+            _, reasons, evidence = cited[0]
+            return truth, reasons, evidence if len(evidence) < 2 else tuple(dict.fromkeys(evidence))
+        reasons = tuple(dict.fromkeys([reason for _, cited_reasons, _ in cited for reason in cited_reasons]))
+        evidence = tuple(dict.fromkeys([ref for _, _, cited_refs in cited for ref in cited_refs]))
+        return truth, reasons, evidence
 
 
 def _has_type(value: Any, expected: ParamType) -> bool:
