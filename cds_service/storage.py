@@ -6,7 +6,8 @@ Nothing here stores names, clinical values or tokens: only ids, codes, verdicts 
 Durability on SQLite: feedback and seen JWT ids are committed with synchronous=FULL (an acknowledged item
 survives a power loss); the audit row of a hook call with synchronous=NORMAL, the usual WAL trade-off: it
 survives a crash of the process, but the last rows before a power loss or OS crash may roll back (the
-database stays consistent). PostgreSQL commits every transaction durably.
+database stays consistent). Each level is set once per connection, in two engines on the same file (no
+PRAGMA per transaction). PostgreSQL commits every transaction durably.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.sql.dml import Insert
 
 WAL_SWITCH_PATIENCE_SECONDS = 10.0
 
@@ -101,26 +103,43 @@ def default_database_url(instance_path: str | Path) -> str:
     return f"sqlite:///{folder / DATABASE_FILE}"
 
 
+# Built once: a statement built per call costs more CPU in SQLAlchemy than the INSERT costs in SQLite.
+AUDIT_INSERT = audit.insert()  # its id: lastrowid on SQLite, RETURNING on PostgreSQL
+
+
 class Storage:
     """Feedback, audit trail and JWT replay cache in one database."""
 
     def __init__(self, database_url: str) -> None:
-        self.engine = _engine(database_url)
-        self._sqlite = self.engine.dialect.name == "sqlite"
+        self.engine = _engine(database_url, durable=True)  # feedback, seen JWT ids, reads
+        self._audit_engine = (
+            _engine(database_url, durable=False) if self.engine.dialect.name == "sqlite" else self.engine
+        )
         _create_tables(self.engine)
+        self._insert_ignore_statements = {
+            table: _insert_ignore_statement(self.engine.dialect.name, table)
+            for table in (feedback, audit_card, seen_jti)
+        }
 
     @contextmanager
     def _transaction(self, *, durable: bool) -> Iterator[Connection]:
         """One transaction; on SQLite, `durable` commits with synchronous=FULL, else NORMAL (see above)."""
-        with self.engine.connect() as connection:
-            if self._sqlite:  # set outside any transaction, for this commit of this pooled connection
-                connection.exec_driver_sql(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-                connection.commit()
-            with connection.begin():
-                yield connection
+        with (self.engine if durable else self._audit_engine).begin() as connection:
+            yield connection
+
+    def _insert_ignore_rows(
+        self, connection: Connection, table: Table, rows: Mapping[str, Any] | list[dict[str, Any]]
+    ) -> int:
+        """Insert a row (or several: one executemany) unless its unique key exists.
+
+        Return the number inserted (for one row; several rows give the driver's count, -1 if it has none).
+        """
+        statement = self._insert_ignore_statements[table]
+        return connection.execute(statement, rows if isinstance(rows, list) else [dict(rows)]).rowcount
 
     def close(self) -> None:
         self.engine.dispose()
+        self._audit_engine.dispose()
 
     def ping(self) -> bool:
         """Tell whether the database answers."""
@@ -136,7 +155,7 @@ class Storage:
         received_at = _utc_naive(datetime.now(UTC))
         rows = [_feedback_row(service_id, item, received_at) for item in items]
         with self._transaction(durable=True) as connection:
-            return sum(_insert_ignore(connection, feedback, row) for row in rows)
+            return sum(self._insert_ignore_rows(connection, feedback, row) for row in rows)
 
     def record_audit(
         self,
@@ -152,18 +171,17 @@ class Storage:
         shown = [_card_summary(card) for card in cards]
         with self._transaction(durable=False) as connection:
             audit_id = connection.execute(
-                audit.insert()
-                .values(
-                    hook_instance=hook_instance,
-                    service_id=service_id,
-                    patient_id=patient_id,
-                    cards=shown,
-                    catalog_version=catalog_version,
-                    duration_ms=duration_ms,
-                    created_at=_utc_naive(datetime.now(UTC)),
-                )
-                .returning(audit.c.id)
-            ).scalar_one()
+                AUDIT_INSERT,
+                {
+                    "hook_instance": hook_instance,
+                    "service_id": service_id,
+                    "patient_id": patient_id,
+                    "cards": shown,
+                    "catalog_version": catalog_version,
+                    "duration_ms": duration_ms,
+                    "created_at": _utc_naive(datetime.now(UTC)),
+                },
+            ).inserted_primary_key[0]
             rows = [
                 {
                     "card_uuid": card["uuid"],
@@ -175,7 +193,7 @@ class Storage:
                 if card.get("uuid")
             ]
             if rows:  # one statement for every card of the call
-                _insert_ignore(connection, audit_card, rows)
+                self._insert_ignore_rows(connection, audit_card, rows)
 
     def remember_jti(self, jti: str, expires_at: datetime, now: datetime | None = None) -> bool:
         """Record a JWT id; False when it was already seen and has not expired (a replay)."""
@@ -183,7 +201,7 @@ class Storage:
         with self._transaction(durable=True) as connection:
             connection.execute(delete(seen_jti).where(seen_jti.c.expires_at <= current))
             row = {"jti": jti, "expires_at": _utc_naive(expires_at)}
-            return _insert_ignore(connection, seen_jti, row) == 1
+            return self._insert_ignore_rows(connection, seen_jti, row) == 1
 
     def iter_feedback(self) -> Iterator[dict[str, Any]]:
         """Yield stored feedback, oldest first, with the trial of the card when the audit trail knows it."""
@@ -206,16 +224,19 @@ class Storage:
                 }
 
 
-def _engine(database_url: str) -> Engine:
+def _engine(database_url: str, *, durable: bool) -> Engine:
+    """An engine; on SQLite its connections commit with synchronous=FULL if `durable`, else NORMAL."""
     if not database_url.startswith("sqlite"):
         return create_engine(database_url, pool_pre_ping=True)
     engine = create_engine(database_url, connect_args={"timeout": 30})
+    synchronous = "FULL" if durable else "NORMAL"
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA busy_timeout=30000")  # wait for another worker's write instead of failing
         enable_wal(cursor)
+        cursor.execute(f"PRAGMA synchronous={synchronous}")  # per connection, outside any transaction
         cursor.close()
 
     return engine
@@ -249,21 +270,13 @@ def _create_tables(engine: Engine) -> None:
                 connection.execute(CreateIndex(index, if_not_exists=True))
 
 
-def _insert_ignore(
-    connection: Connection, table: Table, rows: Mapping[str, Any] | list[dict[str, Any]]
-) -> int:
-    """Insert a row (or several: one executemany) unless its unique key exists (SQLite and PostgreSQL).
-
-    Return the number inserted (for one row; several rows give the driver's count, -1 if it has none).
-    """
-    dialect = connection.dialect.name
+def _insert_ignore_statement(dialect: str, table: Table) -> Insert:
+    """INSERT that skips a row whose unique key exists (SQLite and PostgreSQL)."""
     if dialect == "sqlite":
-        statement = sqlite.insert(table).on_conflict_do_nothing()
-    elif dialect == "postgresql":
-        statement = postgresql.insert(table).on_conflict_do_nothing()
-    else:
-        raise NotImplementedError(f"insert-or-ignore is not implemented for {dialect}")
-    return connection.execute(statement, rows if isinstance(rows, list) else [dict(rows)]).rowcount
+        return sqlite.insert(table).on_conflict_do_nothing()
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    raise NotImplementedError(f"insert-or-ignore is not implemented for {dialect}")
 
 
 def _feedback_row(service_id: str, item: Mapping[str, Any], received_at: datetime) -> dict[str, Any]:

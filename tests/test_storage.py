@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import multiprocessing.synchronize
 import sqlite3
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from cds_service.storage import DATABASE_FILE, Storage, default_database_url, enable_wal
 
@@ -159,38 +162,99 @@ def test_several_storages_write_the_same_file_at_once(tmp_path: Path):
         store.close()
 
 
-def _synchronous_before_each_insert(storage: Storage) -> dict[str, str]:
-    """Table written -> the PRAGMA synchronous in force on that connection when its INSERT ran."""
-    seen: dict[str, str] = {}
-    current: dict[int, str] = {}
+SYNCHRONOUS_FULL, SYNCHRONOUS_NORMAL = 2, 1
 
-    @event.listens_for(storage.engine, "before_cursor_execute")
+
+@pytest.fixture
+def settings_at_each_insert() -> Iterator[list[tuple[str, int, int, str]]]:
+    """(table, synchronous, busy_timeout, journal_mode) read on the very connection running each INSERT.
+
+    Listens on every engine, so it sees whichever engine and pooled connection the storage really uses.
+    """
+    seen: list[tuple[str, int, int, str]] = []
+
     def spy(connection, cursor, statement, parameters, context, executemany):
-        if statement.startswith("PRAGMA synchronous="):
-            current[id(connection.connection.dbapi_connection)] = statement.split("=")[1]
-        elif statement.startswith("INSERT INTO"):
-            table = statement.split()[2]
-            seen.setdefault(table, current.get(id(connection.connection.dbapi_connection), "default"))
+        if statement.startswith("INSERT INTO"):
+            dbapi_connection = connection.connection.dbapi_connection
+            setting = [
+                dbapi_connection.execute(f"PRAGMA {name}").fetchone()[0]
+                for name in ("synchronous", "busy_timeout", "journal_mode")
+            ]
+            seen.append((statement.split()[2], *setting))
 
-    return seen
+    event.listen(Engine, "before_cursor_execute", spy)
+    yield seen
+    event.remove(Engine, "before_cursor_execute", spy)
 
 
-def test_feedback_and_jtis_commit_durably_the_audit_row_with_normal_sync(storage: Storage):
-    seen = _synchronous_before_each_insert(storage)
+def audit_once(storage: Storage, hook_instance: str, cards: list[dict]) -> None:
     storage.record_audit(
-        hook_instance="h-1",
+        hook_instance=hook_instance,
         service_id="trials",
         patient_id="p1",
-        cards=[card(CARD_UUID, "NCT06903312"), card("u-2", "NCT04394975")],
+        cards=cards,
         catalog_version="v1",
         duration_ms=3,
     )
+
+
+def test_feedback_and_jtis_commit_durably_the_audit_row_with_normal_sync(
+    storage: Storage, settings_at_each_insert: list[tuple[str, int, int, str]]
+):
+    for round_ in range(2):  # pooled connections are reused: each keeps its own level
+        audit_once(storage, f"h-{round_}", [card(f"u-{round_}", "NCT06903312"), card(f"v-{round_}", "NCT1")])
+        storage.record_feedback("trials", [{**OVERRIDDEN, "card": f"c-{round_}"}])
+        audit_once(storage, f"i-{round_}", [card(f"w-{round_}", "NCT06903312")])
+        storage.remember_jti(f"jti-{round_}", NOW + timedelta(minutes=5), now=NOW)
+    level = {"audit": SYNCHRONOUS_NORMAL, "audit_card": SYNCHRONOUS_NORMAL}
+    level |= {"feedback": SYNCHRONOUS_FULL, "seen_jti": SYNCHRONOUS_FULL}
+    expected_tables = ["audit", "audit_card", "feedback", "audit", "audit_card", "seen_jti"] * 2
+    assert settings_at_each_insert == [(table, level[table], 30000, "wal") for table in expected_tables]
+
+
+def test_closing_the_storage_closes_every_connection(tmp_path: Path):
+    storage = Storage(default_database_url(tmp_path / "instance"))
+    audit_once(storage, "h-1", [card(CARD_UUID, "NCT06903312")])
     storage.record_feedback("trials", [OVERRIDDEN])
-    storage.remember_jti("jti-1", NOW + timedelta(minutes=5), now=NOW)
-    assert seen == {"audit": "NORMAL", "audit_card": "NORMAL", "feedback": "FULL", "seen_jti": "FULL"}
-    with sqlite3.connect(storage.engine.url.database) as connection:
-        cards = connection.execute("SELECT card_uuid, nct_id FROM audit_card ORDER BY nct_id").fetchall()
-    assert cards == [("u-2", "NCT04394975"), (CARD_UUID, "NCT06903312")]
+    storage.close()
+    # Leaving WAL needs the only connection to the file: an open pooled connection makes it "locked".
+    with sqlite3.connect(tmp_path / "instance" / DATABASE_FILE, timeout=0.1) as connection:
+        assert connection.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+
+
+def test_each_shown_card_gets_one_audit_card_row_and_a_repeated_uuid_keeps_the_first(
+    storage: Storage, tmp_path: Path
+):
+    before = datetime.now(UTC).replace(tzinfo=None)
+    audit_once(storage, "h-1", [card(CARD_UUID, "NCT06903312"), card("u-2", "NCT04394975", "unknown")])
+    no_extension = {"uuid": "u-4", "summary": "no eligibility extension"}
+    audit_once(storage, "h-2", [card(CARD_UUID, "NCT06903312", "likely-eligible"), {"summary": "no uuid"}])
+    audit_once(storage, "h-3", [no_extension])
+    after = datetime.now(UTC).replace(tzinfo=None)
+    with sqlite3.connect(tmp_path / "instance" / DATABASE_FILE) as connection:
+        audits = connection.execute(
+            "SELECT id, hook_instance, cards, created_at FROM audit ORDER BY id"
+        ).fetchall()
+        cards = connection.execute("SELECT * FROM audit_card ORDER BY card_uuid").fetchall()
+    assert [(row[0], row[1], json.loads(row[2])) for row in audits] == [
+        (
+            1,
+            "h-1",
+            [
+                {"uuid": CARD_UUID, "nctId": "NCT06903312", "verdict": "possibly-eligible"},
+                {"uuid": "u-2", "nctId": "NCT04394975", "verdict": "unknown"},
+            ],
+        ),
+        (2, "h-2", [{"uuid": CARD_UUID, "nctId": "NCT06903312", "verdict": "likely-eligible"}, {}]),
+        (3, "h-3", [{"uuid": "u-4"}]),
+    ]
+    created = [datetime.fromisoformat(row[3]) for row in audits]
+    assert before <= created[0] <= created[1] <= created[2] <= after  # naive UTC
+    assert cards == [
+        (CARD_UUID, 1, "NCT06903312", "possibly-eligible"),
+        ("u-2", 1, "NCT04394975", "unknown"),
+        ("u-4", 3, None, None),
+    ]
 
 
 class LockedOnce:
