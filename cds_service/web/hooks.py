@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 bp = Blueprint("hooks", __name__)
 
 STATE_KEY = "cds"
+# WSGI environ key that keeps a call's parsed request and results until the server drops the environ, after
+# the response is written (gunicorn.conf.py's post_request releases them): freeing them is then off the EHR's
+# wait (about 1 ms at 240 resources: every parsed dict, list and string of the body).
+RELEASE_AFTER_RESPONSE = "cds_service.release_after_response"
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ def call_service(service_id: str) -> Response:
             "duration_ms": duration_ms,
         },
     )
+    request.environ[RELEASE_AFTER_RESPONSE] = (hook_request, data, output)
     return jsonify(cards=output.cards)
 
 
