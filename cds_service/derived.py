@@ -150,19 +150,27 @@ def creatinine_clearance(facts: PatientFacts, since: date | None = None) -> Deri
     return Derived(clearance, "mL/min", (creatinine.ref, weight.ref), text, _oldest([creatinine.date]))
 
 
+def limit_of_normal(
+    lab: LabValue, analyte: Analyte, sex: str | None, which: Literal["high", "low"] = "high"
+) -> tuple[float, Literal["observation", "default"]] | None:
+    """The upper (or lower) limit of normal of a value and where it came from: the Observation's own range
+    first, else the analyte's documented default; None when neither gives a positive limit."""
+    limit = lab.high if which == "high" else lab.low
+    if limit is not None:
+        return (limit, "observation") if limit > 0 else None
+    default = analyte.default_limits(sex)
+    limit = None if default is None else (default.high if which == "high" else default.low)
+    return (limit, "default") if limit is not None and limit > 0 else None
+
+
 def limit_multiple(
     lab: LabValue, analyte: Analyte, sex: str | None, which: Literal["high", "low"] = "high"
 ) -> LimitMultiple | None:
-    """Value / limit of normal: the Observation's own range first, else the analyte's documented default."""
-    own = lab.high if which == "high" else lab.low
-    source: Literal["observation", "default"] = "observation"
-    limit = own
-    if limit is None:
-        default = analyte.default_limits(sex)
-        limit = None if default is None else (default.high if which == "high" else default.low)
-        source = "default"
-    if limit is None or limit <= 0:
+    """Value / limit of normal (see `limit_of_normal`), with a text naming both."""
+    found = limit_of_normal(lab, analyte, sex, which)
+    if found is None:
         return None
+    limit, source = found
     name = "ULN" if which == "high" else "LLN"
     where = "the Observation's range" if source == "observation" else "default range"
     text = (

@@ -18,7 +18,7 @@ from typing import Any
 
 from cds_service.catalog import Anchor, Catalog, Criterion, Trial
 from cds_service.facts import MeasurementWindows, PatientFacts
-from cds_service.rules import EvaluationContext, LeafResult, Rule, compile_rule, measurement_windows
+from cds_service.rules import EvaluationContext, Labels, LeafResult, Rule, compile_rule, measurement_windows
 from cds_service.verdicts import (
     ANCHOR,
     RECRUITING_STATUSES,
@@ -185,6 +185,7 @@ class Engine:
         self.catalog = catalog
         self.policy = policy or EvaluationPolicy()
         self._rules: dict[str, Rule] = {}
+        self._labels = Labels(catalog.terminology)
         self._criteria: dict[tuple[object, ...], _Criterion] = {}
         groups: dict[tuple[str, ...], list[_Trial]] = {}
         for trial in catalog.trials:
@@ -234,6 +235,7 @@ class Engine:
             terminology=self.catalog.terminology,
             lab_max_age_days=self.policy.lab_max_age_days,
             performance_max_age_days=self.policy.performance_max_age_days,
+            prepared_labels=self._labels,
         )
 
     def evaluate(self, facts: PatientFacts) -> tuple[TrialResult, ...]:

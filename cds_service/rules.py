@@ -25,7 +25,7 @@ import math
 import operator as op
 import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import date, timedelta
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
@@ -85,6 +85,34 @@ class LeafResult:
     evidence: tuple[str, ...] = ()
 
 
+_KEYED_BY_VALUE = (int, float, str, date, type(None))
+
+
+class Labels:
+    """How reasons name the value sets and analytes of a terminology, worked out once for a catalog."""
+
+    def __init__(self, terminology: Terminology) -> None:
+        self._valuesets = {
+            valueset_id: _lower_first(valueset.title)
+            for valueset_id, valueset in terminology.valuesets.items()
+            if valueset.title
+        }
+        self._analytes = {
+            analyte_id: _analyte_label(analyte, analyte_id)
+            for analyte_id, analyte in terminology.analytes.items()
+        }
+
+    def valueset(self, valueset_id: str) -> str:
+        """The value set's title as inside a sentence ("heart failure"), else its id in words."""
+        found = self._valuesets.get(valueset_id)
+        return found if found is not None else valueset_id.replace("-", " ")
+
+    def analyte(self, analyte_id: str) -> str:
+        """The analyte's short name ("ALT", "creatinine"; see `_analyte_label`)."""
+        found = self._analytes.get(analyte_id)
+        return found if found is not None else _analyte_label(None, analyte_id)
+
+
 @dataclass
 class EvaluationContext:
     """What a leaf reads besides the facts: vocabulary, recency windows, and a memo for one patient."""
@@ -93,18 +121,20 @@ class EvaluationContext:
     lab_max_age_days: int = 30
     performance_max_age_days: int = 60
     memo: dict[Hashable, Any] = field(default_factory=dict)  # keys: rules, leaf keys, derive() tuples
+    prepared_labels: InitVar[Labels | None] = None  # an engine's, built once from the same terminology
+    labels: Labels = field(init=False, repr=False)
 
-    def remember(self, key: Hashable, compute: Callable[[], T]) -> T:
-        """Return the value stored under `key`, computing it on first use (one context = one patient)."""
-        if key not in self.memo:
-            self.memo[key] = compute()
-        value: T = self.memo[key]
-        return value
+    def __post_init__(self, prepared_labels: Labels | None) -> None:
+        self.labels = Labels(self.terminology) if prepared_labels is None else prepared_labels
 
     def derive(self, facts: PatientFacts, function: Callable[..., T], *args: Any) -> T:
         """Compute a derived value at most once per patient (objects in `args` are keyed by identity)."""
-        key = tuple(a if isinstance(a, (int, float, str, date, type(None))) else id(a) for a in args)
-        return self.remember((function, id(facts), key), lambda: function(facts, *args))
+        key = (function, id(facts), tuple([a if isinstance(a, _KEYED_BY_VALUE) else id(a) for a in args]))
+        if key in self.memo:  # a derived value may be None
+            found: T = self.memo[key]
+            return found
+        value = self.memo[key] = function(facts, *args)
+        return value
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -160,9 +190,14 @@ class Bounds:
     """Limits that must all hold, e.g. ((ge, 24), (le, 52))."""
 
     limits: tuple[tuple[str, float], ...]
+    # text(suffix) of these limits (catalog data only), filled on first use
+    _texts: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def holds(self, value: float) -> bool:
-        return all(_COMPARATORS[cmp][1](value, limit) for cmp, limit in self.limits)
+        for cmp, limit in self.limits:
+            if not _COMPARATORS[cmp][1](value, limit):
+                return False
+        return True
 
     def decide(self, possible: Iterable[float]) -> Truth:
         """True when every possible value satisfies the bounds, false when none does, else unknown."""
@@ -174,9 +209,13 @@ class Bounds:
         return Truth.UNKNOWN
 
     def text(self, suffix: str = "") -> str:
-        return " and ".join(
-            f"{_COMPARATORS[cmp][0]} {fmt_number(limit)}{suffix}" for cmp, limit in self.limits
-        )
+        """The limits as a reason shows them, e.g. "≥ 24 weeks and ≤ 52 weeks"."""
+        found = self._texts.get(suffix)
+        if found is None:
+            found = self._texts[suffix] = " and ".join(
+                [f"{_COMPARATORS[cmp][0]} {fmt_number(limit)}{suffix}" for cmp, limit in self.limits]
+            )
+        return found
 
 
 def fmt_number(value: float) -> str:
@@ -215,9 +254,14 @@ D = TypeVar("D", bound=_Dated)
 
 
 def _latest(items: Iterable[D]) -> D | None:
-    """The item with the latest `date` (undated items cannot be placed in time and are skipped)."""
-    dated = [item for item in items if item.date is not None]
-    return max(dated, key=lambda item: item.date or date.min) if dated else None
+    """The first item with the latest `date` (undated items cannot be placed in time and are skipped)."""
+    latest: D | None = None
+    latest_day = date.min
+    for item in items:
+        day = item.date
+        if day is not None and (latest is None or day > latest_day):
+            latest, latest_day = item, day
+    return latest
 
 
 def _recent(facts: PatientFacts, item: _Dated | None, max_age: int) -> bool:
@@ -306,13 +350,10 @@ def operator(
 
 def _unavailable(facts: PatientFacts, *resource_types: str) -> str | None:
     """A reason when one of these resource types could not be read, so that absence proves nothing."""
+    if not facts.unavailable:
+        return None
     missing = sorted(t for t in resource_types if t in facts.unavailable)
     return f"{' and '.join(missing)} could not be read" if missing else None
-
-
-def _valueset_label(context: EvaluationContext, valueset_id: str) -> str:
-    valueset = context.terminology.valuesets.get(valueset_id)
-    return _lower_first(valueset.title) if valueset and valueset.title else valueset_id.replace("-", " ")
 
 
 def _analyte_label(analyte: Analyte | None, analyte_id: str) -> str:
@@ -413,7 +454,7 @@ def _check_absent(params: dict[str, Any]) -> None:
 )
 def condition(facts: PatientFacts, params: Mapping[str, Any], context: EvaluationContext) -> LeafResult:
     valueset = params["valueset"]
-    title = _valueset_label(context, valueset)
+    title = context.labels.valueset(valueset)
     matches = [c for c in facts.conditions if valueset in c.valuesets]
     current_only = params.get("current_only", False)
     within_days = params.get("within_days")
@@ -447,7 +488,7 @@ def condition(facts: PatientFacts, params: Mapping[str, Any], context: Evaluatio
 @operator("procedure", {"valueset": str, "within_days": int}, required=("valueset",))
 def procedure(facts: PatientFacts, params: Mapping[str, Any], context: EvaluationContext) -> LeafResult:
     valueset = params["valueset"]
-    title = _valueset_label(context, valueset)
+    title = context.labels.valueset(valueset)
     matches = [p for p in facts.procedures if valueset in p.valuesets]
     decided = _dated_record_result(
         facts, matches, lambda p: _clean(p.display) or title, lambda p: p.date, params.get("within_days"), _on
@@ -466,7 +507,7 @@ def _primary_cancers(facts: PatientFacts) -> list[ConditionFact]:
 
 def _histology_text(condition: ConditionFact, context: EvaluationContext, valueset_id: str) -> str:
     """The condition's display, with the histology it matched unless the display already says it."""
-    histology = re.sub(r"\s*\([^()]*\)$", "", _valueset_label(context, valueset_id))
+    histology = re.sub(r"\s*\([^()]*\)$", "", context.labels.valueset(valueset_id))
     display = _condition_label(condition, histology)
     return display if histology.lower() in display.lower() else f"{display} ({histology})"
 
@@ -476,7 +517,7 @@ def histology(facts: PatientFacts, params: Mapping[str, Any], context: Evaluatio
     wanted, contrary = params["valueset"], params.get("contrary")
     primaries = _primary_cancers(facts)
     if not primaries:
-        return LeafResult(Truth.UNKNOWN, f"no record of {_valueset_label(context, KIDNEY_CANCER)}")
+        return LeafResult(Truth.UNKNOWN, f"no record of {context.labels.valueset(KIDNEY_CANCER)}")
     matching = [c for c in primaries if wanted in c.valuesets]
     if matching:
         return LeafResult(Truth.TRUE, _histology_text(matching[0], context, wanted), _refs(matching))
@@ -488,7 +529,7 @@ def histology(facts: PatientFacts, params: Mapping[str, Any], context: Evaluatio
 
 @operator("metastatic")
 def metastatic(facts: PatientFacts, params: Mapping[str, Any], context: EvaluationContext) -> LeafResult:
-    label = _valueset_label(context, METASTATIC_DISEASE)
+    label = context.labels.valueset(METASTATIC_DISEASE)
     sites = [c for c in facts.conditions if METASTATIC_DISEASE in c.valuesets]
     confirmed = [c for c in sites if c.confirmed]
     m1 = [s for s in facts.staging if s.metastatic]
@@ -556,7 +597,7 @@ def pregnant(facts: PatientFacts, params: Mapping[str, Any], context: Evaluation
     refs = (facts.patient_ref,) if facts.patient_ref else ()
     if facts.sex == "male":
         return LeafResult(Truth.FALSE, "sex male", refs)
-    label = _valueset_label(context, PREGNANCY)
+    label = context.labels.valueset(PREGNANCY)
     active = [c for c in facts.conditions if PREGNANCY in c.valuesets and c.confirmed and c.current]
     if active:
         return LeafResult(
@@ -672,7 +713,7 @@ def _prepare_lab(params: dict[str, Any]) -> None:
 def lab(facts: PatientFacts, params: Mapping[str, Any], context: EvaluationContext) -> LeafResult:
     analyte_id = params["analyte"]
     analyte = context.terminology.analytes.get(analyte_id)
-    name = _analyte_label(analyte, analyte_id)
+    name = context.labels.analyte(analyte_id)
     max_age = params.get("max_age_days", context.lab_max_age_days)
     latest = _latest(facts.labs.get(analyte_id, ()))
     unconverted = _latest(facts.unconverted_labs.get(analyte_id, ()))
@@ -705,18 +746,20 @@ def lab(facts: PatientFacts, params: Mapping[str, Any], context: EvaluationConte
         return LeafResult(truth, f"{measured} ({bounds.text()})", (latest.ref,))
     found = None
     if analyte is not None:
-        found = derived.limit_multiple(latest, analyte, facts.sex, "high" if limit_name == "ULN" else "low")
+        found = derived.limit_of_normal(latest, analyte, facts.sex, "high" if limit_name == "ULN" else "low")
     if found is None:
         return LeafResult(
             Truth.UNKNOWN,
             f"{measured}: no {limit_name} (no Observation range, no default range)",
             (latest.ref,),
         )
-    source = "Observation range" if found.source == "observation" else "default range"
-    truth = Truth.TRUE if bounds.holds(found.multiple) else Truth.FALSE
+    limit, where = found
+    multiple = latest.value / limit
+    source = "Observation range" if where == "observation" else "default range"
+    truth = Truth.TRUE if bounds.holds(multiple) else Truth.FALSE
     return LeafResult(
         truth,
-        f"{measured} = {fmt_multiple(found.multiple)} x {limit_name} {fmt_number(found.limit)} ({source}; "
+        f"{measured} = {fmt_multiple(multiple)} x {limit_name} {fmt_number(limit)} ({source}; "
         f"{bounds.text(f' x {limit_name}')})",
         (latest.ref,),
     )
@@ -885,7 +928,7 @@ def disease_status(facts: PatientFacts, params: Mapping[str, Any], context: Eval
 @operator("medication", {"valueset": str, "current": bool, "within_days": int}, required=("valueset",))
 def medication(facts: PatientFacts, params: Mapping[str, Any], context: EvaluationContext) -> LeafResult:
     valueset = params["valueset"]
-    title = _valueset_label(context, valueset)
+    title = context.labels.valueset(valueset)
     matches = [m for m in facts.medications if valueset in m.valuesets]
     within_days = params.get("within_days")  # when given, `current` does not apply
     current = params.get("current", True) and within_days is None
@@ -943,7 +986,7 @@ def received(facts: PatientFacts, params: Mapping[str, Any], context: Evaluation
     valueset_id = params["valueset"]
     valueset = context.terminology.valuesets.get(valueset_id)
     combination = params.get("combination", False)
-    title = _valueset_label(context, valueset_id)
+    title = context.labels.valueset(valueset_id)
     hits = [
         line
         for line in facts.therapy_lines

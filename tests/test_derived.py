@@ -14,6 +14,7 @@ from cds_service.derived import (
     imdc_groups_possible,
     imdc_risk,
     limit_multiple,
+    limit_of_normal,
     metastases_synchronous,
     metastatic_line_count,
     primary_in_place,
@@ -118,6 +119,17 @@ def test_uln_from_the_documented_default_otherwise():
     multiple = limit_multiple(lab("alt", 112), analyte, None)
     assert multiple.source == "default" and multiple.limit == analyte.default_range.high
     assert multiple.multiple == pytest.approx(112 / analyte.default_range.high)
+
+
+def test_limit_of_normal_names_its_source_and_never_falls_back_from_an_unusable_own_range():
+    bilirubin = TERMINOLOGY.analytes["bilirubin"]
+    assert limit_of_normal(lab("bilirubin", 2.0, high=1.0), bilirubin, None) == (1.0, "observation")
+    default = bilirubin.default_range.high
+    assert limit_of_normal(lab("bilirubin", 2.0), bilirubin, None) == (default, "default")
+    assert limit_of_normal(lab("bilirubin", 2.0, high=0.0), bilirubin, None) is None
+    hemoglobin = TERMINOLOGY.analytes["hemoglobin"]
+    assert limit_of_normal(lab("hemoglobin", 12.6), hemoglobin, "male", "low") == (13.5, "default")
+    assert limit_of_normal(lab("hemoglobin", 12.6), hemoglobin, None, "low") is None
 
 
 def test_lln_uses_the_sex_specific_default():

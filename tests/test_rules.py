@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import TODAY, Patient, context
+from factories import TODAY, Patient, context, terminology
 
 from cds_service.facts import PatientFacts
 from cds_service.rules import (
     OPERATORS,
     VALUESETS_READ_BY_RULES,
+    Labels,
     LeafResult,
     RuleParameterError,
     UnknownOperatorError,
@@ -815,6 +816,27 @@ def test_nodes_cite_each_leaf_reason_once() -> None:
         ]
     }
     assert run(rule, Patient().sex("male")) == LeafResult(F, "sex male", ("Patient/p1",))
+
+
+def test_a_node_cites_the_references_of_a_single_deciding_leaf_once() -> None:
+    both = Patient().condition("kidney-cancer", "metastatic-disease", onset=100, ref="Condition/mrcc")
+    leaf = run({"metastases_synchronous": {}}, both)
+    assert leaf.truth is T and leaf.evidence == ("Condition/mrcc", "Condition/mrcc")
+    node = run({"all": [{"metastases_synchronous": {}}, {"clinician": "x"}]}, both)
+    assert node == LeafResult(C, "x")
+    node = run({"any": [{"metastases_synchronous": {}}, {"clinician": "x"}]}, both)
+    assert node == LeafResult(T, leaf.reason, ("Condition/mrcc",))
+
+
+def test_labels_name_value_sets_as_inside_a_sentence_and_analytes_by_their_abbreviation() -> None:
+    labels = Labels(terminology())
+    assert labels.valueset("heart-failure") == "heart failure"
+    assert labels.valueset("hiv-hepatitis") == "HIV or chronic hepatitis B/C"
+    assert labels.valueset("not-in-the-catalog") == "not in the catalog"
+    assert labels.analyte("alt") == "ALT"
+    assert labels.analyte("inr") == "INR"
+    assert labels.analyte("creatinine") == "creatinine"
+    assert labels.analyte("not-in-the-catalog") == "not in the catalog"
 
 
 def test_annotation_units_are_not_shown_and_mixed_case_abbreviations_are_kept() -> None:
