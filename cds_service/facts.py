@@ -676,7 +676,13 @@ def readable_codes(terminology: Terminology) -> ReadableCodes:
 
 def observation_codes_to_read(terminology: Terminology) -> frozenset[Code]:
     """Observation codes worth validating: analyte LOINC codes plus scores, statuses, sizes and tests."""
-    return frozenset((LOINC, code) for code in terminology.relevant_loinc()) | SPECIAL_OBSERVATION_CODES
+    return lab_value_codes(terminology) | SPECIAL_OBSERVATION_CODES
+
+
+def lab_value_codes(terminology: Terminology) -> frozenset[Code]:
+    """Codes read as lab values only (analytes): of these Observations only the value and its reference
+    range are read (see `_lab_value`), so only those are validated."""
+    return frozenset((LOINC, code) for code in terminology.relevant_loinc()) - SPECIAL_OBSERVATION_CODES
 
 
 def _facts_from_records(
@@ -854,11 +860,12 @@ def build_facts(
         else RecencyWindows(today, windows.by_code(terminology), USABLE_OBSERVATION_STATUSES)
     )
     codes = observation_codes_to_read(terminology)
+    labs = lab_value_codes(terminology)
     readable = readable_codes(terminology) if readable_only else None
     if windows is None or recency is None or not newest_only:
-        records = read_records(resources, codes, patient_id, recency, readable)
+        records = read_records(resources, codes, patient_id, recency, readable, labs)
         return _facts_from_records(records, terminology, today, patient_id)
-    others, candidates = read_records_lazily(resources, codes, patient_id, recency, readable)
+    others, candidates = read_records_lazily(resources, codes, patient_id, recency, readable, labs)
     _read_newest(candidates, terminology, windows)
     read = [c for c in candidates if c.read]
     records = dataclasses.replace(

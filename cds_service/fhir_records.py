@@ -483,6 +483,13 @@ def _choice(name: str, *types: str) -> tuple[str, ...]:
 _EFFECTIVE = _choice("effective", "DateTime", "Period", "Timing", "Instant")
 _MEDICATION = _choice("medication", "CodeableConcept", "Reference")
 _SUBJECT = ("resourceType", "id", "subject")  # subject: required (1..1) by all but Observation
+_OBSERVATION_VALUE = (
+    *_SUBJECT, "status", "code", "issued", *_EFFECTIVE,
+    *_choice(
+        "value", "Quantity", "CodeableConcept", "String", "Boolean", "Integer", "Range", "Ratio",
+        "SampledData", "Time", "DateTime", "Period",
+    ),
+)
 
 _READ_BY_TYPE: Mapping[str, tuple[str, ...]] = {
     "Patient": ("resourceType", "id", "birthDate", "gender"),
@@ -491,12 +498,7 @@ _READ_BY_TYPE: Mapping[str, tuple[str, ...]] = {
         *_choice("onset", "DateTime", "Age", "Period", "Range", "String"),
     ),
     "Observation": (
-        *_SUBJECT, "status", "code", "issued", "interpretation", "referenceRange", "component", "focus",
-        "bodySite", *_EFFECTIVE,
-        *_choice(
-            "value", "Quantity", "CodeableConcept", "String", "Boolean", "Integer", "Range", "Ratio",
-            "SampledData", "Time", "DateTime", "Period",
-        ),
+        *_OBSERVATION_VALUE, "interpretation", "referenceRange", "component", "focus", "bodySite",
     ),
     "MedicationStatement": (*_SUBJECT, "status", "contained", "dosage", *_MEDICATION, *_EFFECTIVE),
     "MedicationRequest": (
@@ -508,23 +510,35 @@ _READ_BY_TYPE: Mapping[str, tuple[str, ...]] = {
         *_choice("performed", "DateTime", "Period", "String", "Age", "Range"),
     ),
 }
+
+
+def _with_extensions(names: Iterable[str]) -> frozenset[str]:
+    return frozenset(names) | frozenset("_" + name for name in names)
+
+
 READ_ELEMENTS: Mapping[str, frozenset[str]] = {
-    rtype: frozenset(names) | frozenset("_" + name for name in names)
-    for rtype, names in _READ_BY_TYPE.items()
+    rtype: _with_extensions(names) for rtype, names in _READ_BY_TYPE.items()
 }
 """Per resource type: the top-level elements validated, each whole (`_x`: the extensions of primitive x)."""
 
-
-def _pruned(resource: Mapping[str, Any]) -> dict[str, Any]:
-    """The resource with only its `READ_ELEMENTS` (a shallow copy: nothing inside is changed)."""
-    keep = READ_ELEMENTS[resource["resourceType"]]
-    return {name: value for name, value in resource.items() if name in keep}
+LAB_VALUE_ELEMENTS = _with_extensions((*_OBSERVATION_VALUE, "referenceRange"))
+"""The elements validated of an Observation selected for lab codes only (see `read_records`): its value and
+reference range are all a lab value reads; interpretation, components, focus and body site are not."""
 
 
-def _validated(raw: _Raw) -> Any | None:
+def _elements(raw: _Raw, codes: frozenset[Code], lab_codes: frozenset[Code]) -> frozenset[str]:
+    """The elements of this selected resource to validate (`codes`: its wanted codes)."""
+    if raw.type == "Observation" and codes and codes <= lab_codes:
+        return LAB_VALUE_ELEMENTS
+    return READ_ELEMENTS[raw.type]
+
+
+def _validated(raw: _Raw, elements: frozenset[str]) -> Any | None:
+    """The resource's model, validated with only `elements` (a shallow copy: nothing inside is changed)."""
     model = MODELS[raw.type]
     try:
-        return model.model_validate(_pruned(raw.resource))
+        pruned = {name: value for name, value in raw.resource.items() if name in elements}
+        return model.model_validate(pruned)
     except Exception:  # any failure of one resource only skips that resource
         logger.warning("skipped invalid resource %s", raw.ref)
         return None
@@ -731,12 +745,15 @@ def _procedure(res: Procedure, ref: str) -> ProcedureRecord:
     return ProcedureRecord(ref, res.status, _concept(res.code), performed, _concepts_codes(res.bodySite))
 
 
-def _validated_all(raws: Iterable[_Raw]) -> tuple[list[tuple[_Raw, Any]], list[str]]:
-    """The models of the resources that validate, and the references of those that do not."""
+def _validated_all(
+    raws: Iterable[tuple[_Raw, frozenset[str]]],
+) -> tuple[list[tuple[_Raw, Any]], list[str]]:
+    """The models of the resources that validate (each with its elements), and the references of those that
+    do not."""
     skipped: list[str] = []
     valid: list[tuple[_Raw, Any]] = []
-    for raw in raws:
-        model = _validated(raw)
+    for raw, elements in raws:
+        model = _validated(raw, elements)
         if model is None:
             skipped.append(raw.ref)
         else:
@@ -750,12 +767,18 @@ def read_records(
     patient_id: str | None = None,
     windows: RecencyWindows | None = None,
     readable: ReadableCodes | None = None,
+    lab_codes: frozenset[Code] = frozenset(),
 ) -> PatientRecords:
-    """Select, validate and convert raw FHIR JSON resources; never raises for a bad resource."""
+    """Select, validate and convert raw FHIR JSON resources; never raises for a bad resource.
+
+    An Observation whose wanted codes are all `lab_codes` is validated as a lab value (`LAB_VALUE_ELEMENTS`):
+    its record has no interpretation, components, focus or body site.
+    """
     selected = _selected(_flatten(resources), observation_codes, patient_id, readable)
-    if windows is None:
-        return _records(*_validated_all(raw for raw, _ in selected))
-    return _records(*_validated_all(raw for raw, _, _ in _windowed(selected, windows)))
+    if windows is not None:
+        kept = {id(raw) for raw, _, _ in _windowed(selected, windows)}
+        selected = [(raw, codes) for raw, codes in selected if id(raw) in kept]
+    return _records(*_validated_all((raw, _elements(raw, codes, lab_codes)) for raw, codes in selected))
 
 
 class ObservationCandidate:
@@ -766,10 +789,13 @@ class ObservationCandidate:
     which of them to read. Every other Observation has `repeated` False and should always be read.
     """
 
-    __slots__ = ("_raw", "_record", "codes", "day", "read", "ref", "repeated", "status")
+    __slots__ = ("_elements", "_raw", "_record", "codes", "day", "read", "ref", "repeated", "status")
 
-    def __init__(self, raw: _Raw, day: date | None, codes: frozenset[Code] | None) -> None:
+    def __init__(
+        self, raw: _Raw, day: date | None, codes: frozenset[Code] | None, elements: frozenset[str]
+    ) -> None:
         self._raw = raw
+        self._elements = elements
         self.ref = raw.ref
         self.status: Any = raw.resource.get("status")  # as sent: a valid record has the same status
         self.day = day
@@ -782,7 +808,7 @@ class ObservationCandidate:
         """The Observation as a record, None when it is not valid FHIR (then logged, once)."""
         if not self.read:
             self.read = True
-            model = _validated(self._raw)
+            model = _validated(self._raw, self._elements)
             self._record = None if model is None else _observation(model, self.ref)
         return self._record
 
@@ -793,6 +819,7 @@ def read_records_lazily(
     patient_id: str | None,
     windows: RecencyWindows,
     readable: ReadableCodes | None = None,
+    lab_codes: frozenset[Code] = frozenset(),
 ) -> tuple[PatientRecords, tuple[ObservationCandidate, ...]]:
     """As `read_records` with windows, but the Observations come back unvalidated, as candidates in order.
 
@@ -800,13 +827,15 @@ def read_records_lazily(
     choice (the facts stage reads only the newest usable value of a repeated measurement).
     """
     selected = _selected(_flatten(resources), observation_codes, patient_id, readable)
-    others: list[_Raw] = []
+    wanted = {id(raw): codes for raw, codes in selected}
+    others: list[tuple[_Raw, frozenset[str]]] = []
     candidates: list[ObservationCandidate] = []
     for raw, day, codes in _windowed(selected, windows):
+        elements = _elements(raw, wanted[id(raw)], lab_codes)
         if raw.type == "Observation":
-            candidates.append(ObservationCandidate(raw, day, codes))
+            candidates.append(ObservationCandidate(raw, day, codes, elements))
         else:
-            others.append(raw)
+            others.append((raw, elements))
     return _records(*_validated_all(others)), tuple(candidates)
 
 

@@ -98,9 +98,9 @@ def validated(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     original = fhir_records._validated
 
-    def spy(raw):  # type: ignore[no-untyped-def]
+    def spy(raw, *args):  # type: ignore[no-untyped-def]
         seen.append(raw.ref)
-        return original(raw)
+        return original(raw, *args)
 
     monkeypatch.setattr(fhir_records, "_validated", spy)
     return seen
