@@ -17,7 +17,9 @@ ELIGIBILITY_EXTENSION = "org.trialmatch.eligibility"
 SUMMARY_LIMIT = 139  # CDS Hooks: summary < 140 characters
 TEXT_PREVIEW = 90  # characters of verbatim registry text shown beside a criterion to check
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|])")
+# Escaped one by one, the backslash first (the others add backslashes): a few str.replace calls beat a
+# regular expression on these short texts.
+_MARKDOWN_SPECIAL = "\\`*_{}[]<>#|"
 
 STATUS_TEXT = {"RECRUITING": "Recruiting", "NOT_YET_RECRUITING": "Not yet recruiting"}
 PHASE_TEXT = {"PHASE1": "Phase 1", "PHASE2": "Phase 2", "PHASE3": "Phase 3", "PHASE4": "Phase 4"}
@@ -25,7 +27,10 @@ PHASE_TEXT = {"PHASE1": "Phase 1", "PHASE2": "Phase 2", "PHASE3": "Phase 3", "PH
 
 def markdown_escape(text: str) -> str:
     """Escape characters that Markdown (or raw HTML in GFM renderers) would interpret."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    for char in _MARKDOWN_SPECIAL:
+        if char in text:
+            text = text.replace(char, "\\" + char)
+    return text
 
 
 def shorten(text: str, limit: int = TEXT_PREVIEW) -> str:
@@ -37,42 +42,25 @@ def shorten(text: str, limit: int = TEXT_PREVIEW) -> str:
 
 
 _EMPTY = (None, "", [], {})
+_BLANK_LINES = re.compile(r"\n\s*\n\s*\n")  # two or more blank lines (left by template sections not shown)
 
 
 def drop_empty(value: Any) -> Any:
     """Remove None, "", [] and {} recursively: CDS Hooks forbids them in cards."""
     kind = type(value)
-    if kind is str or kind is dict:  # the usual cases first, by exact type (cheaper than isinstance)
-        if kind is str:
-            return value
-        cleaned = ((k, drop_empty(v)) for k, v in value.items())
-        return {k: v for k, v in cleaned if v not in _EMPTY}
-    if isinstance(value, str | int | float) or value is None:
+    if kind is str:  # the usual cases first, by exact type (cheaper than isinstance)
         return value
-    if isinstance(value, Mapping):
-        cleaned = ((k, drop_empty(v)) for k, v in value.items())
-        return {k: v for k, v in cleaned if v not in _EMPTY}
+    if kind is dict or (kind is not list and isinstance(value, Mapping)):
+        cleaned = {}
+        for key, item in value.items():
+            item = drop_empty(item)
+            if item not in _EMPTY:
+                cleaned[key] = item
+        return cleaned
     if isinstance(value, list | tuple):
-        items = (drop_empty(v) for v in value)
-        return [v for v in items if v not in _EMPTY]
+        items = [drop_empty(item) for item in value]
+        return [item for item in items if item not in _EMPTY]
     return value
-
-
-def _memoised(text_filter: Callable[[str], str]) -> Callable[..., str]:
-    """A template filter that reuses its results kept in the render variable `filtered` (a dict)."""
-    name = text_filter.__name__
-
-    @jinja2.pass_context
-    def cached(render: jinja2.runtime.Context, text: str) -> str:
-        memo = render.get("filtered")
-        if memo is None:
-            return text_filter(text)
-        found = memo.get((name, text))
-        if found is None:
-            found = memo[name, text] = text_filter(text)
-        return found
-
-    return cached
 
 
 @dataclass(frozen=True)
@@ -96,24 +84,18 @@ class CardBuilder:
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=False,
         )
-        env.filters["md"] = _memoised(markdown_escape)
-        env.filters["shorten"] = _memoised(shorten)
+        env.filters["md"] = markdown_escape
+        env.filters["shorten"] = shorten
         self._summary = env.get_template("summary.txt.j2")
         self._detail = env.get_template("detail.md.j2")
         self._uuid = uuid_factory
 
     def build_all(self, results: Sequence[TrialResult], context: CardContext) -> list[dict[str, Any]]:
-        """Cards of the results that get one, in order; texts repeated across cards are escaped once."""
-        memo: dict[tuple[str, str], str] = {}
-        return [self.build(result, context, memo) for result in results if result.gets_card]
+        """Cards of the results that get one, in order."""
+        return [self.build(result, context) for result in results if result.gets_card]
 
-    def build(
-        self, result: TrialResult, context: CardContext, memo: dict[tuple[str, str], str] | None = None
-    ) -> dict[str, Any]:
-        """Return one card for a trial the patient may fit (verdict likely- or possibly-eligible).
-
-        `memo` keeps the filtered texts of one call's cards (never shared between calls: reasons hold
-        patient data)."""
+    def build(self, result: TrialResult, context: CardContext) -> dict[str, Any]:
+        """Return one card for a trial the patient may fit (verdict likely- or possibly-eligible)."""
         if not result.gets_card or result.trial.nct_id is None:
             raise ValueError(f"trial {result.trial.key} does not get a card ({result.verdict})")
         info = result.trial
@@ -125,7 +107,7 @@ class CardBuilder:
             "summary": self._summary_text(likely, info.short_title, nct_id),
             "indicator": "info",
             "source": {"label": self._texts["source_label"]},
-            "detail": self._detail_text(result, context, likely, {} if memo is None else memo),
+            "detail": self._detail_text(result, context, likely),
             "links": [
                 {
                     "label": self._texts["link_label"].format(nct_id=nct_id),
@@ -152,9 +134,7 @@ class CardBuilder:
             text = self._summary.render(likely=likely, short_title=cut, nct_id=nct_id).strip()
         return text
 
-    def _detail_text(
-        self, result: TrialResult, context: CardContext, likely: bool, memo: dict[tuple[str, str], str]
-    ) -> str:
+    def _detail_text(self, result: TrialResult, context: CardContext, likely: bool) -> str:
         by_outcome: dict[Outcome, list[CriterionResult]] = {o: [] for o in Outcome}
         for criterion in result.criteria:
             by_outcome[criterion.outcome].append(criterion)
@@ -173,9 +153,8 @@ class CardBuilder:
             lab_days=context.lab_max_age_days,
             performance_days=context.performance_max_age_days,
             catalog_version=result.catalog_version,
-            filtered=memo,
         )
-        return re.sub(r"\n\s*\n\s*\n", "\n\n", text).strip()
+        return _BLANK_LINES.sub("\n\n", text).strip()
 
     def _referral(self, result: TrialResult, context: CardContext) -> dict[str, Any]:
         info = result.trial
@@ -214,14 +193,17 @@ def eligibility_extension(result: TrialResult) -> dict[str, Any]:
 
 
 def _criterion_entry(c: CriterionResult) -> dict[str, Any]:
-    """One criterion of the extension; flat values, so no recursive `drop_empty` is needed."""
-    entry = {
-        "id": c.id,
-        "type": c.type,
-        "text": c.text,
-        "heading": c.heading,
-        "outcome": str(c.outcome),
-        "reason": c.reason,
-        "evidence": [ref for ref in c.evidence if ref],
-    }
-    return {k: v for k, v in entry.items() if v not in _EMPTY}
+    """One criterion of the extension without empty values: strings, None or a list, so empty is falsy."""
+    entry: dict[str, Any] = {}
+    for key, value in (
+        ("id", c.id),
+        ("type", c.type),
+        ("text", c.text),
+        ("heading", c.heading),
+        ("outcome", str(c.outcome)),
+        ("reason", c.reason),
+        ("evidence", [ref for ref in c.evidence if ref]),
+    ):
+        if value:
+            entry[key] = value
+    return entry

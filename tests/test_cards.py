@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cds_service.cards import CardBuilder, CardContext, markdown_escape
 from cds_service.config import DEFAULT_CARDS_DIR
@@ -148,8 +151,14 @@ def test_markdown_escape_neutralises_html_and_emphasis() -> None:
     assert markdown_escape("<script>*x*_y_ [a](b)") == "\\<script\\>\\*x\\*\\_y\\_ \\[a\\](b)"
 
 
+@given(st.text(alphabet=st.sampled_from("\\`*_{}[]<>#|ab ≤\n"), max_size=30) | st.text(max_size=30))
+def test_markdown_escape_puts_one_backslash_before_each_special_character(text: str) -> None:
+    """The escape replaces character by character; this is what one pass of a regular expression does."""
+    assert markdown_escape(text) == re.sub(r"([\\`*_{}\[\]<>#|])", r"\\\1", text)
+
+
 def test_cards_built_together_equal_cards_built_one_by_one(builder: CardBuilder) -> None:
-    """build_all shares escaped texts between a call's cards; each card is still its own."""
+    """build_all gives, in order, the cards that build gives one by one for the results that get one."""
     results = [result(), result(Verdict.LIKELY), result(Verdict.NOT_ELIGIBLE), result(arm="Arm <A>")]
     together = builder.build_all(results, CardContext(patient_id="p1"))
     alone = [builder.build(r, CardContext(patient_id="p1")) for r in results if r.gets_card]
