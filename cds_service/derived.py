@@ -398,14 +398,12 @@ def _calcium_factor(facts: PatientFacts, terminology: Terminology, since: date |
     analyte = terminology.analytes.get("calcium")
     if computed is None or calcium is None or analyte is None:
         return ImdcFactor(name, None, (), "no recent corrected calcium (or calcium with albumin)")
-    as_lab = LabValue(
-        "calcium", computed.value, "mg/dL", calcium.date, calcium.ref, calcium.low, calcium.high
-    )
-    multiple = limit_multiple(as_lab, analyte, facts.sex, "high")
-    if multiple is None:
+    found = limit_of_normal(calcium, analyte, facts.sex, "high")  # the measured calcium's range
+    if found is None:
         return ImdcFactor(name, None, computed.refs, f"{computed.text}: upper limit unknown")
-    text = f"{computed.text} vs ULN {_fmt(multiple.limit)} mg/dL ({multiple.source} range)"
-    return ImdcFactor(name, multiple.multiple > 1, computed.refs, text)
+    limit, source = found
+    text = f"{computed.text} vs ULN {_fmt(limit)} mg/dL ({source} range)"
+    return ImdcFactor(name, computed.value / limit > 1, computed.refs, text)
 
 
 def imdc_risk(

@@ -456,6 +456,20 @@ def condition(facts: PatientFacts, params: Mapping[str, Any], context: Evaluatio
     valueset = params["valueset"]
     title = context.labels.valueset(valueset)
     matches = [c for c in facts.conditions if valueset in c.valuesets]
+    decided = _recorded_condition(facts, matches, params, title) if matches else None
+    if decided is not None:
+        return decided
+    unreadable = _unavailable(facts, "Condition")
+    if unreadable:
+        return LeafResult(Truth.UNKNOWN, unreadable)
+    absent = Truth.UNKNOWN if params.get("absent") == "unknown" else Truth.FALSE
+    return LeafResult(absent, f"no record of {title}")
+
+
+def _recorded_condition(
+    facts: PatientFacts, matches: list[ConditionFact], params: Mapping[str, Any], title: str
+) -> LeafResult | None:
+    """Decide from the conditions of the value set on record; None when none of them decides."""
     current_only = params.get("current_only", False)
     within_days = params.get("within_days")
     candidates = [c for c in matches if c.confirmed and (c.current or not current_only)]
@@ -478,11 +492,7 @@ def condition(facts: PatientFacts, params: Mapping[str, Any], context: Evaluatio
     if history:
         label = _condition_label(history[0], title)
         return LeafResult(Truth.FALSE, f"{label} resolved or inactive (history only)", _refs(history))
-    unreadable = _unavailable(facts, "Condition")
-    if unreadable:
-        return LeafResult(Truth.UNKNOWN, unreadable)
-    absent = Truth.UNKNOWN if params.get("absent") == "unknown" else Truth.FALSE
-    return LeafResult(absent, f"no record of {title}")
+    return None
 
 
 @operator("procedure", {"valueset": str, "within_days": int}, required=("valueset",))
@@ -1107,6 +1117,8 @@ class Leaf:
 
     def evaluate(self, facts: PatientFacts, context: EvaluationContext) -> LeafResult:
         result = self.operator.function(facts, self.params, context)
+        if self.if_true is None and self.if_false is None and self.note is None:
+            return result
         softened = (
             self.if_true
             if result.truth is Truth.TRUE
