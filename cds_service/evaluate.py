@@ -71,9 +71,9 @@ def verdict_of(status: str, anchors_met: bool, outcomes: list[Outcome]) -> Verdi
         return Verdict.NOT_CONSIDERED
     if Outcome.NOT_MET in outcomes:
         return Verdict.NOT_ELIGIBLE
-    if all(o in (Outcome.MET, Outcome.CLINICIAN) for o in outcomes):
-        return Verdict.LIKELY
-    return Verdict.POSSIBLY
+    if Outcome.UNKNOWN in outcomes:
+        return Verdict.POSSIBLY
+    return Verdict.LIKELY  # every outcome met or left to the clinician
 
 
 @dataclass(frozen=True, eq=False)
@@ -192,6 +192,9 @@ class Engine:
             compiled = self._compile_trial(trial)
             groups.setdefault(compiled.anchor_key, []).append(compiled)
         self._groups = tuple(_Group.of(group) for group in groups.values())
+        # Positions of the results (made group by group) in trial-key order, the order within a verdict.
+        keys = [trial.source.info.key for group in self._groups for trial in group.trials]
+        self._key_order = sorted(range(len(keys)), key=keys.__getitem__)
         # What the rules can read of each repeated measurement: older values need not be validated.
         self.measurement_windows: MeasurementWindows = measurement_windows(
             self._rules.values(), self.policy.lab_max_age_days, self.policy.performance_max_age_days
@@ -248,8 +251,9 @@ class Engine:
                 results.extend(self._considered(trial, facts, context) for trial in group.trials)
             else:
                 results.extend(group.not_considered(values, self.catalog.version))
-        results.sort(key=lambda r: (_VERDICT_ORDER[r.verdict], r.trial.key))
-        return tuple(results)
+        in_key_order = [results[i] for i in self._key_order]
+        in_key_order.sort(key=lambda r: _VERDICT_ORDER[r.verdict])  # stable: the key order stays within
+        return tuple(in_key_order)
 
     def _considered(self, trial: _Trial, facts: PatientFacts, context: EvaluationContext) -> TrialResult:
         """The result of a trial whose anchors are met: its criteria, verdict and arm."""

@@ -25,6 +25,7 @@ import math
 import operator as op
 import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import InitVar, dataclass, field
 from datetime import date, timedelta
 from types import MappingProxyType
@@ -145,9 +146,8 @@ _ANY_PRECEDENCE = (Truth.TRUE, Truth.UNKNOWN, Truth.CLINICIAN, Truth.FALSE)
 _NEGATION = {Truth.TRUE: Truth.FALSE, Truth.FALSE: Truth.TRUE}
 
 
-def _first_present(precedence: tuple[Truth, ...], truths: Iterable[Truth]) -> Truth:
-    """The first value of `precedence` among `truths` (the last of `precedence` when none is)."""
-    present = set(truths)
+def _first_present(precedence: tuple[Truth, ...], present: AbstractSet[Truth]) -> Truth:
+    """The first value of `precedence` in `present` (the last of `precedence` when none is)."""
     for truth in precedence:
         if truth in present:
             return truth
@@ -156,12 +156,12 @@ def _first_present(precedence: tuple[Truth, ...], truths: Iterable[Truth]) -> Tr
 
 def kleene_all(truths: Iterable[Truth]) -> Truth:
     """Conjunction: false if any is false, else unknown, else clinician, else true (true when empty)."""
-    return _first_present(_ALL_PRECEDENCE, truths)
+    return _first_present(_ALL_PRECEDENCE, set(truths))
 
 
 def kleene_any(truths: Iterable[Truth]) -> Truth:
     """Disjunction: true if any is true, else unknown, else clinician, else false (false when empty)."""
-    return _first_present(_ANY_PRECEDENCE, truths)
+    return _first_present(_ANY_PRECEDENCE, set(truths))
 
 
 def kleene_not(truth: Truth) -> Truth:
@@ -1159,23 +1159,26 @@ class Rule:
     def _walk(
         self, facts: PatientFacts, context: EvaluationContext
     ) -> tuple[Truth, tuple[str, ...], tuple[str, ...]]:
-        """One recursion returning three values: the truth, and the leaf reasons and references behind it."""
-        if self.leaf is not None:
-            result = self.evaluate(facts, context)
-            return result.truth, (result.reason,), result.evidence
-        results = [child._walk(facts, context) for child in self.children]
+        """One recursion over a node returning three values: the truth, and the leaf reasons and references
+        behind it."""
+        results = []
+        for child in self.children:
+            if child.leaf is None:
+                results.append(child._walk(facts, context))
+            else:  # equal leaves anywhere are evaluated once a patient
+                leaf = child.evaluate(facts, context)
+                results.append((leaf.truth, (leaf.reason,), leaf.evidence))
         if self.kind == "not":
             truth, reasons, evidence = results[0]
             return kleene_not(truth), reasons, evidence
-        truth = _first_present(
-            _ALL_PRECEDENCE if self.kind == "all" else _ANY_PRECEDENCE, [t for t, _, _ in results]
-        )
-        cited = [r for r in results if r[0] is truth]
+        present = {result[0] for result in results}
+        truth = _first_present(_ALL_PRECEDENCE if self.kind == "all" else _ANY_PRECEDENCE, present)
+        cited = [result for result in results if result[0] is truth]
         if len(cited) == 1:  # its reasons are distinct already, a leaf's references may not be
             _, reasons, evidence = cited[0]
             return truth, reasons, evidence if len(evidence) < 2 else tuple(dict.fromkeys(evidence))
-        reasons = tuple(dict.fromkeys([reason for _, cited_reasons, _ in cited for reason in cited_reasons]))
-        evidence = tuple(dict.fromkeys([ref for _, _, cited_refs in cited for ref in cited_refs]))
+        reasons = tuple(dict.fromkeys([reason for result in cited for reason in result[1]]))
+        evidence = tuple(dict.fromkeys([ref for result in cited for ref in result[2]]))
         return truth, reasons, evidence
 
 
