@@ -58,9 +58,13 @@ class EvaluationPolicy:
     performance_max_age_days: int = 60
 
 
+def _outcomes(criterion_type: str) -> Mapping[Truth, Outcome]:
+    return _EXCLUSION_OUTCOME if criterion_type == "exclusion" else _INCLUSION_OUTCOME
+
+
 def outcome_of(criterion_type: str, truth: Truth) -> Outcome:
     """Map a rule's value to the criterion's outcome (an exclusion that applies is `not-met`)."""
-    return (_EXCLUSION_OUTCOME if criterion_type == "exclusion" else _INCLUSION_OUTCOME)[truth]
+    return _outcomes(criterion_type)[truth]
 
 
 def verdict_of(status: str, anchors_met: bool, outcomes: list[Outcome]) -> Verdict:
@@ -87,12 +91,11 @@ class _Criterion:
 
     @classmethod
     def of(cls, source: Criterion, rule: Rule | None) -> _Criterion:
-        outcomes = _EXCLUSION_OUTCOME if source.type == "exclusion" else _INCLUSION_OUTCOME
         fixed = None
         if rule is None:
             c = source
             fixed = CriterionResult(c.id, c.type, c.text, Outcome.CLINICIAN, c.clinician or "", (), c.heading)
-        return cls(source, rule, outcomes, fixed)
+        return cls(source, rule, _outcomes(source.type), fixed)
 
     def result(self, facts: PatientFacts, context: EvaluationContext) -> CriterionResult:
         """The criterion's result for one patient, built once per patient (keyed by this object)."""

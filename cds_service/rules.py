@@ -121,7 +121,7 @@ class EvaluationContext:
     terminology: Terminology
     lab_max_age_days: int = 30
     performance_max_age_days: int = 60
-    memo: dict[Hashable, Any] = field(default_factory=dict)  # keys: rules, leaf keys, derive() tuples
+    memo: dict[Hashable, Any] = field(default_factory=dict)  # keys: rule keys, criteria, derive() tuples
     prepared_labels: InitVar[Labels | None] = None  # an engine's, built once from the same terminology
     labels: Labels = field(init=False, repr=False)
 
@@ -1166,8 +1166,8 @@ class Rule:
             if child.leaf is None:
                 results.append(child._walk(facts, context))
             else:  # equal leaves anywhere are evaluated once a patient
-                leaf = child.evaluate(facts, context)
-                results.append((leaf.truth, (leaf.reason,), leaf.evidence))
+                value = child.evaluate(facts, context)
+                results.append((value.truth, (value.reason,), value.evidence))
         if self.kind == "not":
             truth, reasons, evidence = results[0]
             return kleene_not(truth), reasons, evidence
