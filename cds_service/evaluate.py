@@ -143,8 +143,9 @@ class _Group:
     # Distinct anchor label lists of the group's trials; for each trial: (index into that list, verdict).
     label_lists: tuple[tuple[str, ...], ...]
     unconsidered: tuple[tuple[int, Verdict], ...]
-    # The last call's anchor values and results: patients without the group's disease mostly give equal
-    # values ("no record of ..."), so the (immutable) results are reused; one entry, replaced at once.
+    # The last call's anchor values and results when no value names a record: patients without the group's
+    # disease give equal values ("no record of ..."), so the (immutable) results are reused; one entry,
+    # replaced at once. Values that cite a patient's records are never kept past their call.
     last: dict[str, tuple[tuple[Any, ...], list[TrialResult]]] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -177,7 +178,8 @@ class _Group:
             TrialResult(trial.source.info, verdict, criteria[index], None, catalog_version)
             for trial, (index, verdict) in zip(self.trials, self.unconsidered, strict=True)
         ]
-        self.last["call"] = (key, results)
+        if not any(value.evidence for value in values):
+            self.last["call"] = (key, results)
         return results
 
 

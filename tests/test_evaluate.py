@@ -466,3 +466,14 @@ def test_results_of_trials_not_considered_follow_each_patient() -> None:
     assert len(not_metastatic) == 5  # the trials with both anchors
     assert {c.outcome for r in not_metastatic for c in r.criteria if c.id == "anchor:1"} == {M}
     assert engine.evaluate(Patient().aged(60).build()) == first
+
+
+def test_results_of_trials_not_considered_are_kept_past_a_call_only_when_they_cite_no_record() -> None:
+    engine = Engine(catalog(*_many_trials(10)))
+    engine.evaluate(rcc_patient().build())  # kidney cancer cited, metastases not recorded
+    assert not any(group.last for group in engine._groups)
+    engine.evaluate(Patient().aged(60).build())  # no record of either anchor
+    kept = [group.last["call"] for group in engine._groups if group.last]
+    assert kept and all(not value.evidence for key, _ in kept for value in key[1:])
+    engine.evaluate(rcc_patient().build())
+    assert [group.last["call"] for group in engine._groups if group.last] == kept
