@@ -212,31 +212,33 @@ class _Raw(NamedTuple):
 def _flatten(items: Iterable[Any]) -> list[_Raw]:
     """Every resource of `items`, Bundles unwrapped; a resource without id is named by its position."""
     found: list[_Raw] = []
-
-    def walk(obj: Any, full_url: str | None, depth: int) -> None:
-        if not isinstance(obj, Mapping):
-            return
-        rtype = obj.get("resourceType")
-        if not isinstance(rtype, str):
-            return
-        if rtype == "Bundle":
-            entries = obj.get("entry")
-            if depth < MAX_BUNDLE_DEPTH and isinstance(entries, list):
-                for entry in entries:
-                    if isinstance(entry, Mapping):
-                        url = entry.get("fullUrl")
-                        walk(entry.get("resource"), url if isinstance(url, str) else None, depth + 1)
-            return
-        rid = obj.get("id")
-        if isinstance(rid, str) and rid:
-            ref = f"{rtype}/{rid}"
-        else:
-            ref = full_url or f"{rtype}/#{len(found) + 1}"
-        found.append(_Raw(obj, rtype, ref, full_url))
-
     for item in items:
-        walk(item, None, 0)
+        _collect(item, None, 0, found)
     return found
+
+
+def _collect(obj: Any, full_url: str | None, depth: int, found: list[_Raw]) -> None:
+    """Append `obj` to `found`, or the resources of a Bundle (a module function, not a closure: a closure
+    calling itself is a reference cycle, which would keep every resource alive until the GC runs)."""
+    if not isinstance(obj, Mapping):
+        return
+    rtype = obj.get("resourceType")
+    if not isinstance(rtype, str):
+        return
+    if rtype == "Bundle":
+        entries = obj.get("entry")
+        if depth < MAX_BUNDLE_DEPTH and isinstance(entries, list):
+            for entry in entries:
+                if isinstance(entry, Mapping):
+                    url = entry.get("fullUrl")
+                    _collect(entry.get("resource"), url if isinstance(url, str) else None, depth + 1, found)
+        return
+    rid = obj.get("id")
+    if isinstance(rid, str) and rid:
+        ref = f"{rtype}/{rid}"
+    else:
+        ref = full_url or f"{rtype}/#{len(found) + 1}"
+    found.append(_Raw(obj, rtype, ref, full_url))
 
 
 @lru_cache(maxsize=4096)

@@ -95,3 +95,26 @@ def test_the_call_data_kept_in_the_environ_is_freed_by_post_request(app: Flask, 
         worker = SimpleNamespace(nr=1)
         conf.post_request(worker, None, environ, None)
         assert RELEASE_AFTER_RESPONSE not in environ
+
+
+def test_a_call_leaves_no_fhir_resource_in_a_reference_cycle(app: Flask, conf: ModuleType) -> None:
+    """Workers collect only after the response: what a call parsed must be freed by reference counting."""
+    state = app.extensions[conf.STATE_KEY]
+    service = state.catalog.services[0]
+    body = json.dumps(conf.synthetic_request(service.hook, service.prefetch)).encode()
+    gc.collect()
+    gc.disable()  # as in a worker: only the collection below may find what the call left in cycles
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        request = parse_hook_request(body, {service.hook}, max_depth=state.settings.max_json_depth)
+        data = gather_patient_data(request, service.prefetch, state.settings)
+        output = state.matcher.match(data.resources, request.patient_id, data.notes, data.unavailable)
+        assert output.cards
+        del request, data, output
+        gc.collect()
+        cyclic = [o for o in gc.garbage if isinstance(o, dict) and "resourceType" in o]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert cyclic == []
