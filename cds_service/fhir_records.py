@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -209,6 +209,11 @@ class _Raw(NamedTuple):
     full_url: str | None
 
 
+def _is_object(value: Any) -> bool:
+    """A JSON object: json.loads gives dicts, tested first because a Mapping test costs several times more."""
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def _flatten(items: Iterable[Any]) -> list[_Raw]:
     """Every resource of `items`, Bundles unwrapped; a resource without id is named by its position."""
     found: list[_Raw] = []
@@ -220,7 +225,7 @@ def _flatten(items: Iterable[Any]) -> list[_Raw]:
 def _collect(obj: Any, full_url: str | None, depth: int, found: list[_Raw]) -> None:
     """Append `obj` to `found`, or the resources of a Bundle (a module function, not a closure: a closure
     calling itself is a reference cycle, which would keep every resource alive until the GC runs)."""
-    if not isinstance(obj, Mapping):
+    if not _is_object(obj):
         return
     rtype = obj.get("resourceType")
     if not isinstance(rtype, str):
@@ -229,7 +234,7 @@ def _collect(obj: Any, full_url: str | None, depth: int, found: list[_Raw]) -> N
         entries = obj.get("entry")
         if depth < MAX_BUNDLE_DEPTH and isinstance(entries, list):
             for entry in entries:
-                if isinstance(entry, Mapping):
+                if _is_object(entry):
                     url = entry.get("fullUrl")
                     _collect(entry.get("resource"), url if isinstance(url, str) else None, depth + 1, found)
         return
@@ -247,19 +252,22 @@ def _normalized(system: str | None, code: str) -> Code | None:
     return normalize_code(system, code)
 
 
-def _raw_codes(concept: Any) -> Iterator[Code]:
-    if not isinstance(concept, Mapping):
-        return
+def _raw_codes(concept: Any) -> list[Code]:
+    """The normalised codes of a raw CodeableConcept; codings of an unusual shape are passed over."""
+    if not _is_object(concept):
+        return []
     codings = concept.get("coding")
     if not isinstance(codings, list):
-        return
+        return []
+    found = []
     for coding in codings:
-        if isinstance(coding, Mapping):
+        if _is_object(coding):
             system, code = coding.get("system"), coding.get("code")
-            if isinstance(system, str | None) and isinstance(code, str):
+            if isinstance(code, str) and (system is None or isinstance(system, str)):
                 normalised = _normalized(system, code)
                 if normalised:
-                    yield normalised
+                    found.append(normalised)
+    return found
 
 
 def _raw_concept(concept: Any) -> tuple[frozenset[Code], str | None] | None:
@@ -267,11 +275,11 @@ def _raw_concept(concept: Any) -> tuple[frozenset[Code], str | None] | None:
     None when its shape is unusual, so that what validation makes of it cannot be told here."""
     if concept is None:
         return frozenset(), None
-    if not isinstance(concept, Mapping):
+    if not _is_object(concept):
         return None
     codings = concept.get("coding", [])
     if not isinstance(codings, list) or not all(
-        isinstance(c, Mapping)
+        _is_object(c)
         and isinstance(c.get("system"), str | None)
         and isinstance(c.get("code"), str | None)
         and isinstance(c.get("display"), str | None)
@@ -293,7 +301,7 @@ def _raw_medication(medication: Mapping[str, Any]) -> tuple[frozenset[Code], str
         return None
     codes = own[0]
     for ingredient in ingredients:
-        concept = ingredient.get("itemCodeableConcept") if isinstance(ingredient, Mapping) else ""
+        concept = ingredient.get("itemCodeableConcept") if _is_object(ingredient) else ""
         item = _raw_concept(concept)
         if item is None:
             return None
@@ -313,7 +321,7 @@ def _medication_readings(
     reference = resource.get("medicationReference")
     if reference is None:
         return [(frozenset(), None)], None
-    if not isinstance(reference, Mapping) or not isinstance(reference.get("display"), str | None):
+    if not _is_object(reference) or not isinstance(reference.get("display"), str | None):
         return [None], None
     target = reference.get("reference")
     readings: list[tuple[frozenset[Code], str | None] | None] = [(frozenset(), reference.get("display"))]
@@ -322,7 +330,7 @@ def _medication_readings(
     if target.startswith("#"):
         contained = resource.get("contained")
         for item in contained if isinstance(contained, list) else ():
-            if not isinstance(item, Mapping) or item.get("resourceType") != "Medication":
+            if not _is_object(item) or item.get("resourceType") != "Medication":
                 continue
             if item.get("id") == target[1:]:
                 readings.append(_raw_medication(item))
@@ -343,7 +351,7 @@ def _readable(
     if rtype in ("Condition", "Procedure"):
         extensions = resource.get("extension")
         if rtype == "Condition" and isinstance(extensions, list) and any(
-            not isinstance(e, Mapping) or e.get("url") == HISTOLOGY_EXTENSION for e in extensions
+            not _is_object(e) or e.get("url") == HISTOLOGY_EXTENSION for e in extensions
         ):
             return True, None
         concept = _raw_concept(resource.get("code"))
@@ -358,7 +366,7 @@ def _readable(
 def _raw_reference(resource: Mapping[str, Any]) -> str | None:
     for key in ("subject", "patient"):
         value = resource.get(key)
-        if isinstance(value, Mapping):
+        if _is_object(value):
             ref = value.get("reference")
             return ref if isinstance(ref, str) else None
     return None
@@ -403,9 +411,10 @@ def _selected(
             continue
         codes = no_codes
         if rtype == "Observation":
-            codes = frozenset(c for c in _raw_codes(raw.resource.get("code")) if c in observation_codes)
-            if not codes:
+            wanted = [code for code in _raw_codes(raw.resource.get("code")) if code in observation_codes]
+            if not wanted:
                 continue
+            codes = frozenset(wanted)
         elif rtype == "Patient":
             if patient_id is not None and raw.resource.get("id") != patient_id:
                 continue
@@ -435,7 +444,7 @@ def _raw_date(resource: Mapping[str, Any], parsed: dict[str, date | None]) -> da
     first = resource.get("effectiveDateTime")
     if first is None:
         period = resource.get("effectivePeriod")
-        first = period.get("start") if isinstance(period, Mapping) else None
+        first = period.get("start") if _is_object(period) else None
         if first is None:
             first = resource.get("effectiveInstant")
             if first is None:
