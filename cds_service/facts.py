@@ -504,6 +504,19 @@ class _ObservationFacts:
     blood_pressure: list[BloodPressureFact] = field(default_factory=list)
     pregnancy_tests: list[PregnancyTestFact] = field(default_factory=list)
 
+    def extend(self, other: _ObservationFacts) -> None:
+        """Add `other`'s facts after these: as if its records had been read after these ones."""
+        for name in _OBSERVATION_FACT_FIELDS:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if isinstance(mine, dict):
+                for key, values in theirs.items():
+                    mine.setdefault(key, []).extend(values)
+            else:
+                mine.extend(theirs)
+
+
+_OBSERVATION_FACT_FIELDS = tuple(f.name for f in dataclasses.fields(_ObservationFacts))
+
 
 def _read_observations(records: Iterable[ObservationRecord], terminology: Terminology) -> _ObservationFacts:
     out = _ObservationFacts()
@@ -686,14 +699,19 @@ def lab_value_codes(terminology: Terminology) -> frozenset[Code]:
 
 
 def _facts_from_records(
-    records: PatientRecords, terminology: Terminology, today: date, patient_id: str | None
+    records: PatientRecords,
+    terminology: Terminology,
+    today: date,
+    patient_id: str | None,
+    observations: _ObservationFacts | None = None,
 ) -> PatientFacts:
+    """The facts of the records; `observations`, when given, are those of `records.observations`."""
     patient = next(
         (p for p in records.patients if patient_id is None or p.ref == f"Patient/{patient_id}"),
         None,
     )
     conditions = [c for rec in records.conditions if (c := _condition_fact(rec, terminology))]
-    obs = _read_observations(records.observations, terminology)
+    obs = _read_observations(records.observations, terminology) if observations is None else observations
     medications = [m for rec in records.medication_uses if (m := _medication_fact(rec, terminology, today))]
     procedures = [
         ProcedureFact(
@@ -792,7 +810,7 @@ class _Reader:
 
 def _read_newest(
     candidates: tuple[ObservationCandidate, ...], terminology: Terminology, windows: MeasurementWindows
-) -> None:
+) -> _Reader:
     """Read (validate and convert) the candidates the rules can use; the others stay unread.
 
     The rules read only the newest usable value of a repeated measurement (usable: final status, a unit that
@@ -831,6 +849,7 @@ def _read_newest(
         ]
         closest_first = sorted(near, key=lambda c: (abs((c.day - anchor_day).days), c.ref))  # type: ignore[operator]
         reader.first_filling(closest_first, f"lab:{analyte}")
+    return reader
 
 
 def build_facts(
@@ -866,11 +885,14 @@ def build_facts(
         records = read_records(resources, codes, patient_id, recency, readable, labs)
         return _facts_from_records(records, terminology, today, patient_id)
     others, candidates = read_records_lazily(resources, codes, patient_id, recency, readable, labs)
-    _read_newest(candidates, terminology, windows)
+    reader = _read_newest(candidates, terminology, windows)
     read = [c for c in candidates if c.read]
     records = dataclasses.replace(
         others,
         observations=tuple(record for c in read if (record := c.record()) is not None),
         skipped=others.skipped + tuple(c.ref for c in read if c.record() is None),
     )
-    return _facts_from_records(records, terminology, today, patient_id)
+    observations = _ObservationFacts()  # each read candidate's facts, already worked out by the reader
+    for candidate in read:
+        observations.extend(reader.facts_of(candidate))
+    return _facts_from_records(records, terminology, today, patient_id, observations)
