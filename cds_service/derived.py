@@ -16,12 +16,13 @@ from cds_service.facts import (
     KIDNEY_CANCER,
     METASTATIC_DISEASE,
     NEPHRECTOMY,
-    TUMOUR_SITE_KIDNEY,
     LabValue,
     PatientFacts,
     ScoreFact,
     TherapyLine,
     TumourSizeFact,
+    about_kidney_tumour,
+    kidney_cancer_refs,
 )
 from cds_service.terminology import Analyte, Terminology
 
@@ -293,19 +294,10 @@ def metastases_synchronous(facts: PatientFacts, days: int = SYNCHRONOUS_DAYS) ->
     )
 
 
-def _about_kidney(size: TumourSizeFact, kidney_refs: frozenset[str], terminology: Terminology) -> bool:
-    if any(
-        focus in kidney_refs or focus.endswith(tuple("/" + r for r in kidney_refs)) for focus in size.focus
-    ):
-        return True
-    site = terminology.valuesets.get(TUMOUR_SITE_KIDNEY)
-    return site is not None and any(site.contains(code) for code in size.body_sites)
-
-
 def primary_tumour_size(facts: PatientFacts, terminology: Terminology) -> TumourSizeFact | None:
     """Latest size of the primary tumour: focus on a kidney-cancer condition, or body site kidney."""
-    kidney_refs = frozenset(c.ref for c in facts.conditions if KIDNEY_CANCER in c.valuesets)
-    return next((s for s in facts.tumour_sizes if _about_kidney(s, kidney_refs, terminology)), None)
+    kidney_refs = kidney_cancer_refs(facts.conditions)
+    return next((s for s in facts.tumour_sizes if about_kidney_tumour(s, kidney_refs, terminology)), None)
 
 
 def nephrectomies(facts: PatientFacts) -> tuple[str, ...]:

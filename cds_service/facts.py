@@ -196,6 +196,7 @@ KARNOFSKY_CODE = (LOINC, "89243-0")
 DISEASE_STATUS_CODES = frozenset({(LOINC, "97509-4"), (LOINC, "88040-1")})  # 88040-1: mCODE STU1
 TUMOUR_SIZE_CODE = (LOINC, "21889-1")
 LONGEST_DIMENSION_CODE = (LOINC, "33728-7")
+TUMOUR_SIZE_CODES = frozenset({TUMOUR_SIZE_CODE, LONGEST_DIMENSION_CODE})
 BP_PANEL_CODE = (LOINC, "85354-9")
 SYSTOLIC_CODE = (LOINC, "8480-6")
 DIASTOLIC_CODE = (LOINC, "8462-4")
@@ -545,7 +546,7 @@ def _read_observations(records: Iterable[ObservationRecord], terminology: Termin
             out.disease_status.append(status)
         if codes & M_CATEGORY_CODES and (stage := _staging(rec, terminology)):
             out.staging.append(stage)
-        if codes & {TUMOUR_SIZE_CODE, LONGEST_DIMENSION_CODE} and (size := _tumour_size(rec)):
+        if codes & TUMOUR_SIZE_CODES and (size := _tumour_size(rec)):
             out.tumour_sizes.append(size)
         if codes & {BP_PANEL_CODE, SYSTOLIC_CODE, DIASTOLIC_CODE} and (bp := _blood_pressure(rec)):
             out.blood_pressure.append(bp)
@@ -591,6 +592,21 @@ def _medication_fact(
         end=rec.end,
         active=rec.status in ACTIVE_MEDICATION_STATUSES and (rec.end is None or rec.end >= today),
     )
+
+
+def kidney_cancer_refs(conditions: Iterable[ConditionFact]) -> frozenset[str]:
+    return frozenset(c.ref for c in conditions if KIDNEY_CANCER in c.valuesets)
+
+
+def about_kidney_tumour(size: TumourSizeFact, kidney_refs: frozenset[str], terminology: Terminology) -> bool:
+    """Whether a size is of the primary kidney tumour: its focus is a kidney-cancer condition (`kidney_refs`),
+    or its body site is a kidney."""
+    if any(
+        focus in kidney_refs or focus.endswith(tuple("/" + r for r in kidney_refs)) for focus in size.focus
+    ):
+        return True
+    site = terminology.valuesets.get(TUMOUR_SITE_KIDNEY)
+    return site is not None and any(site.contains(code) for code in size.body_sites)
 
 
 def first_metastasis(
@@ -808,8 +824,16 @@ class _Reader:
                 return
 
 
+def _candidates_newest_first(candidates: Iterable[ObservationCandidate]) -> list[ObservationCandidate]:
+    """In the order of `_newest_first` (by date, undated last, ties by reference)."""
+    return sorted(candidates, key=lambda c: (c.day is not None, c.day or date.min, c.ref), reverse=True)
+
+
 def _read_newest(
-    candidates: tuple[ObservationCandidate, ...], terminology: Terminology, windows: MeasurementWindows
+    candidates: tuple[ObservationCandidate, ...],
+    terminology: Terminology,
+    windows: MeasurementWindows,
+    kidney_refs: frozenset[str],
 ) -> _Reader:
     """Read (validate and convert) the candidates the rules can use; the others stay unread.
 
@@ -817,22 +841,34 @@ def _read_newest(
     converts, no comparator, valid FHIR, a score on its scale...), and an unconverted value newer than it.
     So, for each kind of fact, its candidates are read newest first until one gives a fact: the facts then
     start with the same value as if every candidate had been read. A paired analyte (`windows.pairs`) also
-    reads, closest first, its candidates near the newest value of its anchor until one gives a fact. Every
-    other Observation (disease status, staging, sizes...) is read.
+    reads, closest first, its candidates near the newest value of its anchor until one gives a fact. Tumour
+    sizes are read newest first until one of the primary kidney tumour (`kidney_refs`: the kidney-cancer
+    conditions), the only size the rules read (`derived.primary_tumour_size`). Every other Observation
+    (disease status, staging...) is read.
     """
     reader = _Reader(terminology)
     by_slot: dict[str, list[ObservationCandidate]] = {}
+    sizes: list[ObservationCandidate] = []
     for candidate in candidates:
-        slots = [_slots_of(code, terminology) for code in candidate.codes] if candidate.repeated else [()]
+        if not candidate.repeated:
+            if candidate.codes and candidate.codes <= TUMOUR_SIZE_CODES:
+                sizes.append(candidate)
+            else:
+                reader.facts_of(candidate)
+            continue
+        slots = [_slots_of(code, terminology) for code in candidate.codes]
         if not all(slots):  # a code giving no fact of a repeated measurement: read it as any other
             reader.facts_of(candidate)
             continue
         for slot in dict.fromkeys(s for code_slots in slots for s in code_slots):
             by_slot.setdefault(slot, []).append(candidate)
     newest_first: dict[str, list[ObservationCandidate]] = {
-        slot: sorted(group, key=lambda c: (c.day is not None, c.day or date.min, c.ref), reverse=True)
-        for slot, group in by_slot.items()
+        slot: _candidates_newest_first(group) for slot, group in by_slot.items()
     }
+    for candidate in _candidates_newest_first(sizes):
+        found = reader.facts_of(candidate).tumour_sizes
+        if any(about_kidney_tumour(size, kidney_refs, terminology) for size in found):
+            break
     for slot, group in newest_first.items():
         reader.first_filling(group, slot)
     for analyte, (anchor, days) in windows.pairs.items():
@@ -885,7 +921,8 @@ def build_facts(
         records = read_records(resources, codes, patient_id, recency, readable, labs)
         return _facts_from_records(records, terminology, today, patient_id)
     others, candidates = read_records_lazily(resources, codes, patient_id, recency, readable, labs)
-    reader = _read_newest(candidates, terminology, windows)
+    conditions = [c for rec in others.conditions if (c := _condition_fact(rec, terminology))]
+    reader = _read_newest(candidates, terminology, windows, kidney_cancer_refs(conditions))
     read = [c for c in candidates if c.read]
     records = dataclasses.replace(
         others,

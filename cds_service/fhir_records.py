@@ -460,18 +460,21 @@ def _windowed(
     selected: list[tuple[_Raw, frozenset[Code]]], windows: RecencyWindows
 ) -> list[tuple[_Raw, date | None, frozenset[Code] | None]]:
     """Drop the values of repeated measurements that no rule can use (see `RecencyWindows`); each kept
-    Observation of a repeated measurement comes with its date and wanted codes (None for every other)."""
+    Observation comes with its date, and, when it is a value of a repeated measurement, its wanted codes
+    (None for every other)."""
     older: list[tuple[_Raw, date, frozenset[Code]]] = []
     newest_older: dict[Code, date] = {}
     kept: dict[int, tuple[date | None, frozenset[Code] | None]] = {}
     parsed: dict[str, date | None] = {}
     days, today = windows.days, windows.today
     for raw, codes in selected:
-        if raw.type != "Observation" or not codes or not all(code in days for code in codes):
+        if raw.type != "Observation":
             kept[id(raw)] = (None, None)
             continue
         day = _raw_date(raw.resource, parsed)
-        if day is None or (today - day).days <= max(days[code] for code in codes):
+        if not codes or not all(code in days for code in codes):
+            kept[id(raw)] = (day, None)
+        elif day is None or (today - day).days <= max(days[code] for code in codes):
             kept[id(raw)] = (day, codes)
         elif raw.resource.get("status") in windows.usable_statuses:
             older.append((raw, day, codes))
@@ -795,23 +798,28 @@ def read_records(
 class ObservationCandidate:
     """A selected Observation, validated and converted only when its `record` is first asked for.
 
-    `repeated` candidates are values of a repeated measurement (every wanted code has a window), with the
-    date read from the raw JSON (`day`, None when undated) and their wanted `codes`; the caller decides
-    which of them to read. Every other Observation has `repeated` False and should always be read.
+    Each comes with its date as read from the raw JSON (`day`, None when undated) and its wanted `codes`.
+    `repeated` candidates are values of a repeated measurement (every wanted code has a window); the caller
+    decides which of them to read, and of the others which it can leave unread.
     """
 
     __slots__ = ("_elements", "_raw", "_record", "codes", "day", "read", "ref", "repeated", "status")
 
     def __init__(
-        self, raw: _Raw, day: date | None, codes: frozenset[Code] | None, elements: frozenset[str]
+        self,
+        raw: _Raw,
+        day: date | None,
+        codes: frozenset[Code],
+        repeated: bool,
+        elements: frozenset[str],
     ) -> None:
         self._raw = raw
         self._elements = elements
         self.ref = raw.ref
         self.status: Any = raw.resource.get("status")  # as sent: a valid record has the same status
         self.day = day
-        self.codes: frozenset[Code] = codes or frozenset()
-        self.repeated = codes is not None
+        self.codes = codes
+        self.repeated = repeated
         self.read = False
         self._record: ObservationRecord | None = None
 
@@ -844,7 +852,7 @@ def read_records_lazily(
     for raw, day, codes in _windowed(selected, windows):
         elements = _elements(raw, wanted[id(raw)], lab_codes)
         if raw.type == "Observation":
-            candidates.append(ObservationCandidate(raw, day, codes, elements))
+            candidates.append(ObservationCandidate(raw, day, wanted[id(raw)], codes is not None, elements))
         else:
             others.append((raw, elements))
     return _records(*_validated_all(others)), tuple(candidates)

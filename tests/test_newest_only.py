@@ -13,7 +13,7 @@ import logging
 from datetime import date, timedelta
 from typing import Any
 
-from conftest_facts import load_terminology, observation, patient, quantity
+from conftest_facts import concept, condition, load_terminology, observation, patient, quantity
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_gallery import ENTRIES, gallery
@@ -21,6 +21,7 @@ from test_trial_criteria import CASES, chart, matcher
 
 from bench.generate import PATIENT_ID as BENCH_PATIENT
 from bench.generate import hook_request
+from cds_service import derived
 from cds_service.facts import MeasurementWindows, PatientFacts, build_facts
 from cds_service.pipeline import Matcher
 from cds_service.rules import EvaluationContext, compile_rule
@@ -64,6 +65,32 @@ def test_values_older_than_the_newest_usable_one_are_never_validated(caplog):
     # read in full, the same chart validates (and skips) the older value
     every = build_facts([patient(), *chart], TERMINOLOGY, TODAY, "p1", WINDOWS)
     assert every.skipped == ("Observation/bad",)
+
+
+def size(oid: str, days: int, cm: Any, **about: Any) -> dict[str, Any]:
+    value = {"value": cm, "unit": "cm", "code": "cm"}
+    return observation(oid, "21889-1", days_ago(days), valueQuantity=value, **about)
+
+
+def test_tumour_sizes_are_read_newest_first_down_to_the_primary_kidney_tumour(caplog):
+    kidney_cancer = condition("rcc", "http://snomed.info/sct", "254915003")
+    lung = {"bodySite": concept("http://snomed.info/sct", "39607008")}
+    chart = [
+        kidney_cancer,
+        size("lung-new", 5, 2.0, **lung),  # newest, of a metastasis: read, passed over
+        size("kidney-bad", 20, "large", focus=[{"reference": "Condition/rcc"}]),  # invalid: skipped
+        size("kidney", 40, 6.5, focus=[{"reference": "Condition/rcc"}]),  # the one the rules read
+        size("kidney-old", 90, "not read", focus=[{"reference": "Condition/rcc"}]),  # older: never validated
+    ]
+    with caplog.at_level(logging.WARNING, logger="cds_service.fhir"):
+        facts = newest_only(chart)
+    assert [s.ref for s in facts.tumour_sizes] == ["Observation/lung-new", "Observation/kidney"]
+    assert facts.skipped == ("Observation/kidney-bad",)
+    assert "kidney-old" not in caplog.text
+    every = build_facts([patient(), *chart], TERMINOLOGY, TODAY, "p1", WINDOWS)
+    assert every.skipped == ("Observation/kidney-bad", "Observation/kidney-old")
+    assert derived.primary_tumour_size(facts, TERMINOLOGY) == derived.primary_tumour_size(every, TERMINOLOGY)
+    assert derived.primary_tumour_size(facts, TERMINOLOGY).ref == "Observation/kidney"
 
 
 def test_unusable_newer_values_are_passed_over_until_a_usable_one(caplog):
