@@ -195,8 +195,10 @@ def _json_type(value: Any) -> str:
     return "a number" if isinstance(value, (int, float)) and not isinstance(value, bool) else "a boolean"
 
 
-# Every byte but the quote and the brackets, deleted by `_bytes_deeper_than`.
+# `_bytes_deeper_than` keeps only quotes and brackets, braces turned into square brackets (JSON that parsed
+# closes each bracket with its own kind, so the kind tells nothing more about the depth).
 _NOT_STRUCTURE = bytes(byte for byte in range(256) if byte not in b'"{}[]')
+_BRACES_AS_BRACKETS = bytes.maketrans(b"{}", b"[]")
 _STRING_WITH_BRACKETS = re.compile(rb'"[^"]*"')
 
 
@@ -215,14 +217,13 @@ def _bytes_deeper_than(body: bytes, limit: int) -> bool | None:
         return None
     if b"\\" in body:
         body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
-    brackets = body.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    brackets = body.translate(_BRACES_AS_BRACKETS, _NOT_STRUCTURE).replace(b'""', b"")
     if b'"' in brackets:
         brackets = _STRING_WITH_BRACKETS.sub(b"", brackets)
     for _ in range(limit):
         if not brackets:
             return False
-        # "." marks a removed pair, so that "[{}]" loses one level in a pass, not two
-        brackets = brackets.replace(b"{}", b".").replace(b"[]", b".").replace(b".", b"")
+        brackets = brackets.replace(b"[]", b"")  # one level a pass: a pair it forms is not seen again
     return bool(brackets)
 
 
