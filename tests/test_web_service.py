@@ -292,13 +292,46 @@ def test_one_log_line_per_call_with_ids_only(client, rsps):
         assert secret not in stream.getvalue()
 
 
-def test_the_audit_trail_records_the_cards_shown(app, client):
-    cards = cards_of(post(client, load_request("full-prefetch")))
+def audit_rows(app) -> list[Any]:
+    with app.extensions["cds"].storage.engine.connect() as connection:
+        return list(connection.exec_driver_sql("SELECT hook_instance, cards FROM audit"))
+
+
+def test_the_audit_trail_records_the_cards_shown_once_the_response_is_sent(app, client):
+    response = post(client, load_request("full-prefetch"))
+    cards = cards_of(response)
+    assert audit_rows(app) == []  # the EHR does not wait for it
+    response.close()  # what the WSGI server does once it has sent the response
+    [(hook_instance, shown)] = audit_rows(app)
+    assert hook_instance == load_request("full-prefetch")["hookInstance"]
+    assert [card["uuid"] for card in json.loads(shown)] == [card["uuid"] for card in cards]
     storage = app.extensions["cds"].storage
     item = {"card": cards[0]["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:00:00Z"}
     storage.record_feedback("mrcc-trials", [item])
     [exported] = list(storage.iter_feedback())
     assert exported["nctId"] == cards[0]["extension"][ELIGIBILITY]["nctId"]
+
+
+def test_an_audit_row_that_cannot_be_written_is_logged_after_the_cards_were_sent(app, client, monkeypatch):
+    storage = app.extensions["cds"].storage
+
+    def fail(**row: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(storage, "record_audit", fail)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLineFormatter())
+    logging.getLogger("cds_service").addHandler(handler)
+    try:
+        response = post(client, load_request("full-prefetch"))
+        assert cards_of(response)
+        response.close()
+    finally:
+        logging.getLogger("cds_service").removeHandler(handler)
+    [line] = [json.loads(text) for text in stream.getvalue().splitlines() if "audit row" in text]
+    assert line["level"] == "ERROR" and line["exc_type"] == "OSError"
+    assert line["service"] == "mrcc-trials" and "disk full" not in stream.getvalue()
 
 
 HOSTILE_PREFETCH = [

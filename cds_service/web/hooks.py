@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -84,7 +85,9 @@ def call_service(service_id: str) -> Response:
     data = gather_patient_data(hook_request, service.prefetch, state.settings)
     output = state.matcher.match(data.resources, hook_request.patient_id, data.notes, data.unavailable)
     duration_ms = round((time.perf_counter() - started) * 1000)
-    state.storage.record_audit(
+    audit = partial(
+        _record_audit,
+        state.storage,
         hook_instance=hook_request.hook_instance,
         service_id=service_id,
         patient_id=hook_request.patient_id,
@@ -104,7 +107,17 @@ def call_service(service_id: str) -> Response:
         },
     )
     request.environ[RELEASE_AFTER_RESPONSE] = (hook_request, data, output)
-    return jsonify(cards=output.cards)
+    response = jsonify(cards=output.cards)
+    response.call_on_close(audit)  # once the server has sent the response: off the EHR's wait
+    return response
+
+
+def _record_audit(storage: Storage, **row: Any) -> None:
+    """Write the audit row of a call whose response has been sent; a failure can only be logged now."""
+    try:
+        storage.record_audit(**row)
+    except Exception:
+        log.exception("the audit row of this call could not be written", extra={"service": row["service_id"]})
 
 
 @bp.post("/cds-services/<service_id>/feedback")
