@@ -843,16 +843,22 @@ def _read_newest(
     start with the same value as if every candidate had been read. A paired analyte (`windows.pairs`) also
     reads, closest first, its candidates near the newest value of its anchor until one gives a fact. Tumour
     sizes are read newest first until one of the primary kidney tumour (`kidney_refs`: the kidney-cancer
-    conditions), the only size the rules read (`derived.primary_tumour_size`). Every other Observation
-    (disease status, staging...) is read.
+    conditions), the only size the rules read (`derived.primary_tumour_size`). Of disease statuses, the
+    rules read the latest and every "metastatic" one (evidence of metastases and of when they were first
+    seen): they are read newest first until one gives a status, then every one whose coded value may say
+    "metastatic" (told from the raw JSON; when its shape is unusual, it is read). Every other Observation
+    (staging...) is read.
     """
     reader = _Reader(terminology)
     by_slot: dict[str, list[ObservationCandidate]] = {}
     sizes: list[ObservationCandidate] = []
+    statuses: list[ObservationCandidate] = []
     for candidate in candidates:
         if not candidate.repeated:
             if candidate.codes and candidate.codes <= TUMOUR_SIZE_CODES:
                 sizes.append(candidate)
+            elif candidate.codes and candidate.codes <= DISEASE_STATUS_CODES:
+                statuses.append(candidate)
             else:
                 reader.facts_of(candidate)
             continue
@@ -869,6 +875,14 @@ def _read_newest(
         found = reader.facts_of(candidate).tumour_sizes
         if any(about_kidney_tumour(size, kidney_refs, terminology) for size in found):
             break
+    for candidate in _candidates_newest_first(statuses):
+        if reader.facts_of(candidate).disease_status:
+            break
+    metastatic = terminology.valuesets.get(DISEASE_STATUS_PREFIX + "metastatic")
+    for candidate in statuses:
+        codes = candidate.value_codes()
+        if codes is None or (metastatic is not None and any(metastatic.contains(code) for code in codes)):
+            reader.facts_of(candidate)
     for slot, group in newest_first.items():
         reader.first_filling(group, slot)
     for analyte, (anchor, days) in windows.pairs.items():

@@ -823,6 +823,12 @@ class ObservationCandidate:
         self.read = False
         self._record: ObservationRecord | None = None
 
+    def value_codes(self) -> frozenset[Code] | None:
+        """The codes of its valueCodeableConcept as the record will hold them, read from the raw JSON (empty
+        when there is none); None when their shape is unusual, so that only validation can tell."""
+        concept = _raw_concept(self._raw.resource.get("valueCodeableConcept"))
+        return None if concept is None else concept[0]
+
     def record(self) -> ObservationRecord | None:
         """The Observation as a record, None when it is not valid FHIR (then logged, once)."""
         if not self.read:

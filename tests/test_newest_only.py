@@ -93,6 +93,38 @@ def test_tumour_sizes_are_read_newest_first_down_to_the_primary_kidney_tumour(ca
     assert derived.primary_tumour_size(facts, TERMINOLOGY).ref == "Observation/kidney"
 
 
+def status(oid: str, days: int, value: Any) -> dict[str, Any]:
+    coded = concept("http://snomed.info/sct", value) if isinstance(value, str) else value
+    return observation(oid, "97509-4", days_ago(days), valueCodeableConcept=coded)
+
+
+STABLE, METASTATIC = "359746009", "399409002"
+
+
+def test_disease_statuses_read_are_the_latest_and_every_one_that_may_say_metastatic(caplog):
+    chart = [
+        status("unusable-new", 2, STABLE) | {"status": "preliminary"},  # newest, not usable: passed over
+        status("latest", 10, STABLE),  # the latest status the rules read
+        status("old-stable", 200, STABLE) | {"issued": "not an instant"},  # invalid, never validated
+        status("metastatic", 300, METASTATIC),  # when metastases were first seen: read, cited
+        status("odd", 400, {"coding": "not a list"}),  # unusual shape: read (and skipped as invalid)
+    ]
+    with caplog.at_level(logging.WARNING, logger="cds_service.fhir"):
+        facts = newest_only(chart)
+    assert [(d.ref, d.status) for d in facts.disease_status] == [
+        ("Observation/latest", "stable"),
+        ("Observation/metastatic", "metastatic"),
+    ]
+    assert facts.skipped == ("Observation/odd",)
+    assert "old-stable" not in caplog.text
+    every = build_facts([patient(), *chart], TERMINOLOGY, TODAY, "p1", WINDOWS)
+    assert every.skipped == ("Observation/old-stable", "Observation/odd")
+    for rule in ({"metastatic": {}}, {"disease_status": {"true_if": ["stable"], "max_age_days": 90}}):
+        compiled = compile_rule(rule)
+        results = [compiled.evaluate(f, EvaluationContext(terminology=TERMINOLOGY)) for f in (facts, every)]
+        assert results[0] == results[1]
+
+
 def test_unusable_newer_values_are_passed_over_until_a_usable_one(caplog):
     chart = [
         lab("invalid", CREATININE, 1, "not a number", "mg/dL"),
