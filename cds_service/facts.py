@@ -917,7 +917,8 @@ def build_facts(
     found gives the demographics and every resource is read. With `windows`, repeated measurements too old to
     become evidence are left out before validation (see `MeasurementWindows`); without, every one is read.
     With `newest_only` too, of a repeated measurement only the values the rules read are validated, so its
-    facts hold fewer values but start with the same one (see `_read_newest`). With `readable_only`,
+    facts hold fewer values but start with the same one (see `_read_newest`), and an analyte no rule reads
+    (none of `windows.labs`) is not read at all. With `readable_only`,
     Conditions, Procedures and medications whose codes no rule or derived value can read (see
     `readable_codes`) are neither validated nor turned into facts (nor, when invalid, listed as skipped).
     """
@@ -934,7 +935,11 @@ def build_facts(
     if windows is None or recency is None or not newest_only:
         records = read_records(resources, codes, patient_id, recency, readable, labs)
         return _facts_from_records(records, terminology, today, patient_id)
-    others, candidates = read_records_lazily(resources, codes, patient_id, recency, readable, labs)
+    unread = labs - {
+        (LOINC, code) for analyte in terminology.analytes.values() if analyte.id in windows.labs
+        for code in analyte.loinc
+    }
+    others, candidates = read_records_lazily(resources, codes - unread, patient_id, recency, readable, labs)
     conditions = [c for rec in others.conditions if (c := _condition_fact(rec, terminology))]
     reader = _read_newest(candidates, terminology, windows, kidney_cancer_refs(conditions))
     read = [c for c in candidates if c.read]

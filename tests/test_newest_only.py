@@ -125,6 +125,16 @@ def test_disease_statuses_read_are_the_latest_and_every_one_that_may_say_metasta
         assert results[0] == results[1]
 
 
+def test_an_analyte_no_rule_reads_is_not_read_at_all(caplog):
+    chart = [lab("cr", CREATININE, 3, 1.1, "mg/dL"), lab("height", "8302-2", 3, "tall", "cm")]
+    with caplog.at_level(logging.WARNING, logger="cds_service.fhir"):
+        facts = newest_only(chart)  # WINDOWS: creatinine, calcium and albumin only
+    assert set(facts.labs) == {"creatinine"}
+    assert facts.skipped == () and "height" not in caplog.text
+    read_by_a_rule = MeasurementWindows(labs={**WINDOWS.labs, "height": 30}, pairs=WINDOWS.pairs)
+    assert newest_only(chart, read_by_a_rule).skipped == ("Observation/height",)
+
+
 def test_unusable_newer_values_are_passed_over_until_a_usable_one(caplog):
     chart = [
         lab("invalid", CREATININE, 1, "not a number", "mg/dL"),
