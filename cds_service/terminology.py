@@ -130,6 +130,7 @@ class Terminology:
     ingredients: Mapping[str, Ingredient]
     _by_code: Mapping[Code, frozenset[str]] = field(default_factory=dict, repr=False)
     _prefixed: tuple[ValueSet, ...] = field(default=(), repr=False)
+    _prefix_systems: frozenset[str] = field(default=frozenset(), repr=False)
     _analyte_by_loinc: Mapping[str, Analyte] = field(default_factory=dict, repr=False)
     _ingredient_by_rxnorm: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -155,6 +156,7 @@ class Terminology:
             ingredients=ing_map,
             _by_code={k: frozenset(v) for k, v in by_code.items()},
             _prefixed=tuple(vs for vs in vs_map.values() if vs.prefixes),
+            _prefix_systems=frozenset(system for vs in vs_map.values() for system, _ in vs.prefixes),
             _analyte_by_loinc=by_loinc,
             _ingredient_by_rxnorm=by_rx,
         )
@@ -164,9 +166,10 @@ class Terminology:
         found: set[str] = set()
         for code in codes:
             found.update(self._by_code.get(code, ()))
-            for vs in self._prefixed:
-                if vs.id not in found and vs.contains(code):
-                    found.add(vs.id)
+            if code[0] in self._prefix_systems:  # only a code of such a system can match a prefix
+                for vs in self._prefixed:
+                    if vs.id not in found and vs.contains(code):
+                        found.add(vs.id)
         return frozenset(found)
 
     def analyte_for_loinc(self, loinc_code: str) -> Analyte | None:
