@@ -95,3 +95,13 @@ def test_the_limit_holds_for_bodies_hiding_depth_behind_closing_brackets_in_stri
             load_json_object(body, 64)
     else:
         assert load_json_object(body, 64) == {"deep": value}
+
+
+def test_brackets_that_do_not_pair_are_left_to_the_parser_which_says_the_json_is_invalid():
+    truncated = b'{"hook": "patient-view", "context": {"patientId": ["' + b"[" * 100
+    assert _bytes_deeper_than(truncated, 64) is None
+    with pytest.raises(MalformedJson, match="not valid JSON"):
+        load_json_object(truncated, 64)
+    deep_but_invalid = b"[" * 65 + b"nope" + b"]" * 65  # pairs, nests too deep: refused before parsing
+    with pytest.raises(MalformedJson, match="nested deeper than 64"):
+        load_json_object(deep_but_invalid, 64)
