@@ -332,6 +332,7 @@ def test_an_audit_row_that_cannot_be_written_is_logged_after_the_cards_were_sent
     [line] = [json.loads(text) for text in stream.getvalue().splitlines() if "audit row" in text]
     assert line["level"] == "ERROR" and line["exc_type"] == "OSError"
     assert line["service"] == "mrcc-trials" and "disk full" not in stream.getvalue()
+    assert line["request_id"] == load_request("full-prefetch")["hookInstance"]
 
 
 HOSTILE_PREFETCH = [

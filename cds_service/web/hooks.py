@@ -117,7 +117,10 @@ def _record_audit(storage: Storage, **row: Any) -> None:
     try:
         storage.record_audit(**row)
     except Exception:
-        log.exception("the audit row of this call could not be written", extra={"service": row["service_id"]})
+        log.exception(
+            "the audit row of this call could not be written",
+            extra={"service": row["service_id"], "request_id": row["hook_instance"]},
+        )
 
 
 @bp.post("/cds-services/<service_id>/feedback")
