@@ -284,8 +284,9 @@ class MeasurementWindows:
 
     Given to `build_facts`, it validates only the Observations of such a measurement dated within its window,
     the newest usable one older than that (so that a reason can say "latest creatinine ... is older than 30
-    days") and undated ones; a measurement no rule reads keeps only that newest one. With `newest_only`,
-    `build_facts` validates of these only what the rules read (see `_read_newest`).
+    days") and undated ones; a measurement no rule reads keeps only that newest one. With `newest_only` (the
+    pipeline), `build_facts` validates of these only what the rules read (see `_read_newest`), and nothing of
+    an analyte missing from `labs`.
     """
 
     labs: Mapping[str, int] = field(default_factory=dict)  # analyte id -> days

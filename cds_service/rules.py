@@ -1277,7 +1277,8 @@ def measurement_windows(rules: Iterable[Rule], lab_days: int, performance_days: 
     """The longest window in which these rules read each repeated measurement (lab, score, BP, test).
 
     `lab_days` and `performance_days` are the defaults of leaves without `max_age_days`. Keep in step with the
-    operators above: a measurement read by no leaf here keeps only its newest value.
+    operators above: the pipeline reads nothing of an analyte missing here (and only the newest value of
+    another measurement missing here), so an operator reading an analyte must name it.
     """
     labs: dict[str, int] = {}
     pairs: dict[str, tuple[str, int]] = {}
