@@ -558,6 +558,10 @@ def _read_observations(records: Iterable[ObservationRecord], terminology: Termin
     return out
 
 
+def _condition_facts(records: Iterable[ConditionRecord], terminology: Terminology) -> list[ConditionFact]:
+    return [fact for rec in records if (fact := _condition_fact(rec, terminology))]
+
+
 def _condition_fact(rec: ConditionRecord, terminology: Terminology) -> ConditionFact | None:
     """Entered-in-error and refuted conditions are dropped; resolved / inactive / remission are history."""
     if rec.verification_status in IGNORED_VERIFICATION:
@@ -721,13 +725,16 @@ def _facts_from_records(
     today: date,
     patient_id: str | None,
     observations: _ObservationFacts | None = None,
+    conditions: list[ConditionFact] | None = None,
 ) -> PatientFacts:
-    """The facts of the records; `observations`, when given, are those of `records.observations`."""
+    """The facts of the records; `observations` and `conditions`, when given, are those already worked out
+    from `records.observations` and `records.conditions`."""
     patient = next(
         (p for p in records.patients if patient_id is None or p.ref == f"Patient/{patient_id}"),
         None,
     )
-    conditions = [c for rec in records.conditions if (c := _condition_fact(rec, terminology))]
+    if conditions is None:
+        conditions = _condition_facts(records.conditions, terminology)
     obs = _read_observations(records.observations, terminology) if observations is None else observations
     medications = [m for rec in records.medication_uses if (m := _medication_fact(rec, terminology, today))]
     procedures = [
@@ -941,7 +948,7 @@ def build_facts(
         for code in analyte.loinc
     }
     others, candidates = read_records_lazily(resources, codes - unread, patient_id, recency, readable, labs)
-    conditions = [c for rec in others.conditions if (c := _condition_fact(rec, terminology))]
+    conditions = _condition_facts(others.conditions, terminology)
     reader = _read_newest(candidates, terminology, windows, kidney_cancer_refs(conditions))
     read = [c for c in candidates if c.read]
     records = dataclasses.replace(
@@ -952,4 +959,4 @@ def build_facts(
     observations = _ObservationFacts()  # each read candidate's facts, already worked out by the reader
     for candidate in read:
         observations.extend(reader.facts_of(candidate))
-    return _facts_from_records(records, terminology, today, patient_id, observations)
+    return _facts_from_records(records, terminology, today, patient_id, observations, conditions)
