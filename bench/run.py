@@ -547,6 +547,18 @@ class Target:
     met: bool
 
 
+def _p50_ratio(compared: str, cell: Cell, reference: Cell, limit: float) -> Target:
+    """The p50 of `cell` against that of `reference`, 1 client each."""
+    p50, reference_p50 = cell.loads[1].p50_ms, reference.loads[1].p50_ms
+    ratio = p50 / reference_p50
+    return Target(
+        f"p50, {compared} (1 client)",
+        f"{p50:.1f} / {reference_p50:.1f} ms = {ratio:.2f}x",
+        f"<= {limit:g}x",
+        ratio <= limit,
+    )
+
+
 def _server(n_trials: int) -> str:
     return f"{n_trials} trials"
 
@@ -559,15 +571,8 @@ def check_targets(cells: list[Cell], stats: list[ServerStats], catalogs: list[in
     found: list[Target] = []
     for size in (s for s in TARGET_SIZES if s in sizes):
         base, real = cell[(BASELINE, size)], cell[(small, size)]
-        ratio = real.loads[1].p50_ms / base.loads[1].p50_ms
-        found.append(
-            Target(
-                f"p50, {size} resources, {small} vs baseline (1 client)",
-                f"{real.loads[1].p50_ms:.1f} / {base.loads[1].p50_ms:.1f} ms = {ratio:.2f}x",
-                f"<= {MAX_P50_RATIO_TO_BASELINE:g}x",
-                ratio <= MAX_P50_RATIO_TO_BASELINE,
-            )
-        )
+        compared = f"{size} resources, {small} vs baseline"
+        found.append(_p50_ratio(compared, real, base, MAX_P50_RATIO_TO_BASELINE))
         share = real.loads[4].throughput / base.loads[4].throughput
         found.append(
             Target(
@@ -580,15 +585,8 @@ def check_targets(cells: list[Cell], stats: list[ServerStats], catalogs: list[in
     if large != small:
         for size in sizes:
             few, many = cell[(small, size)], cell[(large, size)]
-            ratio = many.loads[1].p50_ms / few.loads[1].p50_ms
-            found.append(
-                Target(
-                    f"p50, {size} resources, {large} vs {small} (1 client)",
-                    f"{many.loads[1].p50_ms:.1f} / {few.loads[1].p50_ms:.1f} ms = {ratio:.2f}x",
-                    f"<= {MAX_P50_RATIO_LARGE_CATALOG:g}x",
-                    ratio <= MAX_P50_RATIO_LARGE_CATALOG,
-                )
-            )
+            compared = f"{size} resources, {large} vs {small}"
+            found.append(_p50_ratio(compared, many, few, MAX_P50_RATIO_LARGE_CATALOG))
             kept = set(few.card_ids) <= set(many.card_ids)
             found.append(
                 Target(
