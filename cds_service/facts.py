@@ -944,7 +944,9 @@ def build_facts(
         records = read_records(resources, codes, patient_id, recency, readable, labs)
         return _facts_from_records(records, terminology, today, patient_id)
     unread = labs - {
-        (LOINC, code) for analyte in terminology.analytes.values() if analyte.id in windows.labs
+        (LOINC, code)
+        for analyte in terminology.analytes.values()
+        if analyte.id in windows.labs
         for code in analyte.loinc
     }
     others, candidates = read_records_lazily(resources, codes - unread, patient_id, recency, readable, labs)

@@ -350,8 +350,10 @@ def _readable(
     rtype = raw.type
     if rtype in ("Condition", "Procedure"):
         extensions = resource.get("extension")
-        if rtype == "Condition" and isinstance(extensions, list) and any(
-            not _is_object(e) or e.get("url") == HISTOLOGY_EXTENSION for e in extensions
+        if (
+            rtype == "Condition"
+            and isinstance(extensions, list)
+            and any(not _is_object(e) or e.get("url") == HISTOLOGY_EXTENSION for e in extensions)
         ):
             return True, None
         concept = _raw_concept(resource.get("code"))
@@ -498,29 +500,63 @@ _EFFECTIVE = _choice("effective", "DateTime", "Period", "Timing", "Instant")
 _MEDICATION = _choice("medication", "CodeableConcept", "Reference")
 _SUBJECT = ("resourceType", "id", "subject")  # subject: required (1..1) by all but Observation
 _OBSERVATION_VALUE = (
-    *_SUBJECT, "status", "code", "issued", *_EFFECTIVE,
+    *_SUBJECT,
+    "status",
+    "code",
+    "issued",
+    *_EFFECTIVE,
     *_choice(
-        "value", "Quantity", "CodeableConcept", "String", "Boolean", "Integer", "Range", "Ratio",
-        "SampledData", "Time", "DateTime", "Period",
+        "value",
+        "Quantity",
+        "CodeableConcept",
+        "String",
+        "Boolean",
+        "Integer",
+        "Range",
+        "Ratio",
+        "SampledData",
+        "Time",
+        "DateTime",
+        "Period",
     ),
 )
 
 _READ_BY_TYPE: Mapping[str, tuple[str, ...]] = {
     "Patient": ("resourceType", "id", "birthDate", "gender"),
     "Condition": (
-        *_SUBJECT, "extension", "code", "clinicalStatus", "verificationStatus", "recordedDate", "bodySite",
+        *_SUBJECT,
+        "extension",
+        "code",
+        "clinicalStatus",
+        "verificationStatus",
+        "recordedDate",
+        "bodySite",
         *_choice("onset", "DateTime", "Age", "Period", "Range", "String"),
     ),
     "Observation": (
-        *_OBSERVATION_VALUE, "interpretation", "referenceRange", "component", "focus", "bodySite",
+        *_OBSERVATION_VALUE,
+        "interpretation",
+        "referenceRange",
+        "component",
+        "focus",
+        "bodySite",
     ),
     "MedicationStatement": (*_SUBJECT, "status", "contained", "dosage", *_MEDICATION, *_EFFECTIVE),
     "MedicationRequest": (
-        *_SUBJECT, "status", "intent", "contained", "dosageInstruction", "authoredOn", *_MEDICATION,
+        *_SUBJECT,
+        "status",
+        "intent",
+        "contained",
+        "dosageInstruction",
+        "authoredOn",
+        *_MEDICATION,
     ),
     "Medication": ("resourceType", "id", "code", "ingredient"),
     "Procedure": (
-        *_SUBJECT, "status", "code", "bodySite",
+        *_SUBJECT,
+        "status",
+        "code",
+        "bodySite",
         *_choice("performed", "DateTime", "Period", "String", "Age", "Range"),
     ),
 }
