@@ -9,13 +9,14 @@ Each worker, once it has loaded the app and before its first request:
    lazily imported FHIR types and first-use work (about 0.6 s on 2 cores);
 2. freezes the GC: every object alive then (catalog, compiled rules, FHIR model classes) moves to the
    permanent generation, where collections never walk it again;
-3. turns automatic collection off and collects after each response instead (`post_request`, after the
-   response is written, once it has freed the call's parsed request and results, which the view leaves in
-   the WSGI environ so that freeing them, about 1 ms at 240 resources, is not part of the EHR's wait): a
-   call allocates hundreds of thousands of objects, nearly all freed by reference counting, yet they set off
-   many collections while the call runs. Measured in bench/PROFILE.md: the GC took 25-30% of a call's CPU
-   before (73 ms of 244 ms for 1,000 resources), about nothing after, and what the collections after each
-   call find stays under a few hundred objects.
+3. turns automatic collection off and collects the young generations after each response instead
+   (`post_request`): a call allocates hundreds of thousands of objects, nearly all freed by reference
+   counting, yet they set off many collections while the call runs. Measured in bench/PROFILE.md: the GC
+   took 25-30% of a call's CPU before (73 ms of 244 ms for 1,000 resources), about nothing after, and what
+   the collections after each call find stays under a few hundred objects.
+Nothing else is done after a response (the view writes the audit row and frees the call's data before it
+answers): a worker busy after its response leaves the EHR's next call to the other worker, whose caches are
+cold (bench/PROFILE.md, "Third pass": that cost more than the work it moved off the response).
 The synthetic patient is made up here and touches no database and no log line.
 """
 
@@ -34,7 +35,6 @@ timeout = 60  # also bounds a worker's start: loading and checking the catalog, 
 control_socket_disable = True  # gunicorn >= 25: one fixed socket path per user; older versions ignore it
 
 STATE_KEY = "cds"  # cds_service.web.hooks.STATE_KEY: where create_app keeps the catalog and the matcher
-RELEASE_AFTER_RESPONSE = "cds_service.release_after_response"  # cds_service.web.hooks: a call's data
 FULL_COLLECTION_EVERY = 100  # requests; the young generations are collected after every request
 WARM_UP_PATIENT = "warm-up-synthetic"
 
@@ -59,9 +59,7 @@ def post_worker_init(worker: Any) -> None:
 
 
 def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
-    """Once the response is written: free the call's data (kept for this in the environ by the view), then
-    collect its cyclic garbage (a full collection now and then)."""
-    environ.pop(RELEASE_AFTER_RESPONSE, None)
+    """Once the response is written: collect the call's cyclic garbage (a full collection now and then)."""
     gc.collect(2 if worker.nr % FULL_COLLECTION_EVERY == 0 else 1)
 
 

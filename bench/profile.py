@@ -43,8 +43,7 @@ def cpu_ms(step: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 
 
 def _call(client: Any, body: bytes) -> None:
-    """One hook call, its response closed as a WSGI server does once it is sent (the audit row is written
-    then)."""
+    """One hook call, its response closed as a WSGI server does once it is sent."""
     client.post(f"/cds-services/{SERVICE_ID}", data=body, content_type="application/json").close()
 
 

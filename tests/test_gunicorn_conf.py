@@ -12,7 +12,6 @@ from types import ModuleType, SimpleNamespace
 
 import pytest
 from flask import Flask
-from flask import request as flask_request
 
 from cds_service.hook_request import parse_hook_request
 from cds_service.patient_data import gather_patient_data
@@ -73,28 +72,6 @@ def test_worker_init_warms_up_then_freezes_and_leaves_collection_to_post_request
     assert gc.get_freeze_count() > 0
     conf.post_request(worker, None, {}, None)  # collects the young generations without enabling the GC
     assert not gc.isenabled()
-
-
-def test_the_call_data_kept_in_the_environ_is_freed_by_post_request(app: Flask, conf: ModuleType) -> None:
-    from cds_service.web.hooks import RELEASE_AFTER_RESPONSE
-
-    assert conf.RELEASE_AFTER_RESPONSE == RELEASE_AFTER_RESPONSE
-    state = app.extensions[conf.STATE_KEY]
-    service = state.catalog.services[0]
-    body = conf.synthetic_request(service.hook, service.prefetch)
-    with app.test_client() as client:
-        answer = client.post(f"/cds-services/{service.id}", json=body)
-        environ = flask_request.environ  # the request context outlives the call inside `with`
-        assert answer.status_code == 200
-        hook_request, data, output = environ[RELEASE_AFTER_RESPONSE]
-        assert hook_request.hook_instance == body["hookInstance"]
-        assert len(data.resources) == len(conf.synthetic_resources())
-        shown = answer.get_json()["cards"]
-        assert [card["uuid"] for card in output.cards] == [card["uuid"] for card in shown]
-
-        worker = SimpleNamespace(nr=1)
-        conf.post_request(worker, None, environ, None)
-        assert RELEASE_AFTER_RESPONSE not in environ
 
 
 def test_a_call_leaves_no_fhir_resource_in_a_reference_cycle(app: Flask, conf: ModuleType) -> None:

@@ -34,8 +34,8 @@ def stored(app) -> list[dict[str, Any]]:
 
 
 def test_feedback_on_a_card_shown_is_stored_with_its_trial(app, client):
-    with client.post("/cds-services/mrcc-trials", json=load_request("full-prefetch")) as hook:
-        card = hook.get_json()["cards"][0]  # closed as a server does once sent: the audit row is written
+    hook = client.post("/cds-services/mrcc-trials", json=load_request("full-prefetch"))
+    card = hook.get_json()["cards"][0]
     response = post(client, {"feedback": [{**OVERRIDDEN, "card": card["uuid"]}]})
     assert (response.status_code, response.get_json()) == (200, {})
     [item] = stored(app)
