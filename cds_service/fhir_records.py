@@ -10,7 +10,8 @@ Reading has three steps, each forgiving:
 3. validate each selected resource alone with its R4B model, pruned to the elements the conversion below
    reads (`READ_ELEMENTS`) plus those the model requires (subject, status, intent, medication[x]). A resource
    that fails is skipped: its reference (never its content) is logged on "cds_service.fhir" and returned in
-   `skipped`.
+   `skipped`. An Observation's code and reference ranges are validated once per distinct JSON text and
+   remembered (at most 2,048): charts repeat the same few, and they say nothing about a patient.
 
 What is validated, and why only that: validation is the largest cost of a call (~0.14 ms a resource, nested
 models checked one by one in Python), and most of a resource is never read (narrative, identifiers,
@@ -26,6 +27,7 @@ there.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -35,11 +37,12 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from fhir.resources.R4B.codeableconcept import CodeableConcept
 from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.medication import Medication
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.medicationstatement import MedicationStatement
-from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.observation import Observation, ObservationReferenceRange
 from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.procedure import Procedure
 
@@ -583,11 +586,50 @@ def _elements(raw: _Raw, codes: frozenset[Code], lab_codes: frozenset[Code]) -> 
     return READ_ELEMENTS[raw.type]
 
 
+def _validated_ranges(ranges: Any) -> list[ObservationReferenceRange]:
+    if not isinstance(ranges, list):
+        raise TypeError("referenceRange is not a list")
+    return [ObservationReferenceRange.model_validate(item) for item in ranges]
+
+
+# The elements of an Observation validated once per distinct JSON text (see `_shared_element`), each as its
+# field validates it: every item a model, which the Observation then takes as it is.
+_SHARED_OBSERVATION_ELEMENTS: Mapping[str, Callable[[Any], Any]] = {
+    "code": CodeableConcept.model_validate,
+    "referenceRange": _validated_ranges,
+}
+
+
+def _shared_element(name: str, value: Any) -> Any:
+    """An Observation's `code` or `referenceRange` validated, remembered by its JSON text: charts repeat the
+    same few lab codes and reference ranges, and neither says anything about a patient. The raw value when
+    it cannot be remembered or does not validate alone (the resource's validation then decides, as before)."""
+    try:
+        key = json.dumps(value, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):
+        return value
+    validated = _validated_element(name, key)
+    return value if validated is None else validated
+
+
+@lru_cache(maxsize=2048)
+def _validated_element(name: str, key: str) -> Any | None:
+    try:
+        return _SHARED_OBSERVATION_ELEMENTS[name](json.loads(key))
+    except Exception:  # the resource's own validation reports it
+        return None
+
+
 def _validated(raw: _Raw, elements: frozenset[str]) -> Any | None:
     """The resource's model, validated with only `elements` (a shallow copy: nothing inside is changed)."""
     model = MODELS[raw.type]
     try:
         pruned = {name: value for name, value in raw.resource.items() if name in elements}
+        if raw.type == "Observation":
+            for name in _SHARED_OBSERVATION_ELEMENTS:
+                value = pruned.get(name)
+                if value is not None:
+                    pruned[name] = _shared_element(name, value)
         return model.model_validate(pruned)
     except Exception:  # any failure of one resource only skips that resource
         logger.warning("skipped invalid resource %s", raw.ref)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 from datetime import date
 
+import pytest
 from conftest_facts import lab
+from fhir.resources.R4B.observation import Observation
+from pydantic import ValidationError
 
+from cds_service import fhir_records
 from cds_service.fhir_records import RecencyWindows, read_records, read_records_lazily
 from cds_service.terminology import LOINC
 
@@ -86,3 +90,45 @@ def test_lazily_read_lab_values_are_pruned_alike():
     assert record is not None and record.quantity is not None and record.quantity.value == 1.3
     _, [candidate] = read_records_lazily([bad], WANTED, None, windows)
     assert candidate.record() is None
+
+
+RANGE = [{"low": {"value": 0.7, "unit": "mg/dL"}, "high": {"value": 1.3, "unit": "mg/dL"}, "text": "0.7-1.3"}]
+SHARED_ELEMENT_CASES = {
+    "usual code and range": {"referenceRange": RANGE},
+    "range not a list": {"referenceRange": RANGE[0]},
+    "a null range": {"referenceRange": [None]},
+    "a range with a bad value": {"referenceRange": [{"low": {"value": "low"}}]},
+    "a range with an unknown element": {"referenceRange": [{"lowest": {"value": 1}}]},
+    "a range as JSON text": {"referenceRange": ['{"high": {"value": 1.3}}']},
+    "code with a bad coding": {"code": {"coding": {"system": "http://loinc.org", "code": "2160-0"}}},
+    "code as JSON text": {"code": '{"coding": [{"system": "http://loinc.org", "code": "2160-0"}]}'},
+    "code with an integer where text goes": {"code": {"text": 5}},
+}
+
+
+@pytest.mark.parametrize("change", SHARED_ELEMENT_CASES.values(), ids=SHARED_ELEMENT_CASES.keys())
+def test_codes_and_ranges_validated_once_give_what_fhir_resources_gives_for_the_whole_resource(change):
+    resource = lab("shared", "2160-0", 1.3, "mg/dL") | change
+    elements = fhir_records.LAB_VALUE_ELEMENTS
+    pruned = {name: value for name, value in resource.items() if name in elements}
+    try:
+        expected = Observation.model_validate(pruned).model_dump()
+    except ValidationError:
+        expected = None
+    raw = fhir_records._Raw(resource, "Observation", "Observation/shared", None)
+    for _ in range(2):  # validated, then remembered
+        model = fhir_records._validated(raw, elements)
+        assert (None if model is None else model.model_dump()) == expected
+
+
+def test_equal_codes_and_ranges_of_two_observations_are_validated_once():
+    first, second = (lab(oid, "2160-0", 1.3, "mg/dL", referenceRange=RANGE) for oid in ("first", "second"))
+    models = [
+        fhir_records._validated(
+            fhir_records._Raw(r, "Observation", r["id"], None), fhir_records.LAB_VALUE_ELEMENTS
+        )
+        for r in (first, second)
+    ]
+    assert models[0].code is models[1].code
+    assert models[0].referenceRange[0] is models[1].referenceRange[0]
+    assert models[0].valueQuantity is not models[1].valueQuantity  # a patient's value is never shared
