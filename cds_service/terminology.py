@@ -129,10 +129,11 @@ class Terminology:
     analytes: Mapping[str, Analyte]
     ingredients: Mapping[str, Ingredient]
     _by_code: Mapping[Code, frozenset[str]] = field(default_factory=dict, repr=False)
-    _prefixed: tuple[ValueSet, ...] = field(default=(), repr=False)
+    _by_prefix: Mapping[Code, frozenset[str]] = field(default_factory=dict, repr=False)
     _prefix_systems: frozenset[str] = field(default=frozenset(), repr=False)
     _analyte_by_loinc: Mapping[str, Analyte] = field(default_factory=dict, repr=False)
     _ingredient_by_rxnorm: Mapping[str, str] = field(default_factory=dict, repr=False)
+    _ingredient_names: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (name, ingredient id)
 
     @classmethod
     def build(
@@ -143,9 +144,12 @@ class Terminology:
     ) -> Terminology:
         vs_map = {vs.id: vs for vs in valuesets}
         by_code: dict[Code, set[str]] = {}
+        by_prefix: dict[Code, set[str]] = {}
         for vs in vs_map.values():
             for code in vs.codes:
                 by_code.setdefault(code, set()).add(vs.id)
+            for prefix in vs.prefixes:
+                by_prefix.setdefault(prefix, set()).add(vs.id)
         an_map = {a.id: a for a in analytes}
         by_loinc = {code: a for a in an_map.values() for code in a.loinc}
         ing_map = {i.id: i for i in ingredients}
@@ -155,10 +159,11 @@ class Terminology:
             analytes=an_map,
             ingredients=ing_map,
             _by_code={k: frozenset(v) for k, v in by_code.items()},
-            _prefixed=tuple(vs for vs in vs_map.values() if vs.prefixes),
+            _by_prefix={k: frozenset(v) for k, v in by_prefix.items()},
             _prefix_systems=frozenset(system for vs in vs_map.values() for system, _ in vs.prefixes),
             _analyte_by_loinc=by_loinc,
             _ingredient_by_rxnorm=by_rx,
+            _ingredient_names=tuple((name, i.id) for i in ing_map.values() for name in i.names),
         )
 
     def memberships(self, codes: Iterable[Code]) -> frozenset[str]:
@@ -166,10 +171,10 @@ class Terminology:
         found: set[str] = set()
         for code in codes:
             found.update(self._by_code.get(code, ()))
-            if code[0] in self._prefix_systems:  # only a code of such a system can match a prefix
-                for vs in self._prefixed:
-                    if vs.id not in found and vs.contains(code):
-                        found.add(vs.id)
+            system, value = code
+            if system in self._prefix_systems:  # only a code of such a system can match a prefix
+                for end in range(len(value) + 1):  # each prefix of the code, as `ValueSet.contains` tries
+                    found.update(self._by_prefix.get((system, value[:end]), ()))
         return frozenset(found)
 
     def analyte_for_loinc(self, loinc_code: str) -> Analyte | None:
@@ -181,7 +186,7 @@ class Terminology:
         found = {by_rxnorm[c] for s, c in codes if s == RXNORM and c in by_rxnorm}
         if not found and text:
             lowered = text.lower()
-            found = {i.id for i in self.ingredients.values() if any(n in lowered for n in i.names)}
+            found = {ingredient for name, ingredient in self._ingredient_names if name in lowered}
         return frozenset(found)
 
     def relevant_loinc(self) -> frozenset[str]:
