@@ -160,7 +160,7 @@ class Terminology:
             ingredients=ing_map,
             _by_code={k: frozenset(v) for k, v in by_code.items()},
             _by_prefix={k: frozenset(v) for k, v in by_prefix.items()},
-            _prefix_systems=frozenset(system for vs in vs_map.values() for system, _ in vs.prefixes),
+            _prefix_systems=frozenset(system for system, _ in by_prefix),
             _analyte_by_loinc=by_loinc,
             _ingredient_by_rxnorm=by_rx,
             _ingredient_names=tuple((name, i.id) for i in ing_map.values() for name in i.names),
