@@ -10,8 +10,9 @@ Reading has three steps, each forgiving:
 3. validate each selected resource alone with its R4B model, pruned to the elements the conversion below
    reads (`READ_ELEMENTS`) plus those the model requires (subject, status, intent, medication[x]). A resource
    that fails is skipped: its reference (never its content) is logged on "cds_service.fhir" and returned in
-   `skipped`. An Observation's code and reference ranges are validated once per distinct JSON text and
-   remembered (at most 2,048): charts repeat the same few, and they say nothing about a patient.
+   `skipped`. An Observation's code and reference ranges and a Condition's status codes are validated once
+   per distinct JSON text and remembered (at most 2,048): charts repeat the same few, and they say nothing
+   about a patient. A subject (the patient's reference) is validated once a call, and forgotten with it.
 
 What is validated, and why only that: validation is the largest cost of a call (~0.14 ms a resource, nested
 models checked one by one in Python), and most of a resource is never read (narrative, identifiers,
@@ -32,7 +33,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -45,6 +46,7 @@ from fhir.resources.R4B.medicationstatement import MedicationStatement
 from fhir.resources.R4B.observation import Observation, ObservationReferenceRange
 from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.procedure import Procedure
+from fhir.resources.R4B.reference import Reference
 
 from cds_service.terminology import Code, normalize_code
 
@@ -369,6 +371,10 @@ def _readable(
 
 
 def _raw_reference(resource: Mapping[str, Any]) -> str | None:
+    subject = resource.get("subject")
+    if type(subject) is dict:  # what nearly every resource has: tested first, the loop below says the same
+        reference = subject.get("reference")
+        return reference if isinstance(reference, str) else None
     for key in ("subject", "patient"):
         value = resource.get(key)
         if _is_object(value):
@@ -385,6 +391,25 @@ def _points_to_patient(reference: str, patient_id: str, aliases: frozenset[str])
 
 
 _CODED = frozenset({"Condition", "Procedure", "MedicationStatement", "MedicationRequest"})
+
+
+def _wanted_observation_codes(
+    concept: Any, observation_codes: frozenset[Code], known: dict[tuple[str | None, str], frozenset[Code]]
+) -> frozenset[Code]:
+    """The wanted codes of an Observation's raw `code`. Those of a single coding are remembered in `known`
+    (for one call) by its system and code, all they depend on: a chart repeats the same few lab codes, and
+    the Observations of one code then share one set."""
+    codings = concept.get("coding") if type(concept) is dict else None
+    if type(codings) is list and len(codings) == 1 and type(coding := codings[0]) is dict:
+        system, code = coding.get("system"), coding.get("code")
+        if type(code) is str and (system is None or type(system) is str):
+            wanted = known.get((system, code))
+            if wanted is None:
+                wanted = known[(system, code)] = frozenset(
+                    found for found in _raw_codes(concept) if found in observation_codes
+                )
+            return wanted
+    return frozenset(found for found in _raw_codes(concept) if found in observation_codes)
 
 
 def _selected(
@@ -410,16 +435,16 @@ def _selected(
     kept = []
     referenced: set[str] = set()
     no_codes: frozenset[Code] = frozenset()
+    known_codes: dict[tuple[str | None, str], frozenset[Code]] = {}
     for raw in raws:
         rtype = raw.type
-        if rtype not in MODELS:
-            continue
         codes = no_codes
         if rtype == "Observation":
-            wanted = [code for code in _raw_codes(raw.resource.get("code")) if code in observation_codes]
-            if not wanted:
+            codes = _wanted_observation_codes(raw.resource.get("code"), observation_codes, known_codes)
+            if not codes:
                 continue
-            codes = frozenset(wanted)
+        elif rtype not in MODELS:
+            continue
         elif rtype == "Patient":
             if patient_id is not None and raw.resource.get("id") != patient_id:
                 continue
@@ -461,35 +486,54 @@ def _raw_date(resource: Mapping[str, Any], parsed: dict[str, date | None]) -> da
     return parsed[first]
 
 
-def _windowed(
-    selected: list[tuple[_Raw, frozenset[Code]]], windows: RecencyWindows
-) -> list[tuple[_Raw, date | None, frozenset[Code] | None]]:
-    """Drop the values of repeated measurements that no rule can use (see `RecencyWindows`); each kept
-    Observation comes with its date, and, when it is a value of a repeated measurement, its wanted codes
-    (None for every other)."""
-    older: list[tuple[_Raw, date, frozenset[Code]]] = []
+class _Windowed(NamedTuple):
+    raw: _Raw
+    day: date | None  # as `_observation` will read it; None for other types, and when undated
+    codes: frozenset[Code]  # wanted codes (empty for other types)
+    repeated: bool  # a value of a repeated measurement: every wanted code has a window
+
+
+def _windowed(selected: list[tuple[_Raw, frozenset[Code]]], windows: RecencyWindows) -> list[_Windowed]:
+    """Drop the values of repeated measurements that no rule can use (see `RecencyWindows`), in order."""
+    kept: list[_Windowed | None] = []
+    older: list[tuple[int, _Windowed]] = []  # older than the window: kept when the newest of a code
     newest_older: dict[Code, date] = {}
-    kept: dict[int, tuple[date | None, frozenset[Code] | None]] = {}
     parsed: dict[str, date | None] = {}
-    days, today = windows.days, windows.today
+    earliest: dict[frozenset[Code], date | None] = {}  # per wanted codes: its window's first day, if any
+    days, today, usable = windows.days, windows.today, windows.usable_statuses
     for raw, codes in selected:
         if raw.type != "Observation":
-            kept[id(raw)] = (None, None)
+            kept.append(_Windowed(raw, None, codes, False))
             continue
         day = _raw_date(raw.resource, parsed)
-        if not codes or not all(code in days for code in codes):
-            kept[id(raw)] = (day, None)
-        elif day is None or (today - day).days <= max(days[code] for code in codes):
-            kept[id(raw)] = (day, codes)
-        elif raw.resource.get("status") in windows.usable_statuses:
-            older.append((raw, day, codes))
+        if codes in earliest:
+            first_day = earliest[codes]
+        else:
+            first_day = earliest[codes] = _first_day(codes, days, today)
+        if first_day is None:
+            kept.append(_Windowed(raw, day, codes, False))
+        elif day is None or day >= first_day:
+            kept.append(_Windowed(raw, day, codes, True))
+        elif raw.resource.get("status") in usable:
+            older.append((len(kept), _Windowed(raw, day, codes, True)))
+            kept.append(None)
             for code in codes:
                 if code not in newest_older or day > newest_older[code]:
                     newest_older[code] = day
-    kept.update(
-        (id(raw), (day, codes)) for raw, day, codes in older if any(newest_older[c] == day for c in codes)
-    )
-    return [(raw, *kept[id(raw)]) for raw, _ in selected if id(raw) in kept]
+    for index, item in older:
+        if any(newest_older[code] == item.day for code in item.codes):
+            kept[index] = item
+    return [item for item in kept if item is not None]
+
+
+def _first_day(codes: frozenset[Code], days: Mapping[Code, int], today: date) -> date | None:
+    """The first day within the longest window of `codes`; None unless every code has a window."""
+    if not codes or not all(code in days for code in codes):
+        return None
+    try:
+        return today - timedelta(days=max(days[code] for code in codes))
+    except OverflowError:  # a window reaching before year 1: every dated value is within it
+        return date.min
 
 
 # --- step 3: validate, then convert to records --------------------------------------------------------------
@@ -592,44 +636,67 @@ def _validated_ranges(ranges: Any) -> list[ObservationReferenceRange]:
     return [ObservationReferenceRange.model_validate(item) for item in ranges]
 
 
-# The elements of an Observation validated once per distinct JSON text (see `_shared_element`), each as its
-# field validates it: every item a model, which the Observation then takes as it is.
-_SHARED_OBSERVATION_ELEMENTS: Mapping[str, Callable[[Any], Any]] = {
-    "code": CodeableConcept.model_validate,
-    "referenceRange": _validated_ranges,
+# Per resource type, the elements validated once per distinct JSON text (see `_shared_element`), each as its
+# field validates it: every item a model, which the resource then takes as it is.
+_SHARED_ELEMENTS: Mapping[str, Mapping[str, Callable[[Any], Any]]] = {
+    "Observation": {"code": CodeableConcept.model_validate, "referenceRange": _validated_ranges},
+    "Condition": {
+        "clinicalStatus": CodeableConcept.model_validate,
+        "verificationStatus": CodeableConcept.model_validate,
+    },
 }
 
 
-def _shared_element(name: str, value: Any) -> Any:
-    """An Observation's `code` or `referenceRange` validated, remembered by its JSON text: charts repeat the
-    same few lab codes and reference ranges, and neither says anything about a patient. The raw value when
-    it cannot be remembered or does not validate alone (the resource's validation then decides, as before)."""
+def _shared_element(rtype: str, name: str, value: Any) -> Any:
+    """An element of `_SHARED_ELEMENTS` validated, remembered by its JSON text: charts repeat the same few
+    lab codes, reference ranges and condition status codes, and none says anything about a patient. The raw
+    value when it cannot be remembered or does not validate alone (the resource's validation then decides)."""
     try:
         key = json.dumps(value, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError):
         return value
-    validated = _validated_element(name, key)
+    validated = _validated_element(rtype, name, key)
     return value if validated is None else validated
 
 
 @lru_cache(maxsize=2048)
-def _validated_element(name: str, key: str) -> Any | None:
+def _validated_element(rtype: str, name: str, key: str) -> Any | None:
     try:
-        return _SHARED_OBSERVATION_ELEMENTS[name](json.loads(key))
+        return _SHARED_ELEMENTS[rtype][name](json.loads(key))
     except Exception:  # the resource's own validation reports it
         return None
 
 
-def _validated(raw: _Raw, elements: frozenset[str]) -> Any | None:
-    """The resource's model, validated with only `elements` (a shallow copy: nothing inside is changed)."""
+def _call_subject(subject: Any, subjects: dict[tuple[tuple[str, str], ...], Any]) -> Any:
+    """A resource's `subject` validated once a call (`subjects`, made for one call, is never kept): the
+    resources of a chart nearly all name the same patient. Only a subject of strings (its reference and
+    display) is shared; any other, or one that does not validate alone, stays raw for the resource's own
+    validation."""
+    if type(subject) is not dict or not all(type(value) is str for value in subject.values()):
+        return subject
+    key = tuple(subject.items())
+    if key not in subjects:
+        try:
+            subjects[key] = Reference.model_validate(subject)
+        except Exception:  # the resource's own validation reports it
+            subjects[key] = subject
+    return subjects[key]
+
+
+def _validated(
+    raw: _Raw, elements: frozenset[str], subjects: dict[tuple[tuple[str, str], ...], Any] | None = None
+) -> Any | None:
+    """The resource's model, validated with only `elements` (a shallow copy: nothing inside is changed);
+    `subjects`: the subjects validated so far in this call (see `_call_subject`)."""
     model = MODELS[raw.type]
     try:
         pruned = {name: value for name, value in raw.resource.items() if name in elements}
-        if raw.type == "Observation":
-            for name in _SHARED_OBSERVATION_ELEMENTS:
-                value = pruned.get(name)
-                if value is not None:
-                    pruned[name] = _shared_element(name, value)
+        for name in _SHARED_ELEMENTS.get(raw.type, ()):
+            value = pruned.get(name)
+            if value is not None:
+                pruned[name] = _shared_element(raw.type, name, value)
+        if subjects is not None and "subject" in pruned:
+            pruned["subject"] = _call_subject(pruned["subject"], subjects)
         return model.model_validate(pruned)
     except Exception:  # any failure of one resource only skips that resource
         logger.warning("skipped invalid resource %s", raw.ref)
@@ -838,14 +905,14 @@ def _procedure(res: Procedure, ref: str) -> ProcedureRecord:
 
 
 def _validated_all(
-    raws: Iterable[tuple[_Raw, frozenset[str]]],
+    raws: Iterable[tuple[_Raw, frozenset[str]]], subjects: dict[tuple[tuple[str, str], ...], Any]
 ) -> tuple[list[tuple[_Raw, Any]], list[str]]:
     """The models of the resources that validate (each with its elements), and the references of those that
     do not."""
     skipped: list[str] = []
     valid: list[tuple[_Raw, Any]] = []
     for raw, elements in raws:
-        model = _validated(raw, elements)
+        model = _validated(raw, elements, subjects)
         if model is None:
             skipped.append(raw.ref)
         else:
@@ -868,9 +935,8 @@ def read_records(
     """
     selected = _selected(_flatten(resources), observation_codes, patient_id, readable)
     if windows is not None:
-        kept = {id(raw) for raw, _, _ in _windowed(selected, windows)}
-        selected = [(raw, codes) for raw, codes in selected if id(raw) in kept]
-    return _records(*_validated_all((raw, _elements(raw, codes, lab_codes)) for raw, codes in selected))
+        selected = [(item.raw, item.codes) for item in _windowed(selected, windows)]
+    return _records(*_validated_all(((raw, _elements(raw, codes, lab_codes)) for raw, codes in selected), {}))
 
 
 class ObservationCandidate:
@@ -881,7 +947,18 @@ class ObservationCandidate:
     decides which of them to read, and of the others which it can leave unread.
     """
 
-    __slots__ = ("_elements", "_raw", "_record", "codes", "day", "read", "ref", "repeated", "status")
+    __slots__ = (
+        "_elements",
+        "_raw",
+        "_record",
+        "_subjects",
+        "codes",
+        "day",
+        "read",
+        "ref",
+        "repeated",
+        "status",
+    )
 
     def __init__(
         self,
@@ -890,9 +967,11 @@ class ObservationCandidate:
         codes: frozenset[Code],
         repeated: bool,
         elements: frozenset[str],
+        subjects: dict[tuple[tuple[str, str], ...], Any],
     ) -> None:
         self._raw = raw
         self._elements = elements
+        self._subjects = subjects  # of the call (see `_call_subject`)
         self.ref = raw.ref
         self.status: Any = raw.resource.get("status")  # as sent: a valid record has the same status
         self.day = day
@@ -911,7 +990,7 @@ class ObservationCandidate:
         """The Observation as a record, None when it is not valid FHIR (then logged, once)."""
         if not self.read:
             self.read = True
-            model = _validated(self._raw, self._elements)
+            model = _validated(self._raw, self._elements, self._subjects)
             self._record = None if model is None else _observation(model, self.ref)
         return self._record
 
@@ -930,16 +1009,16 @@ def read_records_lazily(
     choice (the facts stage reads only the newest usable value of a repeated measurement).
     """
     selected = _selected(_flatten(resources), observation_codes, patient_id, readable)
-    wanted = {id(raw): codes for raw, codes in selected}
     others: list[tuple[_Raw, frozenset[str]]] = []
     candidates: list[ObservationCandidate] = []
-    for raw, day, codes in _windowed(selected, windows):
-        elements = _elements(raw, wanted[id(raw)], lab_codes)
+    subjects: dict[tuple[tuple[str, str], ...], Any] = {}
+    for raw, day, codes, repeated in _windowed(selected, windows):
+        elements = _elements(raw, codes, lab_codes)
         if raw.type == "Observation":
-            candidates.append(ObservationCandidate(raw, day, wanted[id(raw)], codes is not None, elements))
+            candidates.append(ObservationCandidate(raw, day, codes, repeated, elements, subjects))
         else:
             others.append((raw, elements))
-    return _records(*_validated_all(others)), tuple(candidates)
+    return _records(*_validated_all(others, subjects)), tuple(candidates)
 
 
 def _records(valid: list[tuple[_Raw, Any]], skipped: list[str]) -> PatientRecords:

@@ -6,7 +6,8 @@ import logging
 from datetime import date
 
 import pytest
-from conftest_facts import lab
+from conftest_facts import SNOMED_URI, concept, condition, lab
+from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.observation import Observation
 from pydantic import ValidationError
 
@@ -132,3 +133,70 @@ def test_equal_codes_and_ranges_of_two_observations_are_validated_once():
     assert models[0].code is models[1].code
     assert models[0].referenceRange[0] is models[1].referenceRange[0]
     assert models[0].valueQuantity is not models[1].valueQuantity  # a patient's value is never shared
+
+
+SUBJECT_CASES = {
+    "a reference": {"subject": {"reference": "Patient/p1"}},
+    "a reference with a display": {"subject": {"reference": "Patient/p1", "display": "someone"}},
+    "a reference with an identifier": {"subject": {"identifier": {"value": "p1"}}},
+    "an empty reference": {"subject": {"reference": ""}},
+    "an unknown element": {"subject": {"ref": "Patient/p1"}},
+    "a number as reference": {"subject": {"reference": 5}},
+    "a reference as a string": {"subject": "Patient/p1"},
+    "no subject": {"subject": None},
+}
+
+
+@pytest.mark.parametrize("change", SUBJECT_CASES.values(), ids=SUBJECT_CASES.keys())
+def test_a_subject_validated_once_a_call_gives_what_fhir_resources_gives_for_the_whole_resource(change):
+    resource = lab("subject", "2160-0", 1.3, "mg/dL") | change
+    elements = fhir_records.LAB_VALUE_ELEMENTS
+    pruned = {name: value for name, value in resource.items() if name in elements}
+    try:
+        expected = Observation.model_validate(pruned).model_dump()
+    except ValidationError:
+        expected = None
+    raw = fhir_records._Raw(resource, "Observation", "Observation/subject", None)
+    subjects: dict = {}
+    for _ in range(2):  # validated, then taken from the call's subjects
+        model = fhir_records._validated(raw, elements, subjects)
+        assert (None if model is None else model.model_dump()) == expected
+
+
+def test_the_subject_is_validated_once_a_call_and_never_kept_for_the_next():
+    windows = RecencyWindows(date(2026, 11, 21), {CREATININE: 30}, frozenset({"final"}))
+    chart = [lab("first", "2160-0", 1.3, "mg/dL"), lab("second", "2160-0", 1.4, "mg/dL", when="2026-11-17")]
+    subjects_of_each_call = []
+    for _ in range(2):
+        _, candidates = read_records_lazily(chart, WANTED, None, windows)
+        first, second = (candidate.record() for candidate in candidates)
+        assert first is not None and second is not None
+        models = [fhir_records._validated(c._raw, c._elements, c._subjects) for c in candidates]
+        assert models[0].subject is models[1].subject  # one Reference model for the whole call
+        subjects_of_each_call.append(models[0].subject)
+    assert subjects_of_each_call[0] is not subjects_of_each_call[1]  # the next call validates it again
+
+
+def test_condition_status_codes_are_validated_once_and_give_what_fhir_resources_gives():
+    statuses = {
+        "clinicalStatus": concept("http://terminology.hl7.org/CodeSystem/condition-clinical", "active"),
+        "verificationStatus": concept(
+            "http://terminology.hl7.org/CodeSystem/condition-ver-status", "confirmed"
+        ),
+    }
+    bad = {"clinicalStatus": {"coding": {"code": "active"}}}
+    elements = fhir_records.READ_ELEMENTS["Condition"]
+    models = []
+    for cid, change in (("one", statuses), ("two", statuses), ("bad", bad)):
+        resource = condition(cid, SNOMED_URI, "254915003") | change
+        pruned = {name: value for name, value in resource.items() if name in elements}
+        try:
+            expected = Condition.model_validate(pruned).model_dump()
+        except ValidationError:
+            expected = None
+        model = fhir_records._validated(fhir_records._Raw(resource, "Condition", cid, None), elements)
+        assert (None if model is None else model.model_dump()) == expected
+        models.append(model)
+    assert models[0].clinicalStatus is models[1].clinicalStatus
+    assert models[0].verificationStatus is models[1].verificationStatus
+    assert models[2] is None
