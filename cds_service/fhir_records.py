@@ -647,12 +647,15 @@ _SHARED_ELEMENTS: Mapping[str, Mapping[str, Callable[[Any], Any]]] = {
 }
 
 
+_KEY_ENCODER = json.JSONEncoder(sort_keys=True, allow_nan=False)  # made once: json.dumps makes one a call
+
+
 def _shared_element(rtype: str, name: str, value: Any) -> Any:
     """An element of `_SHARED_ELEMENTS` validated, remembered by its JSON text: charts repeat the same few
     lab codes, reference ranges and condition status codes, and none says anything about a patient. The raw
     value when it cannot be remembered or does not validate alone (the resource's validation then decides)."""
     try:
-        key = json.dumps(value, sort_keys=True, allow_nan=False)
+        key = _KEY_ENCODER.encode(value)
     except (TypeError, ValueError):
         return value
     validated = _validated_element(rtype, name, key)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.pool import Pool
 
 from cds_service.storage import DATABASE_FILE, Storage, default_database_url, enable_wal
 
@@ -166,25 +166,30 @@ SYNCHRONOUS_FULL, SYNCHRONOUS_NORMAL = 2, 1
 
 
 @pytest.fixture
-def settings_at_each_insert() -> Iterator[list[tuple[str, int, int, str]]]:
-    """(table, synchronous, busy_timeout, journal_mode) read on the very connection running each INSERT.
+def inserts_seen() -> Iterator[list[tuple[str, sqlite3.Connection]]]:
+    """(table, DB-API connection) of each INSERT SQLite runs on a connection opened while this is active.
 
-    Listens on every engine, so it sees whichever engine and pooled connection the storage really uses.
+    A trace callback on every new pooled connection of every engine sees the statements whoever sends them:
+    SQLAlchemy or the storage on the driver's own cursor.
     """
-    seen: list[tuple[str, int, int, str]] = []
+    seen: list[tuple[str, sqlite3.Connection]] = []
 
-    def spy(connection, cursor, statement, parameters, context, executemany):
-        if statement.startswith("INSERT INTO"):
-            dbapi_connection = connection.connection.dbapi_connection
-            setting = [
-                dbapi_connection.execute(f"PRAGMA {name}").fetchone()[0]
-                for name in ("synchronous", "busy_timeout", "journal_mode")
-            ]
-            seen.append((statement.split()[2], *setting))
+    def trace(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        def statement(sql: str) -> None:
+            if sql.startswith("INSERT INTO"):
+                seen.append((sql.split()[2], dbapi_connection))
 
-    event.listen(Engine, "before_cursor_execute", spy)
+        dbapi_connection.set_trace_callback(statement)
+
+    event.listen(Pool, "connect", trace)
     yield seen
-    event.remove(Engine, "before_cursor_execute", spy)
+    event.remove(Pool, "connect", trace)
+
+
+def settings(connection: sqlite3.Connection) -> tuple[int, int, str]:
+    """synchronous, busy_timeout and journal_mode of a connection."""
+    names = ("synchronous", "busy_timeout", "journal_mode")
+    return tuple(connection.execute(f"PRAGMA {name}").fetchone()[0] for name in names)  # type: ignore[return-value]
 
 
 def audit_once(storage: Storage, hook_instance: str, cards: list[dict]) -> None:
@@ -199,8 +204,9 @@ def audit_once(storage: Storage, hook_instance: str, cards: list[dict]) -> None:
 
 
 def test_feedback_and_jtis_commit_durably_the_audit_row_with_normal_sync(
-    storage: Storage, settings_at_each_insert: list[tuple[str, int, int, str]]
+    tmp_path: Path, inserts_seen: list[tuple[str, sqlite3.Connection]]
 ):
+    storage = Storage(default_database_url(tmp_path / "instance"))  # its connections open under the spy
     for round_ in range(2):  # pooled connections are reused: each keeps its own level
         audit_once(storage, f"h-{round_}", [card(f"u-{round_}", "NCT06903312"), card(f"v-{round_}", "NCT1")])
         storage.record_feedback("trials", [{**OVERRIDDEN, "card": f"c-{round_}"}])
@@ -208,8 +214,11 @@ def test_feedback_and_jtis_commit_durably_the_audit_row_with_normal_sync(
         storage.remember_jti(f"jti-{round_}", NOW + timedelta(minutes=5), now=NOW)
     level = {"audit": SYNCHRONOUS_NORMAL, "audit_card": SYNCHRONOUS_NORMAL}
     level |= {"feedback": SYNCHRONOUS_FULL, "seen_jti": SYNCHRONOUS_FULL}
-    expected_tables = ["audit", "audit_card", "feedback", "audit", "audit_card", "seen_jti"] * 2
-    assert settings_at_each_insert == [(table, level[table], 30000, "wal") for table in expected_tables]
+    tables = ["audit", "audit_card", "audit_card", "feedback", "audit", "audit_card", "seen_jti"] * 2
+    assert [(table, *settings(connection)) for table, connection in inserts_seen] == [
+        (table, level[table], 30000, "wal") for table in tables
+    ]
+    storage.close()
 
 
 def test_closing_the_storage_closes_every_connection(tmp_path: Path):
@@ -313,3 +322,30 @@ def test_workers_opening_a_new_database_together_all_start(tmp_path: Path) -> No
         for worker in workers:
             worker.join(60)
         assert [worker.exitcode for worker in workers] == [0, 0, 0, 0]
+
+
+def test_the_audit_through_sqlalchemy_as_on_postgresql_stores_what_the_sqlite_driver_path_stores(
+    tmp_path: Path,
+):
+    stored = {}
+    for path in ("driver", "sqlalchemy"):
+        storage = Storage(default_database_url(tmp_path / path))
+        if path == "sqlalchemy":
+            storage._driver_audit = None  # as for any database but SQLite
+        audit_once(storage, "h-1", [card(CARD_UUID, "NCT06903312"), {"summary": "no uuid"}])
+        audit_once(storage, "h-2", [card(CARD_UUID, "NCT06903312", "likely-eligible")])
+        storage.record_feedback("trials", [OVERRIDDEN])
+        exported = list(storage.iter_feedback())
+        storage.close()
+        with sqlite3.connect(tmp_path / path / DATABASE_FILE) as connection:
+            audits = connection.execute("SELECT * FROM audit ORDER BY id").fetchall()
+            cards = connection.execute("SELECT * FROM audit_card").fetchall()
+        created = [row[-1] for row in audits]
+        assert all(len(value) == len("2026-11-21 09:00:00.000000") for value in created)  # SQLAlchemy's text
+        stored[path] = ([row[:-1] for row in audits], cards, exported)
+    assert stored["driver"] == stored["sqlalchemy"]
+    audits, cards, exported = stored["driver"]
+    assert [row[1] for row in audits] == ["h-1", "h-2"] and cards == [
+        (CARD_UUID, 1, "NCT06903312", "possibly-eligible")
+    ]
+    assert exported[0]["nctId"] == "NCT06903312"
