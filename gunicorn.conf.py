@@ -75,7 +75,9 @@ def warm_up(app: Any) -> bool:
         body = json.dumps(synthetic_request(service.hook, service.prefetch)).encode()
         request = parse_hook_request(body, {service.hook}, max_depth=state.settings.max_json_depth)
         data = gather_patient_data(request, service.prefetch, state.settings)
-        output = state.matcher.match(data.resources, request.patient_id, data.notes, data.unavailable)
+        output = state.matcher.match(
+            data.resources, request.patient_id, data.notes, data.unavailable, unconsidered=False
+        )
         app.json.dumps({"cards": output.cards})
     return True
 

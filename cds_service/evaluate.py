@@ -246,16 +246,20 @@ class Engine:
             prepared_labels=self._labels,
         )
 
-    def evaluate(self, facts: PatientFacts) -> tuple[TrialResult, ...]:
-        """Evaluate every trial of the catalog for one patient, sorted: likely, possibly, then the rest."""
+    def evaluate(self, facts: PatientFacts, *, unconsidered: bool = True) -> tuple[TrialResult, ...]:
+        """Evaluate every trial of the catalog for one patient, sorted: likely, possibly, then the rest (by
+        key within a verdict). Without `unconsidered`, the trials whose anchors are not all met are left out:
+        they get no card, and a large catalog holds hundreds of them."""
         context = self.context()
         results: list[TrialResult] = []
         for group in self._groups:
             values = [rule.evaluate(facts, context) for rule in group.anchor_rules]
             if all(value.truth is Truth.TRUE for value in values):
                 results.extend(self._considered(trial, facts, context) for trial in group.trials)
-            else:
+            elif unconsidered:
                 results.extend(group.not_considered(values, self.catalog.version))
+        if not unconsidered:
+            return tuple(sorted(results, key=lambda r: (_VERDICT_ORDER[r.verdict], r.trial.key)))
         in_key_order = [results[i] for i in self._key_order]
         in_key_order.sort(key=lambda r: _VERDICT_ORDER[r.verdict])  # stable: the key order stays within
         return tuple(in_key_order)

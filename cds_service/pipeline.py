@@ -53,8 +53,13 @@ class Matcher:
         patient_id: str | None,
         notes: Sequence[str] = (),
         unavailable: Collection[str] = (),
+        *,
+        unconsidered: bool = True,
     ) -> MatchOutput:
-        """Evaluate every trial for one patient; `unavailable` names resource types that could not be read."""
+        """Evaluate every trial for one patient; `unavailable` names resource types that could not be read.
+
+        Without `unconsidered`, the results leave out the trials whose anchors are not met (the cards are
+        the same: those trials get none)."""
         facts = build_facts(
             resources,
             self.catalog.terminology,
@@ -66,7 +71,7 @@ class Matcher:
         )
         if unavailable:
             facts = dataclasses.replace(facts, unavailable=frozenset(unavailable))
-        results = self.engine.evaluate(facts)
+        results = self.engine.evaluate(facts, unconsidered=unconsidered)
         context = CardContext(
             patient_id=patient_id,
             notes=tuple(notes),

@@ -8,10 +8,12 @@ from typing import Any
 import pytest
 from factories import KIDNEY_CANCER_ANCHOR, METASTATIC_ANCHOR, Patient, catalog, criterion, trial
 
+from bench.generate import PATIENT_ID, TODAY, chart, generate_catalog
 from cds_service import derived, rules
 from cds_service.catalog import Anchor, load_catalog
 from cds_service.config import DEFAULT_MAPPINGS_DIR
 from cds_service.evaluate import Engine, EvaluationPolicy, outcome_of, verdict_of
+from cds_service.facts import build_facts
 from cds_service.rules import RuleError
 from cds_service.terminology import ICD10CM, SNOMED, Code, normalize_code
 from cds_service.verdicts import ANCHOR, CriterionResult, Outcome, TrialResult, Truth, Verdict
@@ -477,3 +479,16 @@ def test_results_of_trials_not_considered_are_kept_past_a_call_only_when_they_ci
     assert kept and all(not value.evidence for key, _ in kept for value in key[1:])
     engine.evaluate(rcc_patient().build())
     assert [group.last["call"] for group in engine._groups if group.last] == kept
+
+
+def test_without_unconsidered_trials_the_results_are_the_considered_ones_in_the_same_order(tmp_path) -> None:
+    generated = load_catalog(generate_catalog(tmp_path / "catalog", 60))
+    engine = Engine(generated)
+    kidney = build_facts(chart(20), generated.terminology, TODAY, PATIENT_ID)
+    no_cancer = build_facts([{"resourceType": "Patient", "id": "p1"}], generated.terminology, TODAY, "p1")
+    for facts in (kidney, no_cancer):
+        every = engine.evaluate(facts)
+        considered = engine.evaluate(facts, unconsidered=False)
+        assert considered == tuple(r for r in every if not any(c.type == ANCHOR for c in r.criteria))
+        assert len(considered) < len(every) == 60  # trials for other cancers are left out
+    assert [r.verdict for r in engine.evaluate(kidney, unconsidered=False)][:1] == [Verdict.POSSIBLY]

@@ -78,7 +78,9 @@ def call_service(service_id: str) -> Response:
     service = next(d for d in definitions if d.hook == hook_request.hook)
     authorize_fhir_server(hook_request.fhir_server)
     data = gather_patient_data(hook_request, service.prefetch, state.settings)
-    output = state.matcher.match(data.resources, hook_request.patient_id, data.notes, data.unavailable)
+    output = state.matcher.match(
+        data.resources, hook_request.patient_id, data.notes, data.unavailable, unconsidered=False
+    )
     duration_ms = round((time.perf_counter() - started) * 1000)
     _record_audit(
         state.storage,
