@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date
+from typing import Any
 
 import pytest
 from conftest_facts import SNOMED_URI, concept, condition, lab
@@ -107,21 +108,6 @@ SHARED_ELEMENT_CASES = {
 }
 
 
-@pytest.mark.parametrize("change", SHARED_ELEMENT_CASES.values(), ids=SHARED_ELEMENT_CASES.keys())
-def test_codes_and_ranges_validated_once_give_what_fhir_resources_gives_for_the_whole_resource(change):
-    resource = lab("shared", "2160-0", 1.3, "mg/dL") | change
-    elements = fhir_records.LAB_VALUE_ELEMENTS
-    pruned = {name: value for name, value in resource.items() if name in elements}
-    try:
-        expected = Observation.model_validate(pruned).model_dump()
-    except ValidationError:
-        expected = None
-    raw = fhir_records._Raw(resource, "Observation", "Observation/shared", None)
-    for _ in range(2):  # validated, then remembered
-        model = fhir_records._validated(raw, elements)
-        assert (None if model is None else model.model_dump()) == expected
-
-
 def test_equal_codes_and_ranges_of_two_observations_are_validated_once():
     first, second = (lab(oid, "2160-0", 1.3, "mg/dL", referenceRange=RANGE) for oid in ("first", "second"))
     models = [
@@ -147,18 +133,25 @@ SUBJECT_CASES = {
 }
 
 
-@pytest.mark.parametrize("change", SUBJECT_CASES.values(), ids=SUBJECT_CASES.keys())
-def test_a_subject_validated_once_a_call_gives_what_fhir_resources_gives_for_the_whole_resource(change):
-    resource = lab("subject", "2160-0", 1.3, "mg/dL") | change
-    elements = fhir_records.LAB_VALUE_ELEMENTS
-    pruned = {name: value for name, value in resource.items() if name in elements}
+def as_fhir_resources_validates_it(model: Any, resource: dict[str, Any], elements: frozenset[str]) -> Any:
+    """The resource pruned to `elements`, validated whole by fhir.resources and dumped; None if invalid."""
     try:
-        expected = Observation.model_validate(pruned).model_dump()
+        return model.model_validate({k: v for k, v in resource.items() if k in elements}).model_dump()
     except ValidationError:
-        expected = None
-    raw = fhir_records._Raw(resource, "Observation", "Observation/subject", None)
+        return None
+
+
+ONCE_VALIDATED_CASES = SHARED_ELEMENT_CASES | SUBJECT_CASES
+
+
+@pytest.mark.parametrize("change", ONCE_VALIDATED_CASES.values(), ids=ONCE_VALIDATED_CASES.keys())
+def test_elements_validated_once_give_what_fhir_resources_gives_for_the_whole_resource(change):
+    resource = lab("once", "2160-0", 1.3, "mg/dL") | change
+    elements = fhir_records.LAB_VALUE_ELEMENTS
+    expected = as_fhir_resources_validates_it(Observation, resource, elements)
+    raw = fhir_records._Raw(resource, "Observation", "Observation/once", None)
     subjects: dict = {}
-    for _ in range(2):  # validated, then taken from the call's subjects
+    for _ in range(2):  # validated, then remembered (codes, ranges) or taken from the call's subjects
         model = fhir_records._validated(raw, elements, subjects)
         assert (None if model is None else model.model_dump()) == expected
 
@@ -189,11 +182,7 @@ def test_condition_status_codes_are_validated_once_and_give_what_fhir_resources_
     models = []
     for cid, change in (("one", statuses), ("two", statuses), ("bad", bad)):
         resource = condition(cid, SNOMED_URI, "254915003") | change
-        pruned = {name: value for name, value in resource.items() if name in elements}
-        try:
-            expected = Condition.model_validate(pruned).model_dump()
-        except ValidationError:
-            expected = None
+        expected = as_fhir_resources_validates_it(Condition, resource, elements)
         model = fhir_records._validated(fhir_records._Raw(resource, "Condition", cid, None), elements)
         assert (None if model is None else model.model_dump()) == expected
         models.append(model)
