@@ -76,7 +76,7 @@ def warm_up(app: Any) -> bool:
         request = parse_hook_request(body, {service.hook}, max_depth=state.settings.max_json_depth)
         data = gather_patient_data(request, service.prefetch, state.settings)
         output = state.matcher.match(
-            data.resources, request.patient_id, data.notes, data.unavailable, unconsidered=False
+            data.resources, request.patient_id, data.notes, data.unavailable, cards_only=True
         )
         app.json.dumps({"cards": output.cards})
     return True

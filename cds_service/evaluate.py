@@ -246,27 +246,55 @@ class Engine:
             prepared_labels=self._labels,
         )
 
-    def evaluate(self, facts: PatientFacts, *, unconsidered: bool = True) -> tuple[TrialResult, ...]:
+    def evaluate(self, facts: PatientFacts, *, cards_only: bool = False) -> tuple[TrialResult, ...]:
         """Evaluate every trial of the catalog for one patient, sorted: likely, possibly, then the rest (by
-        key within a verdict). Without `unconsidered`, the trials whose anchors are not all met are left out:
-        they get no card, and a large catalog holds hundreds of them."""
+        key within a verdict). With `cards_only`, only the trials that get a card are returned, and a trial is
+        left as soon as it cannot get one (anchors not met, not recruiting, a criterion not met): a large
+        catalog holds hundreds of those, and the cards are the same."""
         context = self.context()
         results: list[TrialResult] = []
         for group in self._groups:
             values = [rule.evaluate(facts, context) for rule in group.anchor_rules]
-            if all(value.truth is Truth.TRUE for value in values):
+            if not all(value.truth is Truth.TRUE for value in values):
+                if not cards_only:
+                    results.extend(group.not_considered(values, self.catalog.version))
+            elif cards_only:
+                carded = (self._carded(trial, facts, context) for trial in group.trials)
+                results.extend(result for result in carded if result is not None)
+            else:
                 results.extend(self._considered(trial, facts, context) for trial in group.trials)
-            elif unconsidered:
-                results.extend(group.not_considered(values, self.catalog.version))
-        if not unconsidered:
+        if cards_only:
             return tuple(sorted(results, key=lambda r: (_VERDICT_ORDER[r.verdict], r.trial.key)))
         in_key_order = [results[i] for i in self._key_order]
         in_key_order.sort(key=lambda r: _VERDICT_ORDER[r.verdict])  # stable: the key order stays within
         return tuple(in_key_order)
 
+    def _carded(self, trial: _Trial, facts: PatientFacts, context: EvaluationContext) -> TrialResult | None:
+        """The result of a considered trial when it gets a card, else None (criteria read in file order, up
+        to the first one not met)."""
+        if trial.source.info.status not in RECRUITING_STATUSES:
+            return None
+        criteria = []
+        for criterion in trial.criteria:
+            result = criterion.result(facts, context)
+            if result.outcome is Outcome.NOT_MET:
+                return None
+            criteria.append(result)
+        return self._with_arm(trial, tuple(criteria), facts, context)
+
     def _considered(self, trial: _Trial, facts: PatientFacts, context: EvaluationContext) -> TrialResult:
         """The result of a trial whose anchors are met: its criteria, verdict and arm."""
         criteria = tuple([c.result(facts, context) for c in trial.criteria])
+        return self._with_arm(trial, criteria, facts, context)
+
+    def _with_arm(
+        self,
+        trial: _Trial,
+        criteria: tuple[CriterionResult, ...],
+        facts: PatientFacts,
+        context: EvaluationContext,
+    ) -> TrialResult:
+        """The result of a considered trial from its criteria' results: its verdict and arm."""
         arm = None
         for label, rule in trial.cohorts:
             if rule.evaluate(facts, context).truth is Truth.TRUE:

@@ -54,12 +54,12 @@ class Matcher:
         notes: Sequence[str] = (),
         unavailable: Collection[str] = (),
         *,
-        unconsidered: bool = True,
+        cards_only: bool = False,
     ) -> MatchOutput:
         """Evaluate every trial for one patient; `unavailable` names resource types that could not be read.
 
-        Without `unconsidered`, the results leave out the trials whose anchors are not met (the cards are
-        the same: those trials get none)."""
+        With `cards_only`, the results are only those of the trials that get a card (see `Engine.evaluate`):
+        the cards are the same."""
         facts = build_facts(
             resources,
             self.catalog.terminology,
@@ -71,7 +71,7 @@ class Matcher:
         )
         if unavailable:
             facts = dataclasses.replace(facts, unavailable=frozenset(unavailable))
-        results = self.engine.evaluate(facts, unconsidered=unconsidered)
+        results = self.engine.evaluate(facts, cards_only=cards_only)
         context = CardContext(
             patient_id=patient_id,
             notes=tuple(notes),

@@ -79,7 +79,7 @@ def call_service(service_id: str) -> Response:
     authorize_fhir_server(hook_request.fhir_server)
     data = gather_patient_data(hook_request, service.prefetch, state.settings)
     output = state.matcher.match(
-        data.resources, hook_request.patient_id, data.notes, data.unavailable, unconsidered=False
+        data.resources, hook_request.patient_id, data.notes, data.unavailable, cards_only=True
     )
     duration_ms = round((time.perf_counter() - started) * 1000)
     _record_audit(
