@@ -5,8 +5,8 @@ only queue. Command-line options (`--bind`, `--workers`, ...) override these val
 
 Each worker, once it has loaded the app and before its first request:
 1. warms up: one synthetic patient-view call through every stage (request parsing and schema check, prefetch
-   reading, FHIR validation, facts, every trial, cards, JSON), so that the first EHR call does not pay for
-   lazily imported FHIR types and first-use work (about 0.6 s on 2 cores);
+   reading, FHIR validation, facts, the trials as a hook call evaluates them, cards, JSON), so that the first
+   EHR call does not pay for lazily imported FHIR types and first-use work (about 0.6 s on 2 cores);
 2. freezes the GC: every object alive then (catalog, compiled rules, FHIR model classes) moves to the
    permanent generation, where collections never walk it again;
 3. turns automatic collection off and collects the young generations after each response instead
