@@ -687,7 +687,7 @@ def _call_subject(subject: Any, subjects: dict[tuple[tuple[str, str], ...], Any]
 
 
 def _validated(
-    raw: _Raw, elements: frozenset[str], subjects: dict[tuple[tuple[str, str], ...], Any] | None = None
+    raw: _Raw, elements: frozenset[str], subjects: dict[tuple[tuple[str, str], ...], Any]
 ) -> Any | None:
     """The resource's model, validated with only `elements` (a shallow copy: nothing inside is changed);
     `subjects`: the subjects validated so far in this call (see `_call_subject`)."""
@@ -698,7 +698,7 @@ def _validated(
             value = pruned.get(name)
             if value is not None:
                 pruned[name] = _shared_element(raw.type, name, value)
-        if subjects is not None and "subject" in pruned:
+        if "subject" in pruned:
             pruned["subject"] = _call_subject(pruned["subject"], subjects)
         return model.model_validate(pruned)
     except Exception:  # any failure of one resource only skips that resource

@@ -119,7 +119,7 @@ AUDIT_CARD_COLUMNS = ("card_uuid", "audit_id", "nct_id", "verdict")
 
 
 @dataclass(frozen=True)
-class DriverInsert:
+class _DriverInsert:
     """An INSERT compiled once by SQLAlchemy, run on the DB-API cursor itself with positional values made
     ready by the columns' own types (JSON as text, DATETIME as SQLite's text)."""
 
@@ -128,7 +128,7 @@ class DriverInsert:
     processors: tuple[Callable[[Any], Any] | None, ...]
 
     @classmethod
-    def of(cls, statement: Insert, table: Table, columns: tuple[str, ...], dialect: Dialect) -> DriverInsert:
+    def of(cls, statement: Insert, table: Table, columns: tuple[str, ...], dialect: Dialect) -> _DriverInsert:
         compiled = statement.compile(dialect=dialect, column_keys=list(columns))
         if list(compiled.positiontup or ()) != list(columns):  # a driver with named parameters
             raise ValueError(f"{dialect.name}: the INSERT does not take {columns} in this order")
@@ -159,8 +159,8 @@ class Storage:
         dialect = self._audit_engine.dialect
         self._driver_audit = (
             (
-                DriverInsert.of(AUDIT_INSERT, audit, AUDIT_COLUMNS, dialect),
-                DriverInsert.of(
+                _DriverInsert.of(AUDIT_INSERT, audit, AUDIT_COLUMNS, dialect),
+                _DriverInsert.of(
                     self._insert_ignore_statements[audit_card], audit_card, AUDIT_CARD_COLUMNS, dialect
                 ),
             )
@@ -226,7 +226,7 @@ class Storage:
             "created_at": _utc_naive(datetime.now(UTC)),
         }
         if self._driver_audit is not None:
-            self._record_audit_on_driver(row, shown)
+            self._record_audit_on_driver(self._driver_audit, row, shown)
             return
         with self._transaction(durable=False) as connection:
             audit_id = connection.execute(AUDIT_INSERT, row).inserted_primary_key[0]
@@ -234,13 +234,18 @@ class Storage:
             if rows:  # one statement for every card of the call
                 self._insert_ignore_rows(connection, audit_card, rows)
 
-    def _record_audit_on_driver(self, row: Mapping[str, Any], shown: list[dict[str, Any]]) -> None:
+    def _record_audit_on_driver(
+        self,
+        inserts: tuple[_DriverInsert, _DriverInsert],
+        row: Mapping[str, Any],
+        shown: list[dict[str, Any]],
+    ) -> None:
         """SQLite: the audit row and its card rows on the pooled DB-API connection, in one transaction.
 
         Through SQLAlchemy's execution layer these two INSERTs cost a hook call 0.3-0.5 ms, several times what
         SQLite takes for them (bench/PROFILE.md); the statements and values are still SQLAlchemy's.
         """
-        audit_insert, card_insert = self._driver_audit or ()
+        audit_insert, card_insert = inserts
         connection = self._audit_engine.raw_connection()
         try:
             cursor = connection.cursor()

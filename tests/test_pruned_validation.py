@@ -112,9 +112,9 @@ def test_equal_codes_and_ranges_of_two_observations_are_validated_once():
     first, second = (lab(oid, "2160-0", 1.3, "mg/dL", referenceRange=RANGE) for oid in ("first", "second"))
     models = [
         fhir_records._validated(
-            fhir_records._Raw(r, "Observation", r["id"], None), fhir_records.LAB_VALUE_ELEMENTS
+            fhir_records._Raw(r, "Observation", r["id"], None), fhir_records.LAB_VALUE_ELEMENTS, {}
         )
-        for r in (first, second)
+        for r in (first, second)  # as in two calls
     ]
     assert models[0].code is models[1].code
     assert models[0].referenceRange[0] is models[1].referenceRange[0]
@@ -183,7 +183,7 @@ def test_condition_status_codes_are_validated_once_and_give_what_fhir_resources_
     for cid, change in (("one", statuses), ("two", statuses), ("bad", bad)):
         resource = condition(cid, SNOMED_URI, "254915003") | change
         expected = as_fhir_resources_validates_it(Condition, resource, elements)
-        model = fhir_records._validated(fhir_records._Raw(resource, "Condition", cid, None), elements)
+        model = fhir_records._validated(fhir_records._Raw(resource, "Condition", cid, None), elements, {})
         assert (None if model is None else model.model_dump()) == expected
         models.append(model)
     assert models[0].clinicalStatus is models[1].clinicalStatus
