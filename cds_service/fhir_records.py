@@ -371,10 +371,6 @@ def _readable(
 
 
 def _raw_reference(resource: Mapping[str, Any]) -> str | None:
-    subject = resource.get("subject")
-    if type(subject) is dict:  # what nearly every resource has: tested first, the loop below says the same
-        reference = subject.get("reference")
-        return reference if isinstance(reference, str) else None
     for key in ("subject", "patient"):
         value = resource.get(key)
         if _is_object(value):
@@ -399,17 +395,18 @@ def _wanted_observation_codes(
     """The wanted codes of an Observation's raw `code`. Those of a single coding are remembered in `known`
     (for one call) by its system and code, all they depend on: a chart repeats the same few lab codes, and
     the Observations of one code then share one set."""
+    key = None
     codings = concept.get("coding") if type(concept) is dict else None
     if type(codings) is list and len(codings) == 1 and type(coding := codings[0]) is dict:
         system, code = coding.get("system"), coding.get("code")
         if type(code) is str and (system is None or type(system) is str):
-            wanted = known.get((system, code))
-            if wanted is None:
-                wanted = known[(system, code)] = frozenset(
-                    found for found in _raw_codes(concept) if found in observation_codes
-                )
-            return wanted
-    return frozenset(found for found in _raw_codes(concept) if found in observation_codes)
+            key = (system, code)
+            if key in known:
+                return known[key]
+    wanted = frozenset(found for found in _raw_codes(concept) if found in observation_codes)
+    if key is not None:
+        known[key] = wanted
+    return wanted
 
 
 def _selected(
@@ -670,7 +667,10 @@ def _validated_element(rtype: str, name: str, key: str) -> Any | None:
         return None
 
 
-def _call_subject(subject: Any, subjects: dict[tuple[tuple[str, str], ...], Any]) -> Any:
+_Subjects = dict[tuple[tuple[str, str], ...], Any]  # a call's validated subjects, by their elements
+
+
+def _call_subject(subject: Any, subjects: _Subjects) -> Any:
     """A resource's `subject` validated once a call (`subjects`, made for one call, is never kept): the
     resources of a chart nearly all name the same patient. Only a subject of strings (its reference and
     display) is shared; any other, or one that does not validate alone, stays raw for the resource's own
@@ -686,9 +686,7 @@ def _call_subject(subject: Any, subjects: dict[tuple[tuple[str, str], ...], Any]
     return subjects[key]
 
 
-def _validated(
-    raw: _Raw, elements: frozenset[str], subjects: dict[tuple[tuple[str, str], ...], Any]
-) -> Any | None:
+def _validated(raw: _Raw, elements: frozenset[str], subjects: _Subjects) -> Any | None:
     """The resource's model, validated with only `elements` (a shallow copy: nothing inside is changed);
     `subjects`: the subjects validated so far in this call (see `_call_subject`)."""
     model = MODELS[raw.type]
@@ -908,7 +906,7 @@ def _procedure(res: Procedure, ref: str) -> ProcedureRecord:
 
 
 def _validated_all(
-    raws: Iterable[tuple[_Raw, frozenset[str]]], subjects: dict[tuple[tuple[str, str], ...], Any]
+    raws: Iterable[tuple[_Raw, frozenset[str]]], subjects: _Subjects
 ) -> tuple[list[tuple[_Raw, Any]], list[str]]:
     """The models of the resources that validate (each with its elements), and the references of those that
     do not."""
@@ -970,7 +968,7 @@ class ObservationCandidate:
         codes: frozenset[Code],
         repeated: bool,
         elements: frozenset[str],
-        subjects: dict[tuple[tuple[str, str], ...], Any],
+        subjects: _Subjects,
     ) -> None:
         self._raw = raw
         self._elements = elements
@@ -1014,7 +1012,7 @@ def read_records_lazily(
     selected = _selected(_flatten(resources), observation_codes, patient_id, readable)
     others: list[tuple[_Raw, frozenset[str]]] = []
     candidates: list[ObservationCandidate] = []
-    subjects: dict[tuple[tuple[str, str], ...], Any] = {}
+    subjects: _Subjects = {}
     for raw, day, codes, repeated in _windowed(selected, windows):
         elements = _elements(raw, codes, lab_codes)
         if raw.type == "Observation":

@@ -169,9 +169,10 @@ class Storage:
         )
 
     @contextmanager
-    def _transaction(self, *, durable: bool) -> Iterator[Connection]:
-        """One transaction; on SQLite, `durable` commits with synchronous=FULL, else NORMAL (see above)."""
-        with (self.engine if durable else self._audit_engine).begin() as connection:
+    def _transaction(self) -> Iterator[Connection]:
+        """One transaction on the durable engine (on SQLite, synchronous=FULL; the audit row of a hook call
+        goes through `_record_audit_on_driver` instead)."""
+        with self.engine.begin() as connection:
             yield connection
 
     def _insert_ignore_rows(
@@ -201,7 +202,7 @@ class Storage:
         """Store validated CDS Hooks feedback items; return how many were new (a repeated item is ignored)."""
         received_at = _utc_naive(datetime.now(UTC))
         rows = [_feedback_row(service_id, item, received_at) for item in items]
-        with self._transaction(durable=True) as connection:
+        with self._transaction() as connection:
             return sum(self._insert_ignore_rows(connection, feedback, row) for row in rows)
 
     def record_audit(
@@ -228,7 +229,7 @@ class Storage:
         if self._driver_audit is not None:
             self._record_audit_on_driver(self._driver_audit, row, shown)
             return
-        with self._transaction(durable=False) as connection:
+        with self._transaction() as connection:  # not SQLite: one engine, durable commits
             audit_id = connection.execute(AUDIT_INSERT, row).inserted_primary_key[0]
             rows = _audit_card_rows(shown, audit_id)
             if rows:  # one statement for every card of the call
@@ -264,7 +265,7 @@ class Storage:
     def remember_jti(self, jti: str, expires_at: datetime, now: datetime | None = None) -> bool:
         """Record a JWT id; False when it was already seen and has not expired (a replay)."""
         current = _utc_naive(now or datetime.now(UTC))
-        with self._transaction(durable=True) as connection:
+        with self._transaction() as connection:
             connection.execute(delete(seen_jti).where(seen_jti.c.expires_at <= current))
             row = {"jti": jti, "expires_at": _utc_naive(expires_at)}
             return self._insert_ignore_rows(connection, seen_jti, row) == 1
