@@ -3,7 +3,7 @@
 The prefetch is filled from the file's resources by type (a read template gets the resource, a search template
 a searchset Bundle), so the command line runs the hook's own path: prefetch -> patient data -> facts -> cards.
 
-Exceptions: BundleFileError (unreadable file, not FHIR, or not exactly one Patient).
+Raises BundleFileError (cds_service.errors): unreadable file, not FHIR, or not exactly one Patient.
 """
 
 from __future__ import annotations
@@ -15,14 +15,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from cds_service.errors import BundleFileError
 from cds_service.hook_request import HookRequest
 
 CLI_USER = "Practitioner/cds-trials-cli"
 _TEMPLATE_TYPE = re.compile(r"^([A-Za-z]+)(/|\?|$)")
-
-
-class BundleFileError(ValueError):
-    """The file cannot be read as FHIR data for one patient."""
 
 
 def resources_of(data: Any) -> Iterator[dict[str, Any]]:

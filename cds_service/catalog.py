@@ -1,7 +1,8 @@
 """Load and check the trial catalog (`mappings/`): YAML files -> JSON Schema -> semantic pass -> `Catalog`.
 
-Exceptions: `CatalogError(ValueError)`, one per failed load, listing every problem found (first line = first
-problem) with the file (relative to the catalog folder) and the path inside it ("criteria/3/rule/lab/le_uln").
+Raises `CatalogError` (cds_service.errors), one per failed load, listing every problem found (first line =
+first problem) with the file (relative to the catalog folder) and the path inside it
+("criteria/3/rule/lab/le_uln").
 
 Rules stay raw mappings here; `cds_service.rules` compiles them.
 """
@@ -20,6 +21,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from cds_service.errors import CatalogError
 from cds_service.terminology import (
     ICD10CM,
     INGREDIENT,
@@ -58,19 +60,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.file}: {self.path or '(top)'}: {self.message}"
-
-
-class CatalogError(ValueError):
-    """The catalog folder holds a file that is unreadable, breaks its schema, or fails the semantic check."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = tuple(problems)
-        self.file = problems[0].file
-        self.path = problems[0].path
-        lines = [str(p) for p in problems]
-        if len(lines) > 1:
-            lines.insert(1, f"({len(lines)} problems in the catalog)")
-        super().__init__("\n".join(lines))
 
 
 @dataclass(frozen=True)

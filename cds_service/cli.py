@@ -19,10 +19,18 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cds_service.bundle_file import BundleFileError, hook_request_for, read_resources
-from cds_service.catalog import Catalog, CatalogError, Criterion, ServiceDefinition, load_catalog
-from cds_service.config import REPO_ROOT, ConfigError, Settings, load_settings
+from cds_service.bundle_file import hook_request_for, read_resources
+from cds_service.catalog import Catalog, Criterion, ServiceDefinition, load_catalog
+from cds_service.config import REPO_ROOT, Settings, load_settings
 from cds_service.ctgov_import import study_to_trial, trial_yaml
+from cds_service.errors import (
+    BundleFileError,
+    CatalogError,
+    ConfigError,
+    PatientMismatch,
+    PreconditionFailed,
+    TooManyResources,
+)
 from cds_service.verdicts import RECRUITING_STATUSES, CriterionResult, TrialResult
 
 GUNICORN_CONF = REPO_ROOT / "gunicorn.conf.py"
@@ -157,7 +165,7 @@ def evaluate(bundle: Path, as_json: bool, today: Any, uuid_seed: int | None, ser
     resources, holding exactly one Patient. Its resources fill the service's prefetch by type, as an EHR
     would, and go through the same pipeline as the hook: same data, date and uuids give the same cards.
     """
-    from cds_service.patient_data import PatientDataError, gather_patient_data
+    from cds_service.patient_data import gather_patient_data
     from cds_service.pipeline import Matcher
 
     settings = _settings({"today": today.date() if today else None})
@@ -168,7 +176,7 @@ def evaluate(bundle: Path, as_json: bool, today: Any, uuid_seed: int | None, ser
         resources = read_resources(bundle)
         request = hook_request_for(service.hook, service.prefetch, resources, str(uuid.uuid4()))
         data = gather_patient_data(request, service.prefetch, settings)
-    except (BundleFileError, PatientDataError) as exc:
+    except (BundleFileError, PatientMismatch, PreconditionFailed, TooManyResources) as exc:
         raise click.ClickException(str(exc)) from None
     output = Matcher(catalog, settings, uuid_factory).match(data.resources, request.patient_id, data.notes)
     if as_json:

@@ -13,14 +13,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from cds_service.errors import ConfigError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MAPPINGS_DIR = REPO_ROOT / "mappings"
 DEFAULT_CARDS_DIR = REPO_ROOT / "cards"
 DEFAULT_EXAMPLES_DIR = REPO_ROOT / "examples"
-
-
-class ConfigError(ValueError):
-    """A configuration value could not be understood."""
 
 
 @dataclass(frozen=True)

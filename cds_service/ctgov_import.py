@@ -6,7 +6,8 @@ anchors (labelled rules of the trial's disease and stage); the draft has one who
 which is never true, so a draft trial is never considered and never gets a card until a person encodes its
 anchors (mappings/README.md, "Trials").
 
-Exceptions: CtgovImportError (the record lacks what a mapping needs, or its criteria cannot be split).
+Raises CtgovImportError (cds_service.errors): the record lacks what a mapping needs, or its criteria cannot
+be split.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
+from cds_service.errors import CtgovImportError
 
 TO_ENCODE = "not yet encoded: check against the registry text"
 ANCHOR_TO_ENCODE = "not yet encoded: encode the trial's disease and stage before it can be considered"
@@ -30,10 +33,6 @@ _SECTION = re.compile(
 # "* item", "- item", "• item", "1. item", "1) item", "a. item", "11.1 item" (no dot needed after 11.1)
 _ITEM = re.compile(r"^(?P<indent>\s*)(?:[*+\-•·]|\d+[.)]|[a-zA-Z][.)]|\d+(?:\.\d+)+\.?)\s+(?P<text>\S.*)$")
 _MARKDOWN_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!<>|~])")
-
-
-class CtgovImportError(ValueError):
-    """The study record cannot be turned into a trial mapping."""
 
 
 @dataclass

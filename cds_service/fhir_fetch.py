@@ -3,11 +3,8 @@
 All reads of one hook call run concurrently under a single deadline. A failed read never raises to the caller:
 it becomes a `FetchResult` with the pages that did arrive and a short `problem` for the card's note.
 
-Exceptions (internal to one read, turned into `FetchResult.problem`):
-
-    FetchError
-    ├── DeadlineExceeded   the call's deadline passed before a request could start
-    └── NotFhir            the answer is JSON but not a FHIR resource, or is an OperationOutcome
+A `FetchError` (cds_service.errors: DeadlineExceeded, NotFhir) stays inside one read and becomes
+`FetchResult.problem`.
 """
 
 from __future__ import annotations
@@ -27,19 +24,9 @@ from fhirclient.server import (
     FHIRUnauthorizedException,
 )
 
+from cds_service.errors import DeadlineExceeded, FetchError, NotFhir
+
 Clock = Callable[[], float]
-
-
-class FetchError(Exception):
-    """A read could not produce FHIR data; the message is the problem shown in the card's note."""
-
-
-class DeadlineExceeded(FetchError):
-    pass
-
-
-class NotFhir(FetchError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -80,7 +67,7 @@ class _DeadlineSession(requests.Session):
     def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         remaining = self._deadline - self._clock()
         if remaining <= 0:
-            raise DeadlineExceeded()
+            raise DeadlineExceeded("the deadline of this call has passed")
         kwargs["timeout"] = remaining
         return super().request(method, url, *args, **kwargs)
 

@@ -1,11 +1,7 @@
 """CDS Hooks 2.0 request bodies (service calls and feedback): parsed, validated, turned into plain data.
 
-Exceptions (each carries a short `code` and a human `message` naming the JSON path):
-
-    RequestError
-    ├── MalformedJson      body is not JSON, or nested deeper than allowed
-    ├── InvalidBody        JSON that does not match the CDS Hooks 2.0 schema
-    └── WrongHook          a valid request for a hook this service does not answer
+Raises `RequestError`s (cds_service.errors): MalformedJson, InvalidBody, WrongHook, each with a message naming
+the JSON path.
 """
 
 from __future__ import annotations
@@ -22,29 +18,9 @@ from urllib.parse import urlsplit
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
+from cds_service.errors import InvalidBody, MalformedJson, WrongHook
+
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
-
-
-class RequestError(Exception):
-    """A request body the service cannot use."""
-
-    code = "invalid-request"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class MalformedJson(RequestError):
-    code = "malformed-json"
-
-
-class InvalidBody(RequestError):
-    code = "invalid-request"
-
-
-class WrongHook(RequestError):
-    code = "wrong-hook"
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,9 @@ Per prefetch key of the service:
 
 Resources arriving under two keys count once (by resourceType/id); entries without id are kept once each.
 
-Exceptions:
-
-    PatientDataError
-    ├── PreconditionFailed   required data can be neither prefetched nor fetched (HTTP 412)
-    ├── PatientMismatch      the prefetched Patient is not `context.patientId`
-    └── TooManyResources     more resources than `settings.max_resources`
+Raises (cds_service.errors): PreconditionFailed (required data can be neither prefetched nor fetched),
+PatientMismatch (the prefetched Patient is not `context.patientId`), TooManyResources (more resources than
+`settings.max_resources`).
 """
 
 from __future__ import annotations
@@ -28,6 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 from cds_service.config import Settings
+from cds_service.errors import PatientMismatch, PreconditionFailed, TooManyResources
 from cds_service.fhir_fetch import FetchJob, FetchResult, FhirFetcher, next_link
 from cds_service.hook_request import HookRequest
 
@@ -49,22 +47,6 @@ _USER_TOKENS = {
     "userPatientId": "Patient",
     "userRelatedPersonId": "RelatedPerson",
 }
-
-
-class PatientDataError(Exception):
-    """The patient data of a request cannot be used."""
-
-
-class PreconditionFailed(PatientDataError):
-    pass
-
-
-class PatientMismatch(PatientDataError):
-    pass
-
-
-class TooManyResources(PatientDataError):
-    pass
 
 
 @dataclass(frozen=True)

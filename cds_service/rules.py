@@ -11,11 +11,7 @@ Absent data follows the README: an unrecorded diagnosis, procedure or medication
 of ..."), unless its resource type could not be read (`PatientFacts.unavailable`); a missing or stale
 measurement is `unknown`.
 
-Exceptions::
-
-    RuleError (ValueError)
-     ├── UnknownOperatorError   a leaf names no registered operator
-     └── RuleParameterError     a node or parameter is missing, unknown or of the wrong type
+Raises RuleError (cds_service.errors): UnknownOperatorError, RuleParameterError, naming the path in the rule.
 """
 
 from __future__ import annotations
@@ -32,6 +28,7 @@ from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
 from cds_service import derived
+from cds_service.errors import RuleParameterError, UnknownOperatorError
 from cds_service.facts import (
     DISEASE_STATUSES,
     KIDNEY_CANCER,
@@ -63,18 +60,6 @@ DISEASE_STATUS_MAX_AGE_DAYS = 90
 SOFTENED = (Truth.UNKNOWN, Truth.CLINICIAN)  # what if_true / if_false may turn a definite answer into
 MODIFIERS = ("if_true", "if_false", "note")
 NODES = ("all", "any", "not")
-
-
-class RuleError(ValueError):
-    """A rule cannot be compiled; the message names the path inside the rule."""
-
-
-class UnknownOperatorError(RuleError):
-    """A leaf names an operator that is not registered."""
-
-
-class RuleParameterError(RuleError):
-    """A node or leaf parameter is missing, unknown, or of the wrong type."""
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,8 @@
 """Trusted CDS clients: the issuers file, their signing keys and the FHIR servers they may name.
 
-Flask-free. Exceptions::
-
-    TrustError
-    ├── TrustConfigError   the trusted issuers file is missing, unreadable or invalid (service must not start)
-    └── KeyLookupError     no usable key for a token's `kid` (the token is rejected)
+Flask-free. Raises (cds_service.errors) TrustConfigError when the trusted issuers file is missing, unreadable
+or invalid (the service must not start), and KeyLookupError when no usable key is found for a token's `kid`
+(the token is rejected).
 """
 
 from __future__ import annotations
@@ -24,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError
 
+from cds_service.errors import KeyLookupError, TrustConfigError
+
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "trusted-issuers.schema.json"
 ALLOWED_ALGORITHMS = ("ES384", "RS384")
 MIN_RSA_BITS = 2048
@@ -32,18 +32,6 @@ JWKS_MIN_REFRESH_SECONDS = 30.0  # an unknown `kid` triggers at most one refetch
 JWKS_FETCH_TIMEOUT_SECONDS = 3.0
 JWKS_MAX_BYTES = 256 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-class TrustError(Exception):
-    """Base of this module's errors."""
-
-
-class TrustConfigError(TrustError):
-    """The trusted issuers file cannot be used."""
-
-
-class KeyLookupError(TrustError):
-    """No usable key was found for a token."""
 
 
 @dataclass(frozen=True)

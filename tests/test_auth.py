@@ -34,7 +34,7 @@ from auth_support import (
 )
 
 from cds_service import trust
-from cds_service.config import ConfigError
+from cds_service.errors import ConfigError
 from cds_service.web import create_app
 
 pytestmark = pytest.mark.usefixtures("clean_cds_env")

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from cds_service.catalog import SCHEMA_DIR, Catalog, CatalogError, load_catalog, load_terminology
+from cds_service.catalog import SCHEMA_DIR, Catalog, load_catalog, load_terminology
 from cds_service.config import DEFAULT_MAPPINGS_DIR
+from cds_service.errors import CatalogError
 from cds_service.terminology import ICD10CM, INGREDIENT, RXNORM, SNOMED
 
 TRIAL = "trials/NCT06903312.yaml"

@@ -12,9 +12,9 @@ from bench.generate import PATIENT_ID, TODAY, chart, generate_catalog
 from cds_service import derived, rules
 from cds_service.catalog import Anchor, load_catalog
 from cds_service.config import DEFAULT_MAPPINGS_DIR
+from cds_service.errors import RuleError
 from cds_service.evaluate import Engine, EvaluationPolicy, outcome_of, verdict_of
 from cds_service.facts import build_facts
-from cds_service.rules import RuleError
 from cds_service.terminology import ICD10CM, SNOMED, Code, normalize_code
 from cds_service.verdicts import ANCHOR, CriterionResult, Outcome, TrialResult, Truth, Verdict
 

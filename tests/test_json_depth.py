@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cds_service.hook_request import MalformedJson, _bytes_deeper_than, _deeper_than, load_json_object
+from cds_service.errors import MalformedJson
+from cds_service.hook_request import _bytes_deeper_than, _deeper_than, load_json_object
 
 # Strings full of what could fool a byte scan: quotes, brackets, backslashes, escapes, non-ASCII.
 tricky_text = st.text(alphabet=st.sampled_from(list('"[]{}\\/ab é\n\t\u2028\U0001f600')), max_size=8)

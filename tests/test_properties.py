@@ -12,7 +12,8 @@ from auth_support import SERVICE_ID, app_config, hook_body
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from cds_service.hook_request import RequestError, parse_feedback, parse_hook_request
+from cds_service.errors import RequestError
+from cds_service.hook_request import parse_feedback, parse_hook_request
 from cds_service.web import create_app
 
 pytestmark = pytest.mark.usefixtures("clean_cds_env")

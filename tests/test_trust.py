@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from cds_service import trust
-from cds_service.trust import KeyLookupError, KeyStore, TrustConfigError, load_trusted_issuers, usable_keys
+from cds_service.errors import KeyLookupError, TrustConfigError
+from cds_service.trust import KeyStore, load_trusted_issuers, usable_keys
 
 EC_KEY = new_ec_key("ec-1")
 RSA_KEY = new_rsa_key("rsa-1")

@@ -1,15 +1,9 @@
 """Who may call the service: CDS Hooks 2.0 JWT authentication and the FHIR servers a caller may name.
 
 Every request needs `Authorization: Bearer <JWT>` except OPTIONS preflights and GET/HEAD of PUBLIC_PATHS,
-unless the service runs in sandbox mode (`CDS_SANDBOX=1`). A rejected token gets a bare 401; the reason code,
-`iss` and `jti` go to the log, nothing else (never the token).
-
-Exceptions::
-
-    AuthError                  the caller is not let in (-> bare 401); `reason` is a short code for the log
-    FhirServerError            the request names a FHIR server it may not send its token to (-> JSON error)
-    ├── FhirServerNotAllowed   not registered for the calling issuer (403)
-    └── FhirServerNotHttps     plain http outside sandbox mode (400)
+unless the service runs in sandbox mode (`CDS_SANDBOX=1`). A rejected token raises `AuthError` (a bare 401
+from web/errors.py; the reason code, `iss` and `jti` go to the log, never the token); a FHIR server the caller
+may not name raises a `FhirServerError` (cds_service.errors).
 """
 
 from __future__ import annotations
@@ -23,12 +17,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import jwt
-from flask import Flask, Response, current_app, g, jsonify, request
+from flask import Flask, current_app, g, request
 
-from cds_service.config import ConfigError, Settings
+from cds_service.config import Settings
+from cds_service.errors import (
+    AuthError,
+    ConfigError,
+    FhirServerNotAllowed,
+    FhirServerNotHttps,
+    KeyLookupError,
+)
 from cds_service.trust import (
     ALLOWED_ALGORITHMS,
-    KeyLookupError,
     KeyStore,
     TrustedIssuer,
     load_trusted_issuers,
@@ -41,35 +41,6 @@ PUBLIC_PATHS = frozenset({"/healthz", "/sandbox", "/openapi.json"})
 PUBLIC_PREFIXES = ("/static/",)
 EXTENSION_KEY = "cds_auth"
 MAX_TOKEN_CHARS = 16_384
-
-
-class AuthError(Exception):
-    """The caller is not authenticated; `reason` is logged, never sent."""
-
-    def __init__(self, reason: str, iss: str | None = None, jti: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.iss = iss
-        self.jti = jti
-
-
-class FhirServerError(Exception):
-    status = 403
-    code = "fhir-server-not-allowed"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class FhirServerNotAllowed(FhirServerError):
-    status = 403
-    code = "fhir-server-not-allowed"
-
-
-class FhirServerNotHttps(FhirServerError):
-    status = 400
-    code = "fhir-server-not-https"
 
 
 @dataclass(frozen=True)
@@ -125,7 +96,7 @@ class Authenticator:
         try:
             key_algorithm, key = self._keys.key_for(issuer, kid)
         except KeyLookupError as exc:
-            raise AuthError(exc.args[0] if exc.args else "unknown_kid", iss, jti) from None
+            raise AuthError(exc.code, iss, jti) from None
         if key_algorithm != header["alg"]:
             raise AuthError("alg_key_mismatch", iss, jti)
         claims = self._decode(token, key, header["alg"], audience, iss, jti)
@@ -185,12 +156,6 @@ def _replay_key(iss: str, jti: str) -> str:
     return hashlib.sha256(f"{iss}\0{jti}".encode()).hexdigest()
 
 
-def _unauthorized() -> Response:
-    response = Response(status=401)
-    response.headers["WWW-Authenticate"] = "Bearer"
-    return response
-
-
 def _needs_token() -> bool:
     if request.method == "OPTIONS":
         return False
@@ -202,22 +167,17 @@ def _needs_token() -> bool:
     return True
 
 
-def _authenticate() -> Response | None:
-    """before_request: set `g.cds_caller` (None when unauthenticated in sandbox mode) or answer 401."""
+def _authenticate() -> None:
+    """before_request: set `g.cds_caller` (None when unauthenticated in sandbox mode) or raise AuthError."""
     g.cds_caller = None
     authenticator: Authenticator | None = current_app.extensions[EXTENSION_KEY]
     if not _needs_token():
-        return None
+        return
     header = request.headers.get("Authorization")
     if authenticator is None or (current_app.extensions["cds_settings_sandbox"] and header is None):
-        return None  # sandbox mode: a JWT is optional (and ignored without trusted issuers)
+        return  # sandbox mode: a JWT is optional (and ignored without trusted issuers)
     audience = current_app.extensions["cds_public_base_url"] + request.path
-    try:
-        g.cds_caller = authenticator.verify(header, audience)
-    except AuthError as exc:
-        log.warning("rejected client JWT", extra={"reason": exc.reason, "iss": exc.iss, "jti": exc.jti})
-        return _unauthorized()
-    return None
+    g.cds_caller = authenticator.verify(header, audience)
 
 
 def authentication_required() -> bool:
@@ -245,11 +205,6 @@ def authorize_fhir_server(fhir_server: str | None) -> None:
         raise FhirServerNotAllowed("fhirServer is not registered for this client")
 
 
-def _fhir_server_error(exc: FhirServerError) -> tuple[Response, int]:
-    log.warning("refused fhirServer", extra={"error": exc.code, "status": exc.status})
-    return jsonify(error=exc.code, message=exc.message), exc.status
-
-
 def init_auth(app: Flask, settings: Settings, remember_jti: Callable[[str, datetime], bool]) -> None:
     """Install authentication on `app`; raise ConfigError (or TrustConfigError) when it cannot be secured.
 
@@ -274,4 +229,3 @@ def init_auth(app: Flask, settings: Settings, remember_jti: Callable[[str, datet
     app.extensions["cds_settings_sandbox"] = settings.sandbox
     app.extensions["cds_public_base_url"] = (settings.public_base_url or "").rstrip("/")
     app.before_request(_authenticate)
-    app.register_error_handler(FhirServerError, _fhir_server_error)

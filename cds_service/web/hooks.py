@@ -11,13 +11,13 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from cds_service.catalog import Catalog, ServiceDefinition
 from cds_service.config import Settings
+from cds_service.errors import UnknownService
 from cds_service.hook_request import parse_feedback, parse_hook_request
 from cds_service.logs import bind_request_id
 from cds_service.patient_data import gather_patient_data
 from cds_service.pipeline import Matcher
 from cds_service.storage import Storage
 from cds_service.web.auth import authorize_fhir_server
-from cds_service.web.errors import UnknownService
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from flask import Blueprint, Response, current_app, jsonify, send_from_directory
 
+from cds_service.errors import GalleryError
 from cds_service.web.hooks import STATE_KEY
 
 bp = Blueprint("sandbox", __name__)
@@ -22,10 +23,6 @@ PAGE_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-
-
-class GalleryError(Exception):
-    """The example-patient manifest is missing or malformed."""
 
 
 def _patients_dir() -> Path:
