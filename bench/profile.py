@@ -51,7 +51,7 @@ def stage_times(app: Any, body: bytes, repeat: int) -> list[tuple[str, float, st
     """CPU time of each stage of one call, run on its own with the previous stage's output."""
     state = app.extensions["cds"]
     service = next(s for s in state.catalog.services if s.id == SERVICE_ID)
-    settings, terminology, engine = state.settings, state.catalog.terminology, state.matcher.engine
+    settings, terminology, engine = state.settings, state.catalog.terminology, state.runtime.matcher.engine
     today = settings.current_date()
     rows: list[tuple[str, float, str]] = []
 
@@ -91,7 +91,7 @@ def stage_times(app: Any, body: bytes, repeat: int) -> list[tuple[str, float, st
         lab_max_age_days=settings.lab_max_age_days,
         performance_max_age_days=settings.performance_max_age_days,
     )
-    ms, cards = cpu_ms(lambda: state.matcher.cards.build_all(results, context), repeat)
+    ms, cards = cpu_ms(lambda: state.runtime.matcher.cards.build_all(results, context), repeat)
     rows.append(("cards", ms, f"{len(cards)} cards"))
     client = app.test_client()
     ms, _ = cpu_ms(lambda: _call(client, body), repeat)

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from cds_service.errors import BundleFileError
+from cds_service.fhir import bundles
 from cds_service.hook_request import HookRequest
 
 CLI_USER = "Practitioner/cds-trials-cli"
@@ -24,19 +25,10 @@ _TEMPLATE_TYPE = re.compile(r"^([A-Za-z]+)(/|\?|$)")
 
 def resources_of(data: Any) -> Iterator[dict[str, Any]]:
     """Yield the resources of a Bundle (any type, nested Bundles too), a resource, or a list of them."""
-    if isinstance(data, list):
-        for item in data:
-            yield from resources_of(item)
-        return
-    if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
-        raise BundleFileError("expected a FHIR Bundle, a FHIR resource or a list of resources")
-    if data["resourceType"] != "Bundle":
-        yield data
-        return
-    for entry in data.get("entry") or ():
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if resource is not None:
-            yield from resources_of(resource)
+    for item in data if isinstance(data, list) else [data]:
+        if not bundles.is_resource(item):
+            raise BundleFileError("expected a FHIR Bundle, a FHIR resource or a list of resources")
+        yield from bundles.resources(item)
 
 
 def read_resources(path: Path) -> list[dict[str, Any]]:

@@ -37,8 +37,6 @@ from cds_service.terminology import (
 from cds_service.verdicts import RECRUITING_STATUSES, TrialInfo
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
-# Hooks this service answers; a service listed for any other hook could never be called.
-SUPPORTED_HOOKS = frozenset({"patient-view"})
 # Modules that read value sets by name, and the constant listing those names.
 STAGES_READING_VALUESETS = (
     ("cds_service.facts", "VALUESETS_READ_BY_FACTS"),
@@ -503,15 +501,6 @@ def load_catalog(directory: Path) -> Catalog:
         problems.extend(_check_trial(file, doc, terminology, used))
     all_trials_read = len(loaded.trials) == len(list((directory / "trials").glob("*.yaml")))
     problems.extend(_check_valuesets(loaded, terminology, used if all_trials_read else None))
-    for file, i, service in loaded.services:
-        if service["hook"] not in SUPPORTED_HOOKS:
-            problems.append(
-                Problem(
-                    file,
-                    f"services/{i}/hook",
-                    f"unknown hook {service['hook']!r} (supported: {', '.join(sorted(SUPPORTED_HOOKS))})",
-                )
-            )
     problems.extend(_check_ids("services.yaml", "services", [s for _, _, s in loaded.services]))
     errors = [p for p in problems if not p.warning]
     if errors:

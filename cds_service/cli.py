@@ -31,6 +31,7 @@ from cds_service.errors import (
     PreconditionFailed,
     TooManyResources,
 )
+from cds_service.hooks import check_services
 from cds_service.verdicts import RECRUITING_STATUSES, CriterionResult, TrialResult
 
 GUNICORN_CONF = REPO_ROOT / "gunicorn.conf.py"
@@ -62,11 +63,14 @@ def _settings(overrides: Mapping[str, Any] | None = None) -> Settings:
 
 
 def _catalog(directory: Path) -> Catalog:
+    """The catalog folder, checked as the service checks it at start (exit 1 with every problem listed)."""
     try:
-        return load_catalog(directory)
+        catalog = load_catalog(directory)
+        check_services(catalog.services)
     except CatalogError as exc:
         _print_problems(exc)
         sys.exit(1)
+    return catalog
 
 
 def _print_problems(error: CatalogError) -> None:
@@ -178,7 +182,9 @@ def evaluate(bundle: Path, as_json: bool, today: Any, uuid_seed: int | None, ser
         data = gather_patient_data(request, service.prefetch, settings)
     except (BundleFileError, PatientMismatch, PreconditionFailed, TooManyResources) as exc:
         raise click.ClickException(str(exc)) from None
-    output = Matcher(catalog, settings, uuid_factory).match(data.resources, request.patient_id, data.notes)
+    output = Matcher(catalog, settings, uuid_factory).match(
+        data.resources, request.patient_id, settings.current_date(), data.notes, data.unavailable
+    )
     if as_json:
         click.echo(json.dumps({"cards": output.cards}, indent=2, ensure_ascii=False))
         return

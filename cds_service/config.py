@@ -5,10 +5,11 @@ Flask-free so the command line and the web app read the same settings.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,6 @@ class Settings:
     jwt_leeway_seconds: int = 60
     jwt_max_lifetime_seconds: int = 3600
     log_level: str = "INFO"
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def current_date(self) -> date:
         """Return "today" for the clinical engine (fixed by `CDS_TODAY` when set)."""
@@ -54,35 +54,51 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def _coerce(name: str, raw: Any, target: Any) -> Any:
-    """Convert a raw (string or typed) value to the type of a Settings field."""
-    if raw is None:
+def _bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(raw)
+
+
+def _date(raw: Any) -> date:
+    return raw if isinstance(raw, date) else date.fromisoformat(str(raw))
+
+
+# How a raw value (an environment string, or a typed override) becomes each type a setting can have.
+_CONVERTERS: Mapping[type, Callable[[Any], Any]] = {
+    bool: _bool,
+    int: int,
+    float: float,
+    str: str,
+    Path: Path,
+    date: _date,
+}
+
+
+def _field_types() -> dict[str, tuple[type, bool]]:
+    """Per Settings field: its type and whether it may be None (`X | None`), from the resolved annotations."""
+    found: dict[str, tuple[type, bool]] = {}
+    for name, hint in typing.get_type_hints(Settings).items():
+        args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        kinds = [arg for arg in args if arg is not type(None)]
+        if len(kinds) == 1 and kinds[0] in _CONVERTERS:
+            found[name] = (kinds[0], type(None) in args)
+    return found
+
+
+def _coerce(name: str, raw: Any, kind: type, optional: bool) -> Any:
+    """Convert a raw value to the type of a Settings field; an empty string is None where None is allowed."""
+    if raw is None or (optional and raw == ""):
         return None
-    text = raw if isinstance(raw, str) else None
     try:
-        if target in (bool, "bool"):
-            if isinstance(raw, bool):
-                return raw
-            if str(raw).strip().lower() in _TRUE:
-                return True
-            if str(raw).strip().lower() in _FALSE:
-                return False
-            raise ValueError(raw)
-        if target in (int, "int"):
-            return int(raw)
-        if target in (float, "float"):
-            return float(raw)
-        if target in ("Path", "Path | None"):
-            return Path(raw) if raw != "" else None
-        if target in ("date | None",):
-            if isinstance(raw, date):
-                return raw
-            return date.fromisoformat(text or str(raw)) if raw != "" else None
-        if target in ("str | None", "str", str):
-            return None if raw == "" and target != "str" else str(raw)
+        return _CONVERTERS[kind](raw)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"CDS_{name.upper()}: cannot read {raw!r}") from exc
-    return raw
 
 
 def load_settings(
@@ -91,14 +107,14 @@ def load_settings(
     """Build Settings from defaults, `CDS_*` variables of `environ`, then `overrides` (field names)."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    known = {f.name: f for f in dataclasses.fields(Settings) if f.name != "extra"}
-    for name, fld in known.items():
+    known = _field_types()
+    for name, (kind, optional) in known.items():
         env_name = f"CDS_{name.upper()}"
         if env_name in environ:
-            values[name] = _coerce(name, environ[env_name], fld.type)
+            values[name] = _coerce(name, environ[env_name], kind, optional)
     for name, raw in (overrides or {}).items():
         key = name.lower()
         if key not in known:
             raise ConfigError(f"unknown setting {name!r}")
-        values[key] = _coerce(key, raw, known[key].type)
+        values[key] = _coerce(key, raw, *known[key])
     return Settings(**values)

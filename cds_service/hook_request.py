@@ -83,10 +83,15 @@ def load_json_object(body: bytes, max_depth: int) -> dict[str, Any]:
 
 
 def validate(document: Mapping[str, Any], schema_name: str) -> None:
-    """Raise InvalidBody naming the JSON path of the most relevant schema violation."""
-    error = best_match(_validator(schema_name).iter_errors(document))
+    """Raise InvalidBody naming the JSON path of the most relevant violation of a schema of SCHEMA_DIR."""
+    check(document, _validator(schema_name))
+
+
+def check(document: Any, validator: Draft202012Validator, root: str = "$") -> None:
+    """Raise InvalidBody naming the JSON path (under `root`) of the most relevant schema violation."""
+    error = best_match(validator.iter_errors(document))
     if error is not None:
-        raise InvalidBody(f"{error.json_path}: {_describe(error)}")
+        raise InvalidBody(f"{root}{error.json_path[1:]}: {_describe(error)}")
 
 
 def parse_hook_request(body: bytes, service_hooks: Collection[str], *, max_depth: int) -> HookRequest:

@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 from cds_service.config import Settings
 from cds_service.errors import PatientMismatch, PreconditionFailed, TooManyResources
+from cds_service.fhir import bundles
 from cds_service.fhir_fetch import FetchJob, FetchResult, FhirFetcher, next_link
 from cds_service.hook_request import HookRequest
 
@@ -124,7 +125,7 @@ def _read_prefetch(key: str, request: HookRequest) -> tuple[list[dict[str, Any]]
         return None, None
     if value["resourceType"] != "Bundle":
         return [value], None
-    entries = list(_bundle_resources(value))
+    entries = list(bundles.resources(value))
     resources = [r for r in entries if r["resourceType"] != "OperationOutcome"]
     if entries and not resources:
         return None, None
@@ -133,18 +134,7 @@ def _read_prefetch(key: str, request: HookRequest) -> tuple[list[dict[str, Any]]
 
 def _resources_of_pages(result: FetchResult) -> Iterator[dict[str, Any]]:
     for page in result.pages:
-        if page["resourceType"] == "Bundle":
-            yield from (r for r in _bundle_resources(page) if r["resourceType"] != "OperationOutcome")
-        else:
-            yield page
-
-
-def _bundle_resources(bundle: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    entries = bundle.get("entry")
-    for entry in entries if isinstance(entries, list) else ():
-        resource = entry.get("resource") if isinstance(entry, Mapping) else None
-        if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
-            yield resource
+        yield from (r for r in bundles.resources(page) if r["resourceType"] != "OperationOutcome")
 
 
 def _unique(groups: Iterable[list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:

@@ -1,6 +1,8 @@
-"""Compose the stages: raw FHIR resources -> facts -> trial results -> cards.
+"""The one way through the engine: raw FHIR resources of a patient -> facts -> trial results (-> cards).
 
-Used by the hook endpoint and by `cds-trials evaluate`, so both give the same cards for the same data.
+`evaluate` is the entry point of every caller: the hook handlers, `cds-trials evaluate`, the gunicorn
+warm-up and population pre-screening. It is pure: no Flask, no database, no clock (`today` is an argument),
+so the same resources, date and catalog always give the same results. `Matcher` adds the cards.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import dataclasses
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from cds_service.cards import CardBuilder, CardContext
@@ -24,6 +27,40 @@ def random_uuid() -> str:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    facts: PatientFacts
+    results: tuple[TrialResult, ...]
+
+
+def evaluate(
+    engine: Engine,
+    resources: Sequence[Mapping[str, Any]],
+    patient_id: str | None,
+    today: date,
+    unavailable: Collection[str] = (),
+    *,
+    cards_only: bool = False,
+) -> Evaluation:
+    """Evaluate every trial of `engine`'s catalog for one patient on `today`.
+
+    `unavailable` names the resource types that could not be read (their absence proves nothing). With
+    `cards_only`, the results are only those of the trials that get a card (see `Engine.evaluate`).
+    """
+    facts = build_facts(
+        resources,
+        engine.catalog.terminology,
+        today,
+        patient_id,
+        windows=engine.measurement_windows,
+        newest_only=True,
+        readable_only=True,
+    )
+    if unavailable:
+        facts = dataclasses.replace(facts, unavailable=frozenset(unavailable))
+    return Evaluation(facts, engine.evaluate(facts, cards_only=cards_only))
+
+
+@dataclass(frozen=True)
 class MatchOutput:
     facts: PatientFacts
     results: tuple[TrialResult, ...]
@@ -31,7 +68,7 @@ class MatchOutput:
 
 
 class Matcher:
-    """Everything prepared once at start (compiled rules, templates); `match` runs per request."""
+    """Everything prepared once at start (compiled rules, templates); `match` runs per patient."""
 
     def __init__(
         self, catalog: Catalog, settings: Settings, uuid_factory: Callable[[], str] | None = None
@@ -51,32 +88,22 @@ class Matcher:
         self,
         resources: Sequence[Mapping[str, Any]],
         patient_id: str | None,
+        today: date,
         notes: Sequence[str] = (),
         unavailable: Collection[str] = (),
         *,
         cards_only: bool = False,
     ) -> MatchOutput:
-        """Evaluate every trial for one patient; `unavailable` names resource types that could not be read.
+        """`evaluate`, then the cards of the trials the patient may fit; `notes` say what could not be read.
 
-        With `cards_only`, the results are only those of the trials that get a card (see `Engine.evaluate`):
-        the cards are the same."""
-        facts = build_facts(
-            resources,
-            self.catalog.terminology,
-            self.settings.current_date(),
-            patient_id,
-            windows=self.engine.measurement_windows,
-            newest_only=True,
-            readable_only=True,
-        )
-        if unavailable:
-            facts = dataclasses.replace(facts, unavailable=frozenset(unavailable))
-        results = self.engine.evaluate(facts, cards_only=cards_only)
+        With `cards_only`, the results are only those of the trials that get a card: the cards are the
+        same."""
+        evaluation = evaluate(self.engine, resources, patient_id, today, unavailable, cards_only=cards_only)
         context = CardContext(
             patient_id=patient_id,
             notes=tuple(notes),
             lab_max_age_days=self.settings.lab_max_age_days,
             performance_max_age_days=self.settings.performance_max_age_days,
         )
-        cards = self.cards.build_all(results, context)
-        return MatchOutput(facts=facts, results=results, cards=cards)
+        cards = self.cards.build_all(evaluation.results, context)
+        return MatchOutput(facts=evaluation.facts, results=evaluation.results, cards=cards)

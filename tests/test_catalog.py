@@ -15,6 +15,7 @@ import yaml
 from cds_service.catalog import SCHEMA_DIR, Catalog, load_catalog, load_terminology
 from cds_service.config import DEFAULT_MAPPINGS_DIR
 from cds_service.errors import CatalogError
+from cds_service.hooks import check_services
 from cds_service.terminology import ICD10CM, INGREDIENT, RXNORM, SNOMED
 
 TRIAL = "trials/NCT06903312.yaml"
@@ -269,13 +270,6 @@ DEFECTS: list[tuple[str, Callable[[Path], None], str, str, str]] = [
         "unknown ingredient 'aspirine'",
     ),
     (
-        "unknown service hook",
-        edit("services.yaml", lambda doc: doc["services"][0].update(hook="order-sing")),
-        "services.yaml",
-        "services/0/hook",
-        "unknown hook 'order-sing'",
-    ),
-    (
         "bad YAML",
         write_text("trials/RESORT.yaml", "id: RESORT\ncriteria: [\n  - id: x\n"),
         "trials/RESORT.yaml",
@@ -323,6 +317,16 @@ def test_each_defect_is_reported_with_file_and_path(
     matching = [p for p in error.problems if p.file == file and p.path == path and words in p.message]
     assert matching, str(error)
     assert f"{file}: {path or '(top)'}: " in str(error)
+
+
+def test_a_service_for_a_hook_no_handler_answers_is_refused_with_file_and_path(copy: Path) -> None:
+    edit("services.yaml", lambda doc: doc["services"][0].update(hook="order-sing"))(copy)
+    catalog = load_catalog(copy)  # the catalog alone does not know which hooks the code answers
+    with pytest.raises(CatalogError) as caught:
+        check_services(catalog.services)
+    (problem,) = caught.value.problems
+    assert (problem.file, problem.path) == ("services.yaml", "services/0/hook")
+    assert "unknown hook 'order-sing' (supported: patient-view)" in problem.message
 
 
 def test_error_lists_every_problem_first_one_first(copy: Path) -> None:

@@ -84,7 +84,7 @@ def expected_results() -> dict[str, Verdict]:
     """Verdicts computed by the pipeline itself, to check what the command prints."""
     settings = load_settings({"today": TODAY})
     catalog = load_catalog(settings.mappings_dir)
-    output = Matcher(catalog, settings).match(bundle_resources(), "cli-mrcc-1")
+    output = Matcher(catalog, settings).match(bundle_resources(), "cli-mrcc-1", settings.current_date())
     return {result.trial.nct_id or result.trial.key: result.verdict for result in output.results}
 
 

@@ -56,7 +56,7 @@ def output_of(slug: str) -> MatchOutput:
     """The Matcher's output for a gallery patient, with the golden files' card uuids."""
     bundle = gallery.load_bundle(ENTRIES[slug])
     matcher = _matcher_for()(gallery.card_uuids())
-    return matcher.match(gallery.resources_of(bundle), gallery.patient_of(bundle)["id"])
+    return matcher.match(gallery.resources_of(bundle), gallery.patient_of(bundle)["id"], gallery.today())
 
 
 def golden(slug: str) -> dict[str, Any]:
@@ -164,6 +164,6 @@ def test_the_thirdparty_bundles_are_there() -> None:
 def test_a_thirdparty_bundle_gets_no_card(path: Path) -> None:
     bundle = json.loads(path.read_text(encoding="utf-8"))
     matcher = _matcher_for()(gallery.card_uuids())
-    output = matcher.match([bundle], None)
+    output = matcher.match([bundle], None, gallery.today())
     assert {"cards": output.cards} == {"cards": []}
     assert all(r.verdict in (Verdict.NOT_CONSIDERED, Verdict.NOT_RECRUITING) for r in output.results)

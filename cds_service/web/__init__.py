@@ -11,6 +11,7 @@ from flask.json.provider import DefaultJSONProvider
 
 from cds_service.catalog import load_catalog
 from cds_service.config import load_settings
+from cds_service.hooks import Runtime, check_services
 from cds_service.logs import configure_logging
 from cds_service.pipeline import Matcher, random_uuid
 from cds_service.storage import Storage, default_database_url
@@ -42,13 +43,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.json.sort_keys = False  # keep the order in which cards and their fields were built
 
     catalog = load_catalog(settings.mappings_dir)  # a bad catalog stops the start, naming file and path
+    check_services(catalog.services)
     for warning in catalog.warnings:
         log.warning("catalog: %s", warning)
     storage = Storage(settings.database_url or default_database_url(app.instance_path))
     app.extensions[hooks.STATE_KEY] = hooks.ServiceState(
         settings=settings,
         catalog=catalog,
-        matcher=Matcher(catalog, settings, uuid_factory),
+        runtime=Runtime(Matcher(catalog, settings, uuid_factory), settings),
         storage=storage,
     )
 

@@ -9,13 +9,13 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from cds_service import hooks
 from cds_service.catalog import Catalog, ServiceDefinition
 from cds_service.config import Settings
 from cds_service.errors import UnknownService
 from cds_service.hook_request import parse_feedback, parse_hook_request
+from cds_service.hooks import Runtime
 from cds_service.logs import bind_request_id
-from cds_service.patient_data import gather_patient_data
-from cds_service.pipeline import Matcher
 from cds_service.storage import Storage
 from cds_service.web.auth import authorize_fhir_server
 
@@ -32,7 +32,7 @@ class ServiceState:
 
     settings: Settings
     catalog: Catalog
-    matcher: Matcher
+    runtime: Runtime
     storage: Storage
 
 
@@ -75,39 +75,36 @@ def call_service(service_id: str) -> Response:
         request.get_data(), {d.hook for d in definitions}, max_depth=state.settings.max_json_depth
     )
     bind_request_id(hook_request.hook_instance)
-    service = next(d for d in definitions if d.hook == hook_request.hook)
-    authorize_fhir_server(hook_request.fhir_server)
-    data = gather_patient_data(hook_request, service.prefetch, state.settings)
-    output = state.matcher.match(
-        data.resources, hook_request.patient_id, data.notes, data.unavailable, cards_only=True
-    )
+    today = state.settings.current_date()
+    call = hooks.prepare(hook_request, definitions, state.settings, today, authorize_fhir_server)
+    cards = hooks.answer(call, state.runtime)
     duration_ms = round((time.perf_counter() - started) * 1000)
     _record_audit(
         state.storage,
         hook_instance=hook_request.hook_instance,
         service_id=service_id,
         patient_id=hook_request.patient_id,
-        cards=output.cards,
+        cards=cards,
         catalog_version=state.catalog.version,
         duration_ms=duration_ms,
     )
     log.info(
         "hook answered with %d card(s)",
-        len(output.cards),
+        len(cards),
         extra={
             "service": service_id,
             "hook": hook_request.hook,
             "patient_id": hook_request.patient_id,
-            "resources": len(data.resources),
+            "resources": len(call.data.resources),
             "duration_ms": duration_ms,
         },
     )
-    return jsonify(cards=output.cards)
+    return jsonify(cards=cards)
 
 
 def _record_audit(storage: Storage, **row: Any) -> None:
     """Write the audit row of a call before it is answered (nothing is left to do after the response, see
-    gunicorn.conf.py); a failure is logged and the cards are answered all the same."""
+    web/serving.py); a failure is logged and the cards are answered all the same."""
     try:
         storage.record_audit(**row)
     except Exception:

@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app
 
+from cds_service.hooks import HOOKS
 from cds_service.web.auth import authentication_required
 from cds_service.web.hooks import STATE_KEY
 
@@ -55,8 +56,17 @@ def _openapi_text(services: tuple[tuple[str, str], ...], sandbox: bool) -> str:
     service_ids = list(dict.fromkeys(service_id for service_id, _ in services))
     for path in ("/cds-services/{id}", "/cds-services/{id}/feedback"):
         document["paths"][path]["parameters"][0]["schema"] = {"enum": service_ids}
-    request = document["components"]["schemas"]["HookRequest"]["properties"]
-    request["hook"] = {"enum": list(dict.fromkeys(hook for _, hook in services))}
+    hook_names = list(dict.fromkeys(hook for _, hook in services))
+    request_schema = document["components"]["schemas"]["HookRequest"]
+    request_schema["allOf"] = [  # each hook's context, as its handler checks it
+        {
+            "if": {"properties": {"hook": {"const": name}}, "required": ["hook"]},
+            "then": {"properties": {"context": dict(HOOKS[name].context)}},
+        }
+        for name in hook_names
+    ]
+    request = request_schema["properties"]
+    request["hook"] = {"enum": hook_names}
     if sandbox:
         document["security"] = [*document["security"], {}]
     else:

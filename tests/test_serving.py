@@ -1,0 +1,114 @@
+"""A gunicorn worker's life (cds_service/web/serving.py): warm-up on the shipped chart, then the GC policy."""
+
+from __future__ import annotations
+
+import ast
+import gc
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from flask import Flask
+
+from cds_service import hooks
+from cds_service.bundle_file import hook_request_for
+from cds_service.web import serving
+
+CONF_PATH = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
+
+
+@pytest.fixture
+def restored_gc() -> Iterator[None]:
+    yield
+    gc.unfreeze()
+    gc.enable()
+
+
+def _warm_up_call(app: Flask) -> hooks.HookCall:
+    state = app.extensions["cds"]
+    service = state.catalog.services[0]
+    chart, today = serving.warm_up_chart()
+    request = hook_request_for(service.hook, service.prefetch, chart, serving.WARM_UP_INSTANCE)
+    return hooks.prepare(request, [service], state.settings, today, lambda _: None)
+
+
+def test_the_warm_up_chart_reaches_every_stage_without_a_skipped_resource(app: Flask) -> None:
+    state = app.extensions["cds"]
+    call = _warm_up_call(app)
+    output = state.runtime.matcher.match(
+        call.data.resources, call.request.patient_id, call.today, call.data.notes, call.data.unavailable
+    )
+    chart, _ = serving.warm_up_chart()
+
+    assert call.data.notes == ()
+    assert {r["resourceType"] for r in call.data.resources} == {r["resourceType"] for r in chart}
+    assert output.facts.skipped == ()
+    facts = output.facts
+    assert facts.conditions and facts.labs and facts.ecog and facts.medications and facts.therapy_lines
+    assert output.cards  # the card templates are rendered too
+
+
+def test_warm_up_skips_an_app_that_is_not_the_service() -> None:
+    assert serving.warm_up(Flask("other")) is False
+
+
+def test_worker_init_warms_up_then_freezes_and_leaves_collection_to_post_request(
+    app: Flask, restored_gc: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = SimpleNamespace(wsgi=app, log=logging.getLogger("test.gunicorn"), nr=1)
+
+    with caplog.at_level(logging.INFO, logger="test.gunicorn"):
+        serving.post_worker_init(worker)
+
+    assert "warm-up done" in caplog.text
+    assert not gc.isenabled()
+    assert gc.get_freeze_count() > 0
+    serving.post_request(worker, None, {}, None)  # collects the young generations without enabling the GC
+    assert not gc.isenabled()
+
+
+def test_a_call_leaves_no_fhir_resource_in_a_reference_cycle(app: Flask) -> None:
+    """Workers collect only after the response: what a call parsed must be freed by reference counting."""
+    state = app.extensions["cds"]
+    gc.collect()
+    gc.disable()  # as in a worker: only the collection below may find what the call left in cycles
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        call = _warm_up_call(app)
+        cards = hooks.answer(call, state.runtime)
+        assert cards
+        del call, cards
+        gc.collect()
+        cyclic = [o for o in gc.garbage if isinstance(o, dict) and "resourceType" in o]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert cyclic == []
+
+
+def test_gunicorn_conf_holds_server_settings_and_installs_the_worker_hooks() -> None:
+    tree = ast.parse(CONF_PATH.read_text(encoding="utf-8"))
+    assigned = {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets}
+    imported = {
+        a.asname or a.name for node in tree.body if isinstance(node, ast.ImportFrom) for a in node.names
+    }
+    functions = [node for node in tree.body if isinstance(node, ast.FunctionDef | ast.ClassDef)]
+
+    assert functions == []  # no application logic in the server settings
+    assert {"bind", "workers", "worker_class", "timeout"} <= assigned
+    assert {"post_worker_init", "post_request"} <= imported
+
+
+def test_the_warm_up_chart_is_valid_json_shipped_inside_the_package() -> None:
+    chart, today = serving.warm_up_chart()
+    assert {r["resourceType"] for r in chart} >= {"Patient", "Condition", "Observation", "Procedure"}
+    assert (
+        today.isoformat()
+        == json.loads(
+            (Path(serving.__file__).parent.parent / serving.WARM_UP_CHART).read_text(encoding="utf-8")
+        )["timestamp"][:10]
+    )
