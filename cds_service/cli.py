@@ -23,6 +23,7 @@ from cds_service.bundle_file import hook_request_for, read_resources
 from cds_service.catalog import Catalog, Criterion, ServiceDefinition, load_catalog
 from cds_service.config import REPO_ROOT, Settings, load_settings
 from cds_service.ctgov_import import study_to_trial, trial_yaml
+from cds_service.engine.evaluate import Engine, EvaluationPolicy
 from cds_service.errors import (
     BundleFileError,
     CatalogError,
@@ -64,13 +65,21 @@ def _settings(overrides: Mapping[str, Any] | None = None) -> Settings:
 
 def _catalog(directory: Path) -> Catalog:
     """The catalog folder, checked as the service checks it at start (exit 1 with every problem listed)."""
+    return _compiled(directory).catalog
+
+
+def _compiled(directory: Path, settings: Settings | None = None) -> Engine:
+    """The catalog folder loaded and its rules compiled, as at the service's start (exit 1 on a problem)."""
+    settings = settings or _settings()
     try:
         catalog = load_catalog(directory)
         check_services(catalog.services)
+        return Engine(catalog, EvaluationPolicy(settings.lab_max_age_days, settings.performance_max_age_days))
     except CatalogError as exc:
         _print_problems(exc)
-        sys.exit(1)
-    return catalog
+    except ConfigError as exc:  # a rule that cannot be compiled
+        Console(stderr=True, highlight=False).print(f"problem in the catalog: {exc}")
+    sys.exit(1)
 
 
 def _print_problems(error: CatalogError) -> None:
@@ -259,7 +268,8 @@ def check_mappings(directory: Path | None) -> None:
     warnings (a value set no rule uses) are printed and leave the status 0.
     """
     directory = directory or _settings().mappings_dir
-    catalog = _catalog(directory)
+    engine = _compiled(directory)
+    catalog = engine.catalog
     valuesets = len(catalog.terminology.valuesets)
     _console().print(
         Text(
@@ -268,7 +278,7 @@ def check_mappings(directory: Path | None) -> None:
             style="green",
         )
     )
-    for warning in catalog.warnings:
+    for warning in engine.warnings:
         _console().print(Text(f"warning: {warning}", style="yellow"))
 
 
