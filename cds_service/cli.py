@@ -324,13 +324,10 @@ def import_ctgov(study: Path, out_dir: Path, force: bool) -> None:
 
 def _database_url(settings: Settings) -> str:
     """The service's database: CDS_DATABASE_URL, else the SQLite file in the web app's instance folder."""
-    from flask import Flask
-
     from cds_service.storage import default_database_url
+    from cds_service.web import default_instance_path
 
-    if settings.database_url:
-        return settings.database_url
-    return default_database_url(Flask("cds_service.web").instance_path)  # the folder create_app uses
+    return settings.database_url or default_database_url(default_instance_path())
 
 
 @main.command()

@@ -72,6 +72,15 @@ def codes(concept: Any) -> frozenset[Code]:
     return frozenset(found)
 
 
+def is_concept(value: Any) -> bool:
+    """Whether a value has the shape of a CodeableConcept as far as `codes` reads it (an object whose
+    `coding`, if any, is a list of objects): else only validation can tell what it means."""
+    if not is_object(value):
+        return False
+    codings = value.get("coding")
+    return codings is None or (isinstance(codings, list) and all(is_object(c) for c in codings))
+
+
 def concept(value: Any) -> Concept:
     """A CodeableConcept's codes and text (its `text`, else the first coding's display)."""
     if not is_object(value):

@@ -21,7 +21,7 @@ from datetime import date
 from typing import Any
 
 from cds_service.fhir import bundles, records
-from cds_service.fhir.concepts import Concept, codes, concept, first_day, is_object, medication, reference
+from cds_service.fhir.concepts import codes, concept, first_day, is_concept, is_object, medication, reference
 from cds_service.fhir.plan import Selection
 from cds_service.fhir.validate import is_valid
 from cds_service.terminology import Code
@@ -168,8 +168,7 @@ def read_chart(resources: Iterable[Any], plan: Selection, patient_id: str | None
         if rtype in ("Condition", "Procedure") and not _readable_coded(resource, rtype, plan):
             continue
         if rtype in MEDICATION_USES:
-            readings = _medication_readings(resource, medications)
-            if not any(plan.readable(rtype, c.codes, c.text) for c in readings):
+            if not _readable_use(resource, rtype, plan, medications):
                 continue
             target = reference(resource.get("medicationReference"))
             if target is not None:
@@ -226,27 +225,35 @@ def _about(resource: Mapping[str, Any], rtype: str, patient_id: str, aliases: se
 
 
 def _readable_coded(resource: Mapping[str, Any], rtype: str, plan: Selection) -> bool:
-    """A Condition or Procedure whose code something reads; a Condition with a histology extension always."""
+    """A Condition or Procedure whose code something reads (a code of an unusual shape: validation decides);
+    a Condition with a histology extension always."""
     if rtype == "Condition":
         extensions = resource.get("extension")
         if isinstance(extensions, list) and any(
             not is_object(e) or e.get("url") == records.HISTOLOGY_EXTENSION for e in extensions
         ):
             return True
-    found = concept(resource.get("code"))
+    code = resource.get("code")
+    if code is not None and not is_concept(code):
+        return True
+    found = concept(code)
     return plan.readable(rtype, found.codes, found.text)
 
 
-def _medication_readings(
-    resource: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any]]
-) -> list[Concept]:
-    """What a medication use may read as its medication: the resolved one, and the reference's display alone
-    (what it reads if the referenced Medication then fails validation)."""
-    resolved = medication(resource, medications)
+def _readable_use(
+    resource: Mapping[str, Any], rtype: str, plan: Selection, medications: Mapping[str, Mapping[str, Any]]
+) -> bool:
+    """A medication use whose medication something reads: resolved (inline, contained, bundled), or from the
+    reference's display alone (what is read if the referenced Medication then fails validation). One of an
+    unusual shape is read: validation decides."""
+    inline = resource.get("medicationCodeableConcept")
+    if inline is not None and not is_concept(inline):
+        return True
+    readings = [medication(resource, medications)]
     pointer = resource.get("medicationReference")
-    if resource.get("medicationCodeableConcept") is None and is_object(pointer):
-        return [resolved, medication({"medicationReference": pointer}, {})]
-    return [resolved]
+    if inline is None and is_object(pointer):
+        readings.append(medication({"medicationReference": pointer}, {}))
+    return any(plan.readable(rtype, found.codes, found.text) for found in readings)
 
 
 def newest_first(candidates: Iterable[Candidate]) -> list[Candidate]:

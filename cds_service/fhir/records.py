@@ -78,7 +78,14 @@ ELEMENTS: Mapping[str, tuple[str, ...]] = {
         *_choice("onset", "DateTime", "Age", "Period", "Range", "String"),
     ),
     "Observation": OBSERVATION_VALUE,  # plus what its codes need: ReadPlan.observation_elements
-    "MedicationStatement": (*_SUBJECT, "status", "contained", "dosage", *_MEDICATION, *_EFFECTIVE),
+    "MedicationStatement": (
+        *_SUBJECT,
+        "status",
+        "contained",
+        "dosage",
+        *_MEDICATION,
+        *_choice("effective", "DateTime", "Period"),
+    ),
     "MedicationRequest": (
         *_SUBJECT,
         "status",

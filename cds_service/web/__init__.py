@@ -25,6 +25,11 @@ from cds_service.web.request_log import init_request_log
 log = logging.getLogger(__name__)
 
 
+def default_instance_path() -> str:
+    """The folder of the default SQLite database when `create_app` is given no INSTANCE_PATH."""
+    return Flask(__name__).instance_path
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the service: settings (defaults < CDS_* env < `config`), catalog, matcher, storage, routes.
 
