@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,23 +30,27 @@ print(json.dumps({"module": cds_service.__file__, "status": response.status_code
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The package built as a wheel, installed in a folder without its dependencies (this venv has them)."""
     root = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(root / "dist"),
-            str(REPO),
-        ],
-        check=True,
-        timeout=300,
-    )
-    (wheel,) = (root / "dist").glob("cds_trials-*.whl")
+    source = root / "source"  # a copy: building in the repository would leave build/ and egg-info there
+    for name in ("cds_service", "mappings", "cards"):
+        shutil.copytree(
+            REPO / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    build = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "-q",
+        "--no-deps",
+        "--no-build-isolation",
+        "-w",
+        "dist",
+        ".",
+    ]
+    subprocess.run(build, cwd=source, check=True, timeout=300)
+    (wheel,) = (source / "dist").glob("cds_trials-*.whl")
     target = root / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
