@@ -96,6 +96,9 @@ class ServiceDefinition:
     description: str
     usage_requirements: str | None
     prefetch: Mapping[str, str]
+    # Prefetch keys without which no trial can be considered (the data of the anchors): a call whose data for
+    # them can be neither prefetched nor fetched is refused with 412.
+    required_prefetch: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -493,6 +496,11 @@ def load_catalog(directory: Path) -> Catalog:
         problems.extend(_check_trial(file, doc, terminology, used))
     problems.extend(_check_valuesets(loaded, terminology))
     problems.extend(_check_ids("services.yaml", "services", [s for _, _, s in loaded.services]))
+    for file, i, service in loaded.services:
+        for j, key in enumerate(service.get("requiredPrefetch", ())):
+            if key not in service["prefetch"]:
+                where = f"services/{i}/requiredPrefetch/{j}"
+                problems.append(Problem(file, where, f"no prefetch key {key!r}"))
     if problems:
         raise CatalogError(problems)
     return Catalog(
@@ -506,6 +514,7 @@ def load_catalog(directory: Path) -> Catalog:
                 s["description"],
                 s.get("usageRequirements"),
                 dict(s["prefetch"]),
+                tuple(s.get("requiredPrefetch", ())),
             )
             for _, _, s in loaded.services
         ),

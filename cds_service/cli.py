@@ -188,7 +188,7 @@ def evaluate(bundle: Path, as_json: bool, today: Any, uuid_seed: int | None, ser
     try:
         resources = read_resources(bundle)
         request = hook_request_for(service.hook, service.prefetch, resources, str(uuid.uuid4()))
-        data = gather_patient_data(request, service.prefetch, settings)
+        data = gather_patient_data(request, service, settings)
     except (BundleFileError, PatientMismatch, PreconditionFailed, TooManyResources) as exc:
         raise click.ClickException(str(exc)) from None
     output = Matcher(catalog, settings, uuid_factory).match(

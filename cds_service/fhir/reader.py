@@ -44,7 +44,6 @@ class Candidate:
     """
 
     __slots__ = (
-        "_chart",
         "_record",
         "codes",
         "day",
@@ -63,14 +62,12 @@ class Candidate:
         full_url: str | None,
         codes: frozenset[Code],
         elements: frozenset[str],
-        chart: Chart,
     ) -> None:
         self.resource = resource
         self.ref = ref
         self.full_url = full_url
         self.codes = codes
         self.elements = elements
-        self._chart = chart
         self.status: Any = resource.get("status")
         self.day = (
             first_day(resource, OBSERVATION_DATE) if resource["resourceType"] == "Observation" else None
@@ -93,25 +90,34 @@ class Candidate:
                 self._record = None
         return self._record  # type: ignore[no-any-return]
 
-    def record(self) -> Any | None:
-        """The record of this resource (see `fhir.records`), None when it is not valid FHIR."""
+    def record(self, medications: Mapping[str, Mapping[str, Any]] | None = None) -> Any | None:
+        """The record of this resource (see `fhir.records`), None when it is not valid FHIR; a medication use
+        resolves its Medication among `medications` (by reference and fullUrl)."""
         pruned = self.valid()
         if pruned is None:
             return None
         if self.type in MEDICATION_USES:
-            return records.medication_use(pruned, self.ref, self._chart.valid_medications)
+            return records.medication_use(pruned, self.ref, medications or {})
         return _CONVERTERS[self.type](pruned, self.ref)  # Medications are read through the uses only
 
 
-class _ValidMedications:
+class _ValidMedications(Mapping[str, Mapping[str, Any]]):
     """The chart's Medications by reference and fullUrl, each validated when a use first reads it."""
 
     def __init__(self) -> None:
         self.by_reference: dict[str, Candidate] = {}
 
-    def get(self, target: str) -> Mapping[str, Any] | None:
-        found = self.by_reference.get(target)
-        return None if found is None else found.valid()
+    def __getitem__(self, target: str) -> Mapping[str, Any]:
+        valid = self.by_reference[target].valid()
+        if valid is None:  # read as absent: the use then keeps only its reference's display
+            raise KeyError(target)
+        return valid
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.by_reference)
+
+    def __len__(self) -> int:
+        return len(self.by_reference)
 
 
 class Chart:
@@ -126,7 +132,9 @@ class Chart:
 
     def records(self, resource_type: str) -> list[Any]:
         """The valid records of every candidate of a type."""
-        return [record for c in self.of(resource_type) if (record := c.record()) is not None]
+        return [
+            record for c in self.of(resource_type) if (record := c.record(self.valid_medications)) is not None
+        ]
 
     def skipped(self) -> tuple[str, ...]:
         """References of the candidates read so far that failed validation, in order."""
@@ -177,14 +185,12 @@ def read_chart(resources: Iterable[Any], plan: Selection, patient_id: str | None
             (*records.ELEMENTS[rtype], *(e for code in wanted for e in plan.observation_elements[code]))
         )
         chart.candidates.setdefault(rtype, []).append(
-            Candidate(resource, ref, entry.full_url, wanted, elements, chart)
+            Candidate(resource, ref, entry.full_url, wanted, elements)
         )
     medication_elements = records.with_extensions(records.ELEMENTS["Medication"])
     for entry, ref in kept_medications:
         if _ref_of(entry) in referenced or entry.full_url in referenced:
-            candidate = Candidate(
-                entry.resource, ref, entry.full_url, frozenset(), medication_elements, chart
-            )
+            candidate = Candidate(entry.resource, ref, entry.full_url, frozenset(), medication_elements)
             chart.candidates.setdefault("Medication", []).append(candidate)
             for key in (_ref_of(entry), entry.full_url):
                 if key:
