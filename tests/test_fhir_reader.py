@@ -405,3 +405,20 @@ def test_a_type_no_rule_reads_is_not_even_selected(validated: list[str]):
     )
     chart = read_chart(IRRELEVANT + RELEVANT + [lab("cr", "2160-0", 1.0, "mg/dL")], only_conditions, "p1")
     assert set(chart.candidates) == {"Patient", "Condition"}
+
+
+@pytest.mark.parametrize(
+    ("subject", "read_as_the_patient_s"),
+    [
+        ({"reference": "Patient/p1", "display": "someone"}, True),
+        ({"identifier": {"value": "p1"}}, True),  # by identifier only: cannot be told, kept as before
+        ({"reference": 5}, False),
+        ("Patient/p1", False),
+        ({"reference": "Patient/p2"}, False),
+    ],
+)
+def test_a_subject_that_is_not_a_reference_to_the_patient_is_not_the_patient_s(
+    subject, read_as_the_patient_s
+):
+    value = lab("cr", "2160-0", 1.0, "mg/dL") | {"subject": subject}
+    assert bool(read([patient("p1"), value], "p1").records("Observation")) is read_as_the_patient_s

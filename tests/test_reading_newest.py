@@ -142,25 +142,27 @@ def size(oid: str, days: int, cm: Any, **about: Any) -> dict[str, Any]:
     return observation(oid, "21889-1", days_ago(days), valueQuantity=value, **about)
 
 
-def test_every_tumour_size_is_read_and_the_kidney_domain_picks_the_primary_tumour():
+def test_the_newest_usable_size_of_each_lesion_is_read_and_the_kidney_domain_picks_the_primary_tumour(caplog):
     kidney_cancer = condition("rcc", "http://snomed.info/sct", "254915003")
     lung = {"bodySite": concept("http://snomed.info/sct", "39607008")}
+    primary = {"focus": [{"reference": "Condition/rcc"}]}
     chart = [
         kidney_cancer,
-        size("lung-new", 5, 2.0, **lung),  # newest, of a metastasis
-        size("kidney-bad", 20, "large", focus=[{"reference": "Condition/rcc"}]),  # invalid: skipped
-        size("kidney", 40, 6.5, focus=[{"reference": "Condition/rcc"}]),  # the one the rules read
-        size("kidney-old", 90, 5.0, focus=[{"reference": "Condition/rcc"}]),
+        size("lung-new", 5, 2.0, **lung),  # newest, of a metastasis: its own lesion
+        size("lung-old", 50, "not read", **lung),  # older, of the same lesion: never validated
+        size("kidney-bad", 20, "large", **primary),  # the primary's newest: invalid, skipped
+        size("kidney", 40, 6.5, **primary),  # the primary's newest usable: the one the rules read
+        size("kidney-old", 90, "not read", **primary),  # older: never validated
     ]
-    facts = read(chart)
-    assert [s.ref for s in facts.tumour_sizes] == [
-        "Observation/lung-new",
-        "Observation/kidney",
-        "Observation/kidney-old",
-    ]
+    with caplog.at_level(logging.WARNING, logger="cds_service.fhir"):
+        facts = read(chart)
+    assert [s.ref for s in facts.tumour_sizes] == ["Observation/lung-new", "Observation/kidney"]
     assert facts.skipped == ("Observation/kidney-bad",)
-    primary = kidney.primary_tumour(facts, TERMINOLOGY)
-    assert primary is not None and primary.ref == "Observation/kidney"
+    assert "not read" not in caplog.text and "-old" not in caplog.text
+    found = kidney.primary_tumour(facts, TERMINOLOGY)
+    assert found is not None and found.ref == "Observation/kidney"
+    every = read(chart, every_value(PLAN))
+    assert kidney.primary_tumour(every, TERMINOLOGY) == found
 
 
 def status(oid: str, days: int, value: Any) -> dict[str, Any]:

@@ -26,7 +26,7 @@ SHARED_ELEMENT_CASES = {
     "code with an integer where text goes": {"code": {"text": 5}},
     "a subject of the wrong shape": {"subject": {"reference": 5}},
 }
-LAB_ELEMENTS = records.with_extensions((*records.OBSERVATION_VALUE, "referenceRange"))
+LAB_ELEMENTS = records.with_extensions((*records.OBSERVATION_VALUE, "referenceRange"))  # as a lab is read
 
 
 def pruned(resource: dict[str, Any], elements: frozenset[str]) -> dict[str, Any]:
@@ -73,7 +73,7 @@ def test_condition_status_codes_are_validated_once_and_give_what_fhir_resources_
         ),
     }
     bad = {"clinicalStatus": {"coding": {"code": "active"}}}
-    elements = records.with_extensions(records.ELEMENTS["Condition"])
+    elements = records.VALIDATED["Condition"]
     for cid, change in (("one", statuses), ("two", statuses), ("bad", bad)):
         resource = pruned(condition(cid, SNOMED_URI, "254915003") | change, elements)
         assert validate.is_valid(resource, cid) is fhir_resources_accepts(Condition, resource)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Hashable, Iterable, Mapping
 from datetime import date
 from typing import Any
 
@@ -116,16 +116,18 @@ def _observation_facts(
     Of a repeated measurement the rules read only the newest usable value (usable: final status, a unit that
     converts, valid FHIR, a score on its scale...) and unusable values newer than it. So its candidates are
     read newest first until one gives a fact: the facts then start with the same value as if every candidate
-    had been read. An analyte read near another (`Needs.near`) also reads, closest first, its candidates near
-    the newest value of its anchor until one gives a fact. Every other Observation is read.
+    had been read; a kind with a `per` key does so for each key (each lesion of a tumour size). An analyte
+    read near another (`Needs.near`) also reads, closest first, its candidates near the newest value of its
+    anchor until one gives a fact. Every other Observation is read.
     """
     reader = _ObservationReader(terminology, plan)
-    by_slot: dict[str, list[Candidate]] = {}
+    by_slot: dict[tuple[str, Hashable], list[Candidate]] = {}
     for candidate in candidates:
         for slot in dict.fromkeys(slot for code in sorted(candidate.codes) for slot in plan.slots[code]):
-            by_slot.setdefault(slot, []).append(candidate)
-    ordered = {slot: newest_first(group) for slot, group in by_slot.items()}
-    for slot, group in ordered.items():
+            of = plan.per[slot](candidate.resource) if slot in plan.per else None
+            by_slot.setdefault((slot, of), []).append(candidate)
+    ordered = {key: newest_first(group) for key, group in by_slot.items()}
+    for (slot, _), group in ordered.items():
         if slot in plan.repeated:
             reader.first_filling(group, slot)
         else:
@@ -145,7 +147,7 @@ def _observation_facts(
             continue
         near = [
             c
-            for c in ordered.get(f"lab:{analyte}", ())
+            for c in ordered.get((f"lab:{analyte}", None), ())
             if c.day and abs((c.day - anchor_days[0]).days) <= days
         ]
         closest_first = sorted(near, key=lambda c: (abs((c.day - anchor_days[0]).days), c.ref))  # type: ignore[operator]

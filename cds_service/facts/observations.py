@@ -10,7 +10,7 @@ results, and a missing value only makes a criterion unknown.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from cds_service.facts.model import (
     StagingFact,
     TumourSizeFact,
 )
-from cds_service.fhir.concepts import Amount
+from cds_service.fhir.concepts import Amount, codes, references
 from cds_service.fhir.records import ObservationRecord, RangeRecord
 from cds_service.terminology import LOINC, SNOMED, Analyte, Code, Terminology
 
@@ -219,8 +219,8 @@ _RESULT_WORDS = {"positive": True, "detected": True, "negative": False, "not det
 
 def _test_result(rec: ObservationRecord, terminology: Terminology) -> bool | None:
     """Positive/negative from the coded value, else the interpretation, else the exact word in valueString."""
-    for codes in (rec.concept.codes if rec.concept else frozenset(), rec.interpretation):
-        memberships = terminology.memberships(codes)
+    for coded in (rec.concept.codes if rec.concept else frozenset(), rec.interpretation):
+        memberships = terminology.memberships(coded)
         positive, negative = RESULT_POSITIVE in memberships, RESULT_NEGATIVE in memberships
         if positive != negative:
             return positive
@@ -243,6 +243,11 @@ def _pregnancy_test(rec: ObservationRecord, terminology: Terminology) -> Pregnan
     return PregnancyTestFact(positive=positive, date=rec.when, ref=rec.ref)
 
 
+def _lesion(resource: Mapping[str, Any]) -> Hashable:
+    """What a tumour size is of: the conditions or structures it focuses on, and its body site."""
+    return references(resource.get("focus")), codes(resource.get("bodySite"))
+
+
 @dataclass(frozen=True)
 class Kind:
     """A kind of fact read from Observations (one PatientFacts field), and what it reads."""
@@ -253,6 +258,8 @@ class Kind:
     elements: frozenset[str] = frozenset()  # Observation elements read beyond the value
     repeated: bool = False  # a repeated measurement: only its newest usable value is read
     valuesets: frozenset[str] = frozenset()  # read by name
+    # A repeated measurement of each distinct what (from the raw JSON), e.g. each lesion of a tumour size.
+    per: Callable[[Mapping[str, Any]], Hashable] | None = None
 
 
 KINDS: tuple[Kind, ...] = (
@@ -284,6 +291,8 @@ KINDS: tuple[Kind, ...] = (
         frozenset({TUMOUR_SIZE_CODE, LONGEST_DIMENSION_CODE}),
         _tumour_size,
         frozenset({"component", "focus", "bodySite"}),
+        repeated=True,
+        per=_lesion,
     ),
     Kind(
         "blood_pressure",

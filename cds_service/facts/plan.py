@@ -10,14 +10,17 @@ reads only what it declares.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from cds_service.facts.conditions import METASTATIC_DISEASE, is_malignancy_code
 from cds_service.facts.medications import SYSTEMIC_ANTICANCER
 from cds_service.facts.observations import KINDS, KINDS_BY_FIELD, LAB_ELEMENTS, Kind
+from cds_service.fhir import records
 from cds_service.fhir.plan import Readable, Selection
+from cds_service.fhir.records import with_extensions
 from cds_service.terminology import LOINC, Code, Terminology
 
 
@@ -101,7 +104,8 @@ class ReadPlan:
     selection: Selection  # for the records stage
     kinds: tuple[Kind, ...]  # the kinds of Observation facts read
     slots: Mapping[Code, tuple[str, ...]]  # wanted Observation code -> "lab:<analyte>" and kind fields
-    repeated: frozenset[str]  # slots of which only the newest usable value is read
+    repeated: frozenset[str]  # slots of which only the newest usable value is read (of each `per` key)
+    per: Mapping[str, Callable[[Mapping[str, Any]], Hashable]]  # slot -> what a value is of (Kind.per)
 
     @property
     def resource_types(self) -> frozenset[str]:
@@ -133,13 +137,17 @@ def read_plan(wanted: Needs, terminology: Terminology) -> ReadPlan:
         selection=Selection(
             resource_types=types,
             observation_elements=MappingProxyType(
-                {code: frozenset(names) for code, names in elements.items()}
+                {
+                    code: records.VALIDATED["Observation"] | with_extensions(names)
+                    for code, names in elements.items()
+                }
             ),
             readable=_readable(terminology),
         ),
         kinds=kinds,
         slots=MappingProxyType({code: tuple(names) for code, names in slots.items()}),
         repeated=frozenset(repeated),
+        per=MappingProxyType({kind.field: kind.per for kind in kinds if kind.per is not None}),
     )
 
 

@@ -115,8 +115,12 @@ def status_code(value: Any) -> str | None:
 
 def day(value: Any) -> date | None:
     """The calendar date of a FHIR date, dateTime or instant (a partial date is its first day)."""
-    if not isinstance(value, str):
-        return None
+    return _day(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=4096)
+def _day(value: str) -> date | None:
+    """Remembered: the resources of one visit share their dates."""
     parts = value[:10].split("-")
     try:
         return date(

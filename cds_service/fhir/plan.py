@@ -15,9 +15,10 @@ Readable = Callable[[str, frozenset[Code], str | None], bool]
 class Selection:
     """The resource types, Observation codes and coded resources worth validating.
 
-    `observation_elements` maps each wanted Observation code to the elements its facts read beyond the value
-    (`records.OBSERVATION_VALUE`), e.g. `referenceRange` for a lab value. A Condition, Procedure or medication
-    is validated only when `readable` says a rule can read one of its codes (a medication: also its text).
+    `observation_elements` maps each wanted Observation code to the elements validated of an Observation
+    with it: the value (`records.OBSERVATION_VALUE`) and what its facts read besides, e.g. a lab's
+    `referenceRange`. A Condition, Procedure or medication is validated only when `readable` says a rule can
+    read one of its codes (a medication: also its text).
     """
 
     resource_types: frozenset[str]

@@ -181,16 +181,17 @@ def read_chart(resources: Iterable[Any], plan: Selection, patient_id: str | None
             target = reference(resource.get("medicationReference"))
             if target is not None:
                 referenced.add(target)
-        elements = records.with_extensions(
-            (*records.ELEMENTS[rtype], *(e for code in wanted for e in plan.observation_elements[code]))
-        )
+        elements = records.VALIDATED[rtype]
+        if wanted:
+            elements = frozenset().union(*(plan.observation_elements[code] for code in wanted))
         chart.candidates.setdefault(rtype, []).append(
             Candidate(resource, ref, entry.full_url, wanted, elements)
         )
-    medication_elements = records.with_extensions(records.ELEMENTS["Medication"])
     for entry, ref in kept_medications:
         if _ref_of(entry) in referenced or entry.full_url in referenced:
-            candidate = Candidate(entry.resource, ref, entry.full_url, frozenset(), medication_elements)
+            candidate = Candidate(
+                entry.resource, ref, entry.full_url, frozenset(), records.VALIDATED["Medication"]
+            )
             chart.candidates.setdefault("Medication", []).append(candidate)
             for key in (_ref_of(entry), entry.full_url):
                 if key:
@@ -214,19 +215,23 @@ def _ref_of(entry: bundles.Entry) -> str | None:
 
 def _about(resource: Mapping[str, Any], rtype: str, patient_id: str, aliases: set[str]) -> bool:
     """Whether a resource is about the patient: a Patient with its id, or a resource whose subject (or
-    patient) is that Patient; a resource naming no subject is kept."""
+    patient) references that Patient. A resource naming no subject, or one by identifier only, is kept; one
+    whose subject is not a Reference of the FHIR shape is not (it cannot be told to be the patient's)."""
     if rtype == "Patient":
         return resource.get("id") == patient_id
     for key in ("subject", "patient"):
         value = resource.get(key)
-        if is_object(value):
-            target = value.get("reference")
-            if not isinstance(target, str):
-                return True
-            if target in aliases:
-                return True
-            parts = target.split("/_history/")[0].rstrip("/").split("/")
-            return len(parts) >= 2 and parts[-2] == "Patient" and parts[-1] == patient_id
+        if value is None:
+            continue
+        target = value.get("reference") if is_object(value) else 0
+        if target is None:
+            return True
+        if not isinstance(target, str):
+            return False
+        if target in aliases:
+            return True
+        parts = target.split("/_history/")[0].rstrip("/").split("/")
+        return len(parts) >= 2 and parts[-2] == "Patient" and parts[-1] == patient_id
     return True
 
 

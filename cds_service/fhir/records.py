@@ -39,9 +39,12 @@ def _choice(name: str, *kinds: str) -> tuple[str, ...]:
 
 _EFFECTIVE = _choice("effective", "DateTime", "Period", "Timing", "Instant")
 _MEDICATION = _choice("medication", "CodeableConcept", "Reference")
-_SUBJECT = ("resourceType", "id", "subject")  # subject: required (1..1) by all but Observation
+# The subject is read by the selection only (fhir.reader), from the raw JSON; it is validated where the model
+# requires it (1..1: every type read but Observation).
+_SUBJECT = ("resourceType", "id", "subject")
 OBSERVATION_VALUE = (
-    *_SUBJECT,
+    "resourceType",
+    "id",
     "status",
     "code",
     "issued",
@@ -321,3 +324,7 @@ def procedure(res: Mapping[str, Any], ref: str) -> ProcedureRecord:
 def with_extensions(names: Iterable[str]) -> frozenset[str]:
     """Element names and their primitive extensions (`_birthDate`), validated with them."""
     return frozenset(names) | frozenset("_" + name for name in names)
+
+
+VALIDATED: Mapping[str, frozenset[str]] = {rtype: with_extensions(names) for rtype, names in ELEMENTS.items()}
+"""Per resource type, the top-level elements validated (an Observation: `Selection.observation_elements`)."""
