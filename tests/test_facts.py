@@ -439,6 +439,16 @@ def test_only_completed_procedures_count():
 # --- robustness ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("sent", [{"code": "final"}, ["final"]], ids=["object", "array"])
+def test_an_observation_status_that_is_not_a_code_is_not_used_and_does_not_raise(sent):
+    """A repeated measurement's candidates are picked by status before validation: a status of any JSON
+    type must not make build_facts raise (found by test_facts_properties)."""
+    facts = facts_of(
+        lab("odd", "2160-0", 1.0, "mg/dL", status=sent), lab("ok", "2160-0", 1.2, "mg/dL", "2026-10-01")
+    )
+    assert [v.ref for v in facts.labs["creatinine"]] == ["Observation/ok"]
+
+
 def test_skipped_resources_are_reported():
     # a kidney cancer (a code the rules read, so it is validated) with an onset that is not a dateTime
     bad = condition("bad", ICD10CM, "C64.1", onset="not a date")
