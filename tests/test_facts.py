@@ -31,7 +31,8 @@ AJCC_URI = "http://cancerstaging.org"
 
 
 def facts_of(*resources, patient_id=None):
-    """Facts read as if every operator were used (of a repeated measurement: the newest usable value)."""
+    """Facts read with a plan reading every field and analyte (of a repeated measurement: the newest usable
+    value)."""
     return build_facts(list(resources), TERMINOLOGY, TODAY, patient_id, EVERYTHING)
 
 
