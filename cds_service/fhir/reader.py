@@ -40,7 +40,7 @@ class Candidate:
     """A selected resource, validated and converted only when its `record` is first asked for.
 
     `codes` are an Observation's wanted codes, `day` its date as read from the raw JSON (None when undated),
-    `status` its status as sent (a valid record has the same).
+    `status` its status as sent if a string (a valid record has the same).
     """
 
     __slots__ = (
@@ -68,7 +68,8 @@ class Candidate:
         self.full_url = full_url
         self.codes = codes
         self.elements = elements
-        self.status: Any = resource.get("status")
+        status = resource.get("status")
+        self.status = status if isinstance(status, str) else None  # any other JSON value is no status
         self.day = (
             first_day(resource, OBSERVATION_DATE) if resource["resourceType"] == "Observation" else None
         )
