@@ -480,7 +480,9 @@ def test_an_unused_value_set_is_a_warning_not_an_error(copy: Path) -> None:
 
 
 def test_a_value_set_an_operator_reads_by_name_counts_as_used(catalog: Catalog) -> None:
-    assert "pregnancy" in catalog.unnamed_valuesets  # no rule parameter names it: the pregnant operator reads it
+    assert (
+        "pregnancy" in catalog.unnamed_valuesets
+    )  # no rule parameter names it: the `pregnant` leaf reads it
     assert Engine(catalog).warnings == ()
 
 

@@ -93,8 +93,10 @@ def test_reference_range_is_converted_too():
 
 
 def test_tumour_size_in_mm_and_cm():
-    cm = observation("t1", "21889-1", "2026-10-01", valueQuantity=quantity(3.5, "cm"))
-    mm = observation("t2", "33728-7", "2026-11-01", valueQuantity=quantity(52, "mm"))
+    cm = observation(
+        "t1", "21889-1", "2026-10-01", valueQuantity=quantity(3.5, "cm"), focus=[{"reference": "x"}]
+    )
+    mm = observation("t2", "33728-7", "2026-11-01", valueQuantity=quantity(52, "mm"))  # another lesion
     sizes = facts_of([cm, mm], TERMINOLOGY, TODAY).tumour_sizes
     assert [(s.ref, s.longest_cm) for s in sizes] == [
         ("Observation/t2", pytest.approx(5.2)),
