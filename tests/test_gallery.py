@@ -100,6 +100,13 @@ def test_the_hook_response_is_the_golden_file(slug: str) -> None:
     assert carded == manifest_cards
 
 
+@pytest.mark.parametrize("slug", SLUGS)
+def test_every_card_is_short(slug: str) -> None:
+    """A card an oncologist reads in ten seconds: the full criterion list is in the extension."""
+    for card in output_of(slug).cards:
+        assert len(card["detail"]) <= 800, card["summary"]
+
+
 @pytest.mark.parametrize("slug", WITHOUT_THE_DISEASE)
 def test_no_card_for_a_patient_without_metastatic_kidney_cancer(slug: str) -> None:
     output = output_of(slug)
