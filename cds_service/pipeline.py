@@ -82,7 +82,7 @@ class Matcher:
                 performance_max_age_days=settings.performance_max_age_days,
             ),
         )
-        self.cards = CardBuilder(settings.cards_dir, uuid_factory or random_uuid)
+        self.cards = CardBuilder(settings.cards_dir, uuid_factory or random_uuid, catalog.services)
 
     def match(
         self,
