@@ -151,6 +151,18 @@ def test_the_service_answers_the_request_with_the_golden_cards_and_logs_no_name(
         assert part not in logged
 
 
+def test_every_call_gives_a_trial_card_the_same_topic(client: Any) -> None:
+    """New uuids on every call, one stable source.topic per trial: an EHR can suppress a trial on its side."""
+    request = json.loads((gallery.REQUESTS_DIR / "patient-view-fit-ablation-small-primary.json").read_bytes())
+    first, second = (client.post("/cds-services/mrcc-trials", json=request).get_json()["cards"] for _ in "12")
+    assert {card["uuid"] for card in first}.isdisjoint(card["uuid"] for card in second)
+    topics = [card["source"]["topic"] for card in first]
+    assert topics == [card["source"]["topic"] for card in second]
+    assert [topic["code"] for topic in topics] == [
+        card["extension"][EXTENSION_KEY]["nctId"] for card in first
+    ]
+
+
 def _thirdparty_bundles() -> list[Path]:
     paths = []
     for path in sorted(THIRDPARTY.rglob("*.json")):
