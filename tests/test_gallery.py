@@ -101,6 +101,15 @@ def test_the_hook_response_is_the_golden_file(slug: str) -> None:
 
 
 @pytest.mark.parametrize("slug", SLUGS)
+def test_the_chart_says_the_day_it_is_written_for(slug: str) -> None:
+    """The sandbox page evaluates a chart as of its Bundle's timestamp, else meta.lastUpdated: for the
+    gallery, the day of its golden cards, so the page shows them on any day."""
+    bundle = gallery.load_bundle(ENTRIES[slug])
+    stamp = bundle.get("timestamp") or bundle["meta"]["lastUpdated"]
+    assert stamp[:10] == gallery.TODAY
+
+
+@pytest.mark.parametrize("slug", SLUGS)
 def test_every_card_is_short(slug: str) -> None:
     """A card an oncologist reads in ten seconds: the full criterion list is in the extension."""
     for card in output_of(slug).cards:
