@@ -210,6 +210,27 @@ def test_likely_and_possibly_cards_look_different(
     assert browser_page.errors == []
 
 
+def test_a_card_fits_one_screen_at_half_a_laptop_width(
+    browser: Browser, served_app: tuple[str, Flask]
+) -> None:
+    """The NCT06903312 card of the gallery, as the README shows it (docs/card-nct06903312.png is this
+    test's test-artifacts/card-nct06903312.png)."""
+    base_url, _ = served_app
+    context = browser.new_context(viewport={"width": 720, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        show_cards(page, base_url, fitting_patient())
+        card = page.locator("article.card", has_text="NCT06903312").first
+        card.scroll_into_view_if_needed()
+        box = card.bounding_box()
+        assert box is not None and box["height"] <= 900 and box["width"] <= 720
+        ARTIFACTS.mkdir(exist_ok=True)
+        card.screenshot(path=str(ARTIFACTS / "card-nct06903312.png"))
+    finally:
+        context.close()
+
+
 def test_evidence_is_labelled_from_the_chart_and_criteria_sort_by_outcome(
     browser_page: BrowserPage, served_app: tuple[str, Flask]
 ) -> None:
