@@ -134,7 +134,7 @@ class Line:
 
     text: str  # the reason, cut to fit; for a group, the heading
     exclusion: bool = False
-    criteria: int = 1  # criteria this line stands for
+    criteria: int = 1  # criteria this line stands for (a group: all under its heading with its outcome)
     of: int = 1  # a group: the trial's criteria under its heading, whatever their outcome
     dates: tuple[str, ...] = ()  # a group: the first and the last date its reasons name
     example: str = ""  # a group to check: the first clause of its first reason, cut to fit
@@ -149,18 +149,17 @@ def detail_lines(
 ) -> list[Line]:
     """One line per selected criterion, in registry order; selected criteria of one type under one heading
     make a single line where the first of them stands."""
-    under = _count_by_heading(criteria)
-    selected_under = _count_by_heading(selected)
+    selected_under: dict[tuple[str, str], list[CriterionResult]] = {}
+    for criterion in selected:
+        if criterion.heading:
+            selected_under.setdefault((criterion.type, criterion.heading), []).append(criterion)
     lines: list[Line] = []
-    grouped: set[tuple[str, str]] = set()
     for criterion in selected:
         key = (criterion.type, criterion.heading or "")
-        if criterion.heading and selected_under[key] > 1:
-            if key not in grouped:
-                grouped.add(key)
-                lines.append(
-                    _group_line(key, [c for c in selected if (c.type, c.heading) == key], under[key], limits)
-                )
+        members = selected_under.get(key, [])
+        if len(members) > 1:
+            if criterion is members[0]:
+                lines.append(_group_line(key, members, criteria, limits))
             continue
         lines.append(
             Line(first_clauses(criterion.reason, limits.line_chars), exclusion=criterion.type == "exclusion")
@@ -168,23 +167,22 @@ def detail_lines(
     return lines
 
 
-def _count_by_heading(criteria: Sequence[CriterionResult]) -> dict[tuple[str, str], int]:
-    counts: dict[tuple[str, str], int] = {}
-    for criterion in criteria:
-        if criterion.heading:
-            key = (criterion.type, criterion.heading)
-            counts[key] = counts.get(key, 0) + 1
-    return counts
-
-
-def _group_line(key: tuple[str, str], members: list[CriterionResult], of: int, limits: DetailLimits) -> Line:
+def _group_line(
+    key: tuple[str, str],
+    members: list[CriterionResult],
+    criteria: Sequence[CriterionResult],
+    limits: DetailLimits,
+) -> Line:
+    """The line of the selected criteria under one heading: how many of the heading's criteria have their
+    outcome (all of them, not only the selected ones), and the dates the selected ones name."""
     kind, heading = key
+    under = [c for c in criteria if (c.type, c.heading) == key]
     dates = sorted({d for c in members for d in _ISO_DATE.findall(c.reason)})
     return Line(
         text=shorten(heading.rstrip(":"), limits.heading_chars),
         exclusion=kind == "exclusion",
-        criteria=len(members),
-        of=of,
+        criteria=sum(c.outcome is members[0].outcome for c in under),
+        of=len(under),
         dates=(dates[0], dates[-1]) if dates else (),
         example=shorten(members[0].reason.split("; ")[0], limits.line_chars),
     )

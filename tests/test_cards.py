@@ -6,7 +6,7 @@ import itertools
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cds_service.cards import CardBuilder, CardContext, load_card_texts, markdown_escape, outcome_label
@@ -194,6 +194,25 @@ def test_key_facts_are_the_measurements_and_treatments_met(builder: CardBuilder)
     )
 
 
+def test_a_heading_line_counts_every_criterion_under_it_with_its_outcome(builder: CardBuilder) -> None:
+    """A lab limit decided with a diagnosis (liver metastases raise the limit) is met, but no key fact: the
+    heading's line still counts it among the met, and one still to check is listed on its own."""
+    criteria = (
+        *DECIDED[:5],
+        criterion(
+            "creatinine", Outcome.MET, "creatinine 1.0 mg/dL on 2026-11-18", "Observation/o3", heading=LABS
+        ),
+        criterion("platelets", Outcome.MET, "platelets 228 on 2026-11-19", "Observation/o4", heading=LABS),
+        criterion(
+            "alt", Outcome.MET, "liver metastases; ALT 60 U/L", "Condition/c2", "Observation/o5", heading=LABS
+        ),
+        criterion("inr", Outcome.UNKNOWN, "no INR in the last 30 days", heading=LABS),
+    )
+    detail = builder.build(result(criteria=criteria), CardContext("p1"))["detail"]
+    assert "- Adequate organ function, as assessed by the…: 3 of 4 met (2026-11-18 to 2026-11-19)\n" in detail
+    assert "**To check**\n- no INR in the last 30 days\n" in detail
+
+
 def test_an_exclusion_that_does_not_apply_never_reads_met(builder: CardBuilder) -> None:
     card = builder.build(result(Verdict.LIKELY, criteria=DECIDED), CardContext("p1"))
     assert "blood pressure" not in card["detail"] and "solitary" not in card["detail"]
@@ -233,25 +252,27 @@ def test_at_most_five_lines_to_check_then_how_many_more(builder: CardBuilder) ->
     ]
 
 
+PROPERTY_BUILDER = CardBuilder(DEFAULT_CARDS_DIR, lambda: "00000000-0000-4000-8000-000000000001")
 long_text = st.text(alphabet=st.sampled_from("abc ;<*_2026-1"), min_size=0, max_size=400)
 
 
+@settings(deadline=None)  # rendering runs again for long inputs; timings vary on a shared machine
 @given(
     reasons=st.lists(
-        st.tuples(st.sampled_from(list(Outcome)[:1] + list(Outcome)[2:]), long_text), max_size=40
+        st.tuples(st.sampled_from([o for o in Outcome if o is not Outcome.NOT_MET]), long_text), max_size=40
     ),
     notes=st.lists(long_text, max_size=6),
     arm=long_text,
 )
 def test_the_detail_never_exceeds_800_characters(reasons, notes, arm) -> None:
-    counter = itertools.count(1)
-    builder = CardBuilder(DEFAULT_CARDS_DIR, lambda: f"00000000-0000-4000-8000-{next(counter):012d}")
     criteria = tuple(
         criterion(f"c{i}", outcome, reason or "x", "Observation/o", heading=LABS if i % 3 else None)
         for i, (outcome, reason) in enumerate(reasons)
     )
     verdict = Verdict.POSSIBLY if any(c.outcome is Outcome.UNKNOWN for c in criteria) else Verdict.LIKELY
-    card = builder.build(result(verdict, criteria=criteria, arm=arm or None), CardContext("p1", notes=notes))
+    card = PROPERTY_BUILDER.build(
+        result(verdict, criteria=criteria, arm=arm or None), CardContext("p1", notes=notes)
+    )
     assert len(card["detail"]) <= 800
 
 
