@@ -321,7 +321,9 @@ class CardBuilder:
             text = _BLANK_LINES.sub("\n\n", text).strip()
             if len(text) <= limits.max_chars:
                 break
-        return text if len(text) <= self._limits.max_chars else shorten(text, self._limits.max_chars)
+        if len(text) > self._limits.max_chars:  # long notes or cohort: cut, keeping the Markdown lines
+            text = text[: self._limits.max_chars - 1].rstrip() + "…"
+        return text
 
     def _referral(self, result: TrialResult, context: CardContext) -> dict[str, Any]:
         info = result.trial
