@@ -73,7 +73,7 @@ class Matcher:
                 performance_max_age_days=settings.performance_max_age_days,
             ),
         )
-        self.cards = CardBuilder(settings.cards_dir, uuid_factory or random_uuid)
+        self.cards = CardBuilder(settings.cards_dir, uuid_factory or random_uuid, catalog.services)
 
     def match(
         self,
@@ -90,11 +90,6 @@ class Matcher:
         With `cards_only`, the results are only those of the trials that get a card: the cards are the
         same."""
         evaluation = evaluate(self.engine, resources, patient_id, today, unavailable, cards_only=cards_only)
-        context = CardContext(
-            patient_id=patient_id,
-            notes=tuple(notes),
-            lab_max_age_days=self.settings.lab_max_age_days,
-            performance_max_age_days=self.settings.performance_max_age_days,
-        )
+        context = CardContext(patient_id=patient_id, notes=tuple(notes))
         cards = self.cards.build_all(evaluation.results, context)
         return MatchOutput(facts=evaluation.facts, results=evaluation.results, cards=cards)
