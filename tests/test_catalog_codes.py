@@ -10,6 +10,7 @@ import yaml
 from conftest_facts import MAPPINGS, load_terminology
 
 from cds_service.facts import observation_codes_to_read
+from cds_service.terminology import CPT, ICD10PCS, normalize_code
 
 TERMINOLOGY = load_terminology()
 SERVICES = yaml.safe_load((MAPPINGS / "services.yaml").read_text(encoding="utf-8"))["services"]
@@ -67,3 +68,26 @@ NOT_THE_ANALYTE = [
 @pytest.mark.parametrize(("loinc", "why"), NOT_THE_ANALYTE)
 def test_a_code_of_another_property_or_specimen_is_read_as_no_analyte(loinc: str, why: str) -> None:
     assert TERMINOLOGY.analyte_for_loinc(loinc) is None, why
+
+
+def test_every_nephrectomy_code_is_a_major_surgery_code() -> None:
+    valuesets = TERMINOLOGY.valuesets
+    assert valuesets["nephrectomy"].codes - valuesets["major-surgery"].codes == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("system", "code", "canonical"),
+    [
+        ("http://www.ama-assn.org/go/cpt", "50545", CPT),
+        ("urn:oid:2.16.840.1.113883.6.12", "50545", CPT),
+        ("http://www.cms.gov/Medicare/Coding/ICD10", "0TT00ZZ", ICD10PCS),
+        ("urn:oid:2.16.840.1.113883.6.4", "0TT00ZZ", ICD10PCS),
+        ("http://terminology.hl7.org/CodeSystem/icd10PCS", "0TT00ZZ", ICD10PCS),
+    ],
+)
+def test_a_procedure_code_is_read_under_each_name_of_its_system(
+    system: str, code: str, canonical: str
+) -> None:
+    normalized = normalize_code(system, code)
+    assert normalized == (canonical, code)
+    assert "nephrectomy" in TERMINOLOGY.memberships([normalized])
