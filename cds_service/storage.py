@@ -1,13 +1,19 @@
 """Durable storage (SQLAlchemy Core): feedback, the audit trail of cards shown, and seen JWT ids.
 
-Works on SQLite (default; WAL and a busy timeout so several gunicorn workers can write) and PostgreSQL.
+Works on SQLite (default; WAL and a busy timeout so several gunicorn workers can write) and PostgreSQL, with
+one code path: every read and write is a SQLAlchemy Core statement on an engine; what SQLite needs besides
+(WAL, busy timeout, synchronous level) is set once per connection when the pool opens it.
 Nothing here stores names, clinical values or tokens: only ids, codes, verdicts and clinicians' feedback.
 
 Durability on SQLite: feedback and seen JWT ids are committed with synchronous=FULL (an acknowledged item
 survives a power loss); the audit row of a hook call with synchronous=NORMAL, the usual WAL trade-off: it
 survives a crash of the process, but the last rows before a power loss or OS crash may roll back (the
-database stays consistent). Each level is set once per connection, in two engines on the same file (no
-PRAGMA per transaction). PostgreSQL commits every transaction durably.
+database stays consistent). NORMAL is kept because the audit row is written on every hook call before it is
+answered: FULL adds an fsync of the WAL to each call's time, for rows that only record what was shown. What
+is kept matters still holds: a FULL commit syncs the whole WAL up to it, so once feedback on a card is
+durable, so is the earlier audit row that showed that card. The two levels are two engines on the same file,
+running the same statements (no PRAGMA per transaction). PostgreSQL commits every transaction durably: there
+both names are one engine.
 """
 
 from __future__ import annotations
@@ -16,9 +22,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,7 +43,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql.dml import Insert
@@ -106,40 +110,6 @@ def default_database_url(instance_path: str | Path) -> str:
 
 # Built once: a statement built per call costs more CPU in SQLAlchemy than the INSERT costs in SQLite.
 AUDIT_INSERT = audit.insert()  # its id: lastrowid on SQLite, RETURNING on PostgreSQL
-AUDIT_COLUMNS = (
-    "hook_instance",
-    "service_id",
-    "patient_id",
-    "cards",
-    "catalog_version",
-    "duration_ms",
-    "created_at",
-)
-AUDIT_CARD_COLUMNS = ("card_uuid", "audit_id", "nct_id", "verdict")
-
-
-@dataclass(frozen=True)
-class _DriverInsert:
-    """An INSERT compiled once by SQLAlchemy, run on the DB-API cursor itself with positional values made
-    ready by the columns' own types (JSON as text, DATETIME as SQLite's text)."""
-
-    sql: str
-    columns: tuple[str, ...]
-    processors: tuple[Callable[[Any], Any] | None, ...]
-
-    @classmethod
-    def of(cls, statement: Insert, table: Table, columns: tuple[str, ...], dialect: Dialect) -> _DriverInsert:
-        compiled = statement.compile(dialect=dialect, column_keys=list(columns))
-        if list(compiled.positiontup or ()) != list(columns):  # a driver with named parameters
-            raise ValueError(f"{dialect.name}: the INSERT does not take {columns} in this order")
-        types = (table.c[name].type.dialect_impl(dialect) for name in columns)
-        return cls(compiled.string, columns, tuple(kind.bind_processor(dialect) for kind in types))
-
-    def values(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
-        return tuple(
-            row[name] if process is None else process(row[name])
-            for name, process in zip(self.columns, self.processors, strict=True)
-        )
 
 
 class Storage:
@@ -147,6 +117,7 @@ class Storage:
 
     def __init__(self, database_url: str) -> None:
         self.engine = _engine(database_url, durable=True)  # feedback, seen JWT ids, reads
+        # The audit rows: on SQLite the same file with synchronous=NORMAL (see the module docstring).
         self._audit_engine = (
             _engine(database_url, durable=False) if self.engine.dialect.name == "sqlite" else self.engine
         )
@@ -155,25 +126,6 @@ class Storage:
             table: _insert_ignore_statement(self.engine.dialect.name, table)
             for table in (feedback, audit_card, seen_jti)
         }
-        # SQLite: the audit of a hook call goes straight to the driver (see `_record_audit_on_driver`).
-        dialect = self._audit_engine.dialect
-        self._driver_audit = (
-            (
-                _DriverInsert.of(AUDIT_INSERT, audit, AUDIT_COLUMNS, dialect),
-                _DriverInsert.of(
-                    self._insert_ignore_statements[audit_card], audit_card, AUDIT_CARD_COLUMNS, dialect
-                ),
-            )
-            if dialect.name == "sqlite"
-            else None
-        )
-
-    @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
-        """One transaction on the durable engine (on SQLite, synchronous=FULL; the audit row of a hook call
-        goes through `_record_audit_on_driver` instead)."""
-        with self.engine.begin() as connection:
-            yield connection
 
     def _insert_ignore_rows(
         self, connection: Connection, table: Table, rows: Mapping[str, Any] | list[dict[str, Any]]
@@ -202,7 +154,7 @@ class Storage:
         """Store validated CDS Hooks feedback items; return how many were new (a repeated item is ignored)."""
         received_at = _utc_naive(datetime.now(UTC))
         rows = [_feedback_row(service_id, item, received_at) for item in items]
-        with self._transaction() as connection:
+        with self.engine.begin() as connection:
             return sum(self._insert_ignore_rows(connection, feedback, row) for row in rows)
 
     def record_audit(
@@ -226,46 +178,16 @@ class Storage:
             "duration_ms": duration_ms,
             "created_at": _utc_naive(datetime.now(UTC)),
         }
-        if self._driver_audit is not None:
-            self._record_audit_on_driver(self._driver_audit, row, shown)
-            return
-        with self._transaction() as connection:  # not SQLite: one engine, durable commits
+        with self._audit_engine.begin() as connection:
             audit_id = connection.execute(AUDIT_INSERT, row).inserted_primary_key[0]
             rows = _audit_card_rows(shown, audit_id)
             if rows:  # one statement for every card of the call
                 self._insert_ignore_rows(connection, audit_card, rows)
 
-    def _record_audit_on_driver(
-        self,
-        inserts: tuple[_DriverInsert, _DriverInsert],
-        row: Mapping[str, Any],
-        shown: list[dict[str, Any]],
-    ) -> None:
-        """SQLite: the audit row and its card rows on the pooled DB-API connection, in one transaction.
-
-        Through SQLAlchemy's execution layer these two INSERTs cost a hook call 0.3-0.5 ms, several times what
-        SQLite takes for them (bench/PROFILE.md); the statements and values are still SQLAlchemy's.
-        """
-        audit_insert, card_insert = inserts
-        connection = self._audit_engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            cursor.execute(audit_insert.sql, audit_insert.values(row))
-            rows = _audit_card_rows(shown, cursor.lastrowid)
-            if rows:
-                cursor.executemany(card_insert.sql, [card_insert.values(card) for card in rows])
-            cursor.close()
-            connection.commit()
-        except BaseException:
-            connection.rollback()
-            raise
-        finally:
-            connection.close()  # back to the pool
-
     def remember_jti(self, jti: str, expires_at: datetime, now: datetime | None = None) -> bool:
         """Record a JWT id; False when it was already seen and has not expired (a replay)."""
         current = _utc_naive(now or datetime.now(UTC))
-        with self._transaction() as connection:
+        with self.engine.begin() as connection:
             connection.execute(delete(seen_jti).where(seen_jti.c.expires_at <= current))
             row = {"jti": jti, "expires_at": _utc_naive(expires_at)}
             return self._insert_ignore_rows(connection, seen_jti, row) == 1

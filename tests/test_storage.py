@@ -169,8 +169,7 @@ SYNCHRONOUS_FULL, SYNCHRONOUS_NORMAL = 2, 1
 def inserts_seen() -> Iterator[list[tuple[str, sqlite3.Connection]]]:
     """(table, DB-API connection) of each INSERT SQLite runs on a connection opened while this is active.
 
-    A trace callback on every new pooled connection of every engine sees the statements whoever sends them:
-    SQLAlchemy or the storage on the driver's own cursor.
+    A trace callback on every new pooled connection of every engine sees the statements SQLite runs.
     """
     seen: list[tuple[str, sqlite3.Connection]] = []
 
@@ -322,30 +321,3 @@ def test_workers_opening_a_new_database_together_all_start(tmp_path: Path) -> No
         for worker in workers:
             worker.join(60)
         assert [worker.exitcode for worker in workers] == [0, 0, 0, 0]
-
-
-def test_the_audit_through_sqlalchemy_as_on_postgresql_stores_what_the_sqlite_driver_path_stores(
-    tmp_path: Path,
-):
-    stored = {}
-    for path in ("driver", "sqlalchemy"):
-        storage = Storage(default_database_url(tmp_path / path))
-        if path == "sqlalchemy":
-            storage._driver_audit = None  # as for any database but SQLite
-        audit_once(storage, "h-1", [card(CARD_UUID, "NCT06903312"), {"summary": "no uuid"}])
-        audit_once(storage, "h-2", [card(CARD_UUID, "NCT06903312", "likely-eligible")])
-        storage.record_feedback("trials", [OVERRIDDEN])
-        exported = list(storage.iter_feedback())
-        storage.close()
-        with sqlite3.connect(tmp_path / path / DATABASE_FILE) as connection:
-            audits = connection.execute("SELECT * FROM audit ORDER BY id").fetchall()
-            cards = connection.execute("SELECT * FROM audit_card").fetchall()
-        created = [row[-1] for row in audits]
-        assert all(len(value) == len("2026-11-21 09:00:00.000000") for value in created)  # SQLAlchemy's text
-        stored[path] = ([row[:-1] for row in audits], cards, exported)
-    assert stored["driver"] == stored["sqlalchemy"]
-    audits, cards, exported = stored["driver"]
-    assert [row[1] for row in audits] == ["h-1", "h-2"] and cards == [
-        (CARD_UUID, 1, "NCT06903312", "possibly-eligible")
-    ]
-    assert exported[0]["nctId"] == "NCT06903312"
