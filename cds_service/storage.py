@@ -43,7 +43,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql.dml import Insert
@@ -122,20 +122,18 @@ class Storage:
             _engine(database_url, durable=False) if self.engine.dialect.name == "sqlite" else self.engine
         )
         _create_tables(self.engine)
-        self._insert_ignore_statements = {
-            table: _insert_ignore_statement(self.engine.dialect.name, table)
-            for table in (feedback, audit_card, seen_jti)
+        dialect = self.engine.dialect.name
+        # Whether a row was new is told by the key it RETURNs, never by rowcount: drivers differ there
+        # (psycopg reports -1 for an INSERT run as executemany).
+        self._insert_new = {
+            table: _insert_ignore_statement(dialect, table).returning(*table.primary_key.columns)
+            for table in (feedback, seen_jti)
         }
+        self._insert_cards = _insert_ignore_statement(dialect, audit_card)
 
-    def _insert_ignore_rows(
-        self, connection: Connection, table: Table, rows: Mapping[str, Any] | list[dict[str, Any]]
-    ) -> int:
-        """Insert a row (or several: one executemany) unless its unique key exists.
-
-        Return the number inserted (for one row; several rows give the driver's count, -1 if it has none).
-        """
-        statement = self._insert_ignore_statements[table]
-        return connection.execute(statement, rows if isinstance(rows, list) else [dict(rows)]).rowcount
+    def _inserted(self, connection: Connection, table: Table, row: Mapping[str, Any]) -> bool:
+        """Insert a row unless its unique key exists; tell whether it was inserted."""
+        return connection.execute(self._insert_new[table], row).first() is not None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -155,7 +153,7 @@ class Storage:
         received_at = _utc_naive(datetime.now(UTC))
         rows = [_feedback_row(service_id, item, received_at) for item in items]
         with self.engine.begin() as connection:
-            return sum(self._insert_ignore_rows(connection, feedback, row) for row in rows)
+            return sum(self._inserted(connection, feedback, row) for row in rows)
 
     def record_audit(
         self,
@@ -182,7 +180,7 @@ class Storage:
             audit_id = connection.execute(AUDIT_INSERT, row).inserted_primary_key[0]
             rows = _audit_card_rows(shown, audit_id)
             if rows:  # one statement for every card of the call
-                self._insert_ignore_rows(connection, audit_card, rows)
+                connection.execute(self._insert_cards, rows)
 
     def remember_jti(self, jti: str, expires_at: datetime, now: datetime | None = None) -> bool:
         """Record a JWT id; False when it was already seen and has not expired (a replay)."""
@@ -190,7 +188,7 @@ class Storage:
         with self.engine.begin() as connection:
             connection.execute(delete(seen_jti).where(seen_jti.c.expires_at <= current))
             row = {"jti": jti, "expires_at": _utc_naive(expires_at)}
-            return self._insert_ignore_rows(connection, seen_jti, row) == 1
+            return self._inserted(connection, seen_jti, row)
 
     def iter_feedback(self) -> Iterator[dict[str, Any]]:
         """Yield stored feedback, oldest first, with the trial of the card when the audit trail knows it."""
@@ -215,9 +213,12 @@ class Storage:
 
 def _engine(database_url: str, *, durable: bool) -> Engine:
     """An engine; on SQLite its connections commit with synchronous=FULL if `durable`, else NORMAL."""
-    if not database_url.startswith("sqlite"):
-        return create_engine(database_url, pool_pre_ping=True)
-    engine = create_engine(database_url, connect_args={"timeout": 30})
+    url = make_url(database_url)
+    if url.drivername == "postgresql":  # SQLAlchemy's default driver for this name is psycopg2
+        url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": 30})
     synchronous = "FULL" if durable else "NORMAL"
 
     @event.listens_for(engine, "connect")
