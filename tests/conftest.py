@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh sandbox app per test (own instance folder and database), its client, "today"."""
+"""Shared fixtures: a fresh sandbox app per test (own instance folder and database), its client, "today";
+a database URL on SQLite and on a PostgreSQL server started for the session."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from postgres_server import PostgresServer, PostgresUnavailable
 
 from cds_service.web import create_app
 
@@ -58,3 +60,23 @@ def app(make_sandbox_app: Callable[..., Flask], today: date, uuid_factory: Calla
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def postgresql_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test session; one that cannot start fails the tests (never skips them)."""
+    try:
+        server = PostgresServer.start()
+    except PostgresUnavailable as exc:
+        pytest.fail(f"PostgreSQL could not be started for the tests: {exc}", pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty database: a SQLite file, then a database of the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'cds.sqlite3'}"
+    server: PostgresServer = request.getfixturevalue("postgresql_server")
+    return server.create_database()

@@ -1,12 +1,16 @@
-"""POST /cds-services/{id}/feedback: validated, stored durably and idempotently, answered 200 {}."""
+"""POST /cds-services/{id}/feedback: validated, stored durably and idempotently, answered 200 {}; on SQLite
+and on PostgreSQL."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from datetime import date
 from typing import Any
 
 import pytest
 from fake_fhir import load_request
+from flask import Flask
 
 FEEDBACK = "/cds-services/mrcc-trials/feedback"
 OVERRIDDEN = {
@@ -22,6 +26,13 @@ OVERRIDDEN = {
     },
     "outcomeTimestamp": "2026-11-21T10:05:31Z",
 }
+
+
+@pytest.fixture
+def app(
+    make_sandbox_app: Callable[..., Flask], today: date, uuid_factory: Callable[[], str], database_url: str
+) -> Flask:
+    return make_sandbox_app(TODAY=today.isoformat(), UUID_FACTORY=uuid_factory, DATABASE_URL=database_url)
 
 
 def post(client, body: Any, path: str = FEEDBACK):
