@@ -368,3 +368,30 @@ def feedback_export() -> None:
             click.echo(json.dumps(item, ensure_ascii=False, sort_keys=True))
     finally:
         storage.close()
+
+
+# --- db
+
+
+@main.group()
+def db() -> None:
+    """The service's database: CDS_DATABASE_URL, else the SQLite file in the instance folder."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database schema to the newest revision (each worker of the service also does it at start).
+
+    Schema changes are serialised (a PostgreSQL advisory lock, SQLite's write lock), so this may run while
+    workers start. A database made before migrations keeps its rows: it is taken as the first revision.
+    """
+    from cds_service.storage import Storage
+
+    storage = Storage(_database_url(_settings()), upgrade=False)
+    try:
+        before, after = storage.upgrade()
+    finally:
+        storage.close()
+    click.echo(
+        f"database schema at revision {after}" + ("" if before == after else f" (was {before or 'empty'})")
+    )

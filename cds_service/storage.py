@@ -2,18 +2,20 @@
 
 Works on SQLite (default; WAL and a busy timeout so several gunicorn workers can write) and PostgreSQL, with
 one code path: every read and write is a SQLAlchemy Core statement on an engine; what SQLite needs besides
-(WAL, busy timeout, synchronous level) is set once per connection when the pool opens it.
+(WAL, busy timeout, synchronous level) is set once per connection when the pool opens it. The schema is
+made and changed by the Alembic revisions of `cds_service/migrations`, applied when a Storage opens the
+database (`upgrade`); the tables below are what the statements use, and a test checks that the two agree.
 Nothing here stores names, clinical values or tokens: only ids, codes, verdicts and clinicians' feedback.
 
 Durability on SQLite: feedback and seen JWT ids are committed with synchronous=FULL (an acknowledged item
 survives a power loss); the audit row of a hook call with synchronous=NORMAL, the usual WAL trade-off: it
 survives a crash of the process, but the last rows before a power loss or OS crash may roll back (the
 database stays consistent). NORMAL is kept because the audit row is written on every hook call before it is
-answered: FULL adds an fsync of the WAL to each call's time, for rows that only record what was shown. What
-is kept matters still holds: a FULL commit syncs the whole WAL up to it, so once feedback on a card is
-durable, so is the earlier audit row that showed that card. The two levels are two engines on the same file,
-running the same statements (no PRAGMA per transaction). PostgreSQL commits every transaction durably: there
-both names are one engine.
+answered: FULL adds an fsync of the WAL to each call's time, for rows that only record what was shown. The
+feedback loses nothing by it: a FULL commit syncs the whole WAL up to it, so once feedback on a card is
+durable, so is the earlier audit row that showed the card (its patient and trial). The two levels are two
+engines on the same file, running the same statements (no PRAGMA per transaction). PostgreSQL commits every
+transaction durably: there both names are one engine.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import (
     JSON,
     Column,
@@ -39,16 +44,20 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
+    inspect,
     select,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql.dml import Insert
 
 WAL_SWITCH_PATIENCE_SECONDS = 10.0
+MIGRATIONS = Path(__file__).with_name("migrations")
+BASELINE_REVISION = "0001"  # the tables as the service created them before it had migrations
+SCHEMA_LOCK_KEY = int.from_bytes(b"cdstrial", "big")  # PostgreSQL advisory lock (bigint) of schema changes
 
 DATABASE_FILE = "cds.sqlite3"
 ELIGIBILITY_EXTENSION = "org.trialmatch.eligibility"
@@ -115,13 +124,13 @@ AUDIT_INSERT = audit.insert()  # its id: lastrowid on SQLite, RETURNING on Postg
 class Storage:
     """Feedback, audit trail and JWT replay cache in one database."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, *, upgrade: bool = True) -> None:
+        """Open the database; with `upgrade`, bring its schema to the newest revision (see `upgrade`)."""
         self.engine = _engine(database_url, durable=True)  # feedback, seen JWT ids, reads
         # The audit rows: on SQLite the same file with synchronous=NORMAL (see the module docstring).
         self._audit_engine = (
             _engine(database_url, durable=False) if self.engine.dialect.name == "sqlite" else self.engine
         )
-        _create_tables(self.engine)
         dialect = self.engine.dialect.name
         # Whether a row was new is told by the key it RETURNs, never by rowcount: drivers differ there
         # (psycopg reports -1 for an INSERT run as executemany).
@@ -130,6 +139,29 @@ class Storage:
             for table in (feedback, seen_jti)
         }
         self._insert_cards = _insert_ignore_statement(dialect, audit_card)
+        if upgrade:
+            self.upgrade()
+
+    def upgrade(self) -> tuple[str | None, str | None]:
+        """Bring the schema to the newest revision; return the revisions before and after.
+
+        Workers starting together on a new database must not both create the tables: the version check and
+        the migrations run in one transaction that holds a lock until it commits (see `_lock_schema`). A
+        database made before migrations (its tables, no alembic_version) is stamped at the baseline first.
+        """
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.connect() as connection:
+            _lock_schema(connection)
+            config.attributes["connection"] = connection  # env.py runs the revisions on it
+            before = MigrationContext.configure(connection).get_current_revision()
+            if before is None and inspect(connection).has_table(feedback.name):
+                command.stamp(config, BASELINE_REVISION)
+                before = BASELINE_REVISION
+            command.upgrade(config, "head")
+            after = MigrationContext.configure(connection).get_current_revision()
+            connection.commit()
+        return before, after
 
     def _inserted(self, connection: Connection, table: Table, row: Mapping[str, Any]) -> bool:
         """Insert a row unless its unique key exists; tell whether it was inserted."""
@@ -251,13 +283,16 @@ def enable_wal(cursor: Any, patience_seconds: float = WAL_SWITCH_PATIENCE_SECOND
             time.sleep(0.05)
 
 
-def _create_tables(engine: Engine) -> None:
-    """Create missing tables and indexes with IF NOT EXISTS, so workers starting together never collide."""
-    with engine.begin() as connection:
-        for table in metadata.sorted_tables:
-            connection.execute(CreateTable(table, if_not_exists=True))
-            for index in table.indexes:
-                connection.execute(CreateIndex(index, if_not_exists=True))
+def _lock_schema(connection: Connection) -> None:
+    """Begin the transaction of a schema change with a lock that keeps other processes waiting until it ends.
+
+    PostgreSQL: a transaction-level advisory lock (released by the commit or rollback, even if the process
+    dies). SQLite: BEGIN IMMEDIATE takes the database's write lock at once (others wait in the busy timeout).
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _insert_ignore_statement(dialect: str, table: Table) -> Insert:

@@ -74,9 +74,16 @@ def postgresql_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A new, empty database: a SQLite file, then a database of the session's PostgreSQL server."""
+def new_database(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
+    """Make new, empty databases: SQLite files, then databases of the session's PostgreSQL server."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'cds.sqlite3'}"
+        names = itertools.count(1)
+        return lambda: f"sqlite:///{tmp_path / f'cds-{next(names)}.sqlite3'}"
     server: PostgresServer = request.getfixturevalue("postgresql_server")
-    return server.create_database()
+    return server.create_database
+
+
+@pytest.fixture
+def database_url(new_database: Callable[[], str]) -> str:
+    """A new, empty database on SQLite, then on PostgreSQL."""
+    return new_database()

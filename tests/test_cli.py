@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from alembic.script import ScriptDirectory
 from click.testing import CliRunner, Result
 from flask import Flask
 from flask.testing import FlaskClient
@@ -25,6 +26,7 @@ from cds_service.catalog import load_catalog
 from cds_service.cli import main, seeded_uuids
 from cds_service.config import DEFAULT_MAPPINGS_DIR, load_settings
 from cds_service.pipeline import Matcher
+from cds_service.storage import MIGRATIONS
 from cds_service.verdicts import Verdict
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -102,6 +104,8 @@ def expected_results() -> dict[str, Verdict]:
         ["serve"],
         ["feedback"],
         ["feedback", "export"],
+        ["db"],
+        ["db", "upgrade"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
@@ -433,6 +437,17 @@ def test_feedback_export_of_an_empty_store_prints_nothing(tmp_path: Path) -> Non
     result = run("feedback", "export", database_url=f"sqlite:///{tmp_path / 'empty.sqlite3'}")
     assert result.exit_code == 0
     assert result.output == ""
+
+
+# --- db upgrade
+
+
+def test_db_upgrade_brings_a_new_database_to_the_newest_revision(database_url: str) -> None:
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    first = run("db", "upgrade", database_url=database_url)
+    assert (first.exit_code, first.output) == (0, f"database schema at revision {head} (was empty)\n")
+    again = run("db", "upgrade", database_url=database_url)
+    assert (again.exit_code, again.output) == (0, f"database schema at revision {head}\n")
 
 
 # --- serve
