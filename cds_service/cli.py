@@ -11,6 +11,7 @@ import random
 import sys
 import uuid
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -368,6 +369,34 @@ def feedback_export() -> None:
             click.echo(json.dumps(item, ensure_ascii=False, sort_keys=True))
     finally:
         storage.close()
+
+
+@feedback.command("unquiet")
+@click.option(
+    "--patient", "patient_id", required=True, help="The patient's id (the hook's context.patientId)."
+)
+@click.option("--trial", "nct_id", help="Only the card of this trial (NCT number) [default: every trial's].")
+def feedback_unquiet(patient_id: str, nct_id: str | None) -> None:
+    """Let a patient's quiet trial cards show again at the next patient-view.
+
+    A card answered with feedback (accepted or overridden) stays away for CDS_QUIET_DAYS days; this lifts
+    that now. The lift is recorded, the feedback stays stored, and feedback given later quiets the card again.
+    """
+    from cds_service.storage import Storage
+
+    settings = _settings()
+    storage = Storage(_database_url(settings))
+    now = datetime.now(UTC)
+    try:
+        quiet = storage.quieted(patient_id, now, settings.quiet_days)
+        storage.lift_quiet(patient_id, nct_id, now)
+    finally:
+        storage.close()
+    lifted = sorted(trial for trial in quiet if nct_id in (None, trial))
+    click.echo(
+        f"Patient/{patient_id}: "
+        + (f"quiet lifted for {', '.join(lifted)}" if lifted else "no card was quiet")
+    )
 
 
 # --- db

@@ -25,7 +25,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +44,18 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    exists,
     func,
+    insert,
     inspect,
+    or_,
     select,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import Insert
 
 WAL_SWITCH_PATIENCE_SECONDS = 10.0
@@ -61,6 +65,8 @@ SCHEMA_LOCK_KEY = int.from_bytes(b"cdstrial", "big")  # PostgreSQL advisory lock
 
 DATABASE_FILE = "cds.sqlite3"
 ELIGIBILITY_EXTENSION = "org.trialmatch.eligibility"
+QUIETING_OUTCOMES = ("accepted", "overridden")  # an answered card stays quiet (contract: "Quiet cards")
+VERDICT_RANKS = {"possibly-eligible": 1, "likely-eligible": 2}  # of two verdicts of a trial, the better one
 
 metadata = MetaData()
 
@@ -85,7 +91,7 @@ audit = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("hook_instance", String(256), nullable=False, index=True),
     Column("service_id", String(200), nullable=False),
-    Column("patient_id", String(64)),
+    Column("patient_id", String(64), index=True),
     Column("cards", JSON, nullable=False),  # [{uuid, nctId, verdict}]
     Column("catalog_version", String(128), nullable=False),
     Column("duration_ms", Integer, nullable=False),
@@ -97,9 +103,20 @@ audit_card = Table(
     "audit_card",
     metadata,
     Column("card_uuid", String(256), primary_key=True),
-    Column("audit_id", Integer, nullable=False),
+    Column("audit_id", Integer, nullable=False, index=True),
     Column("nct_id", String(64)),
     Column("verdict", String(40)),
+)
+
+# An operator's lift of a patient's quiet cards (one trial, or every trial when nct_id is NULL): feedback
+# received up to lifted_at no longer quiets them. Feedback itself is never deleted.
+quiet_lift = Table(
+    "quiet_lift",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("patient_id", String(64), nullable=False, index=True),
+    Column("nct_id", String(64)),
+    Column("lifted_at", DateTime, nullable=False),
 )
 
 seen_jti = Table(
@@ -222,6 +239,30 @@ class Storage:
             row = {"jti": jti, "expires_at": _utc_naive(expires_at)}
             return self._inserted(connection, seen_jti, row)
 
+    def quieted(self, patient_id: str, now: datetime, quiet_days: int) -> dict[str, str]:
+        """The trials whose card for this patient must stay away from patient-view, each with its verdict.
+
+        A trial is quiet when feedback `accepted` or `overridden` on a card of it shown to this patient was
+        received within the `quiet_days` days before `now`, and no lift (`lift_quiet`) came after it. The
+        verdict is the one the answered card had (of several, the best): the caller shows the trial's card
+        again only when its verdict now is better than that one.
+        """
+        quiet: dict[str, str] = {}
+        query = _quiet_cards(now, quiet_days).where(audit.c.patient_id == patient_id)
+        with self.engine.connect() as connection:
+            for _, nct_id, verdict in connection.execute(query):
+                quiet[nct_id] = max(quiet.get(nct_id, verdict), verdict, key=_verdict_rank)
+        return quiet
+
+    def lift_quiet(self, patient_id: str, nct_id: str | None, now: datetime) -> None:
+        """Let this patient's quieted card for one trial (`nct_id`), or for every trial (None), show again.
+
+        Feedback received up to `now` no longer quiets it; later feedback does. The feedback stays stored.
+        """
+        row = {"patient_id": patient_id, "nct_id": nct_id, "lifted_at": _utc_naive(now)}
+        with self.engine.begin() as connection:
+            connection.execute(insert(quiet_lift), row)
+
     def iter_feedback(self) -> Iterator[dict[str, Any]]:
         """Yield stored feedback, oldest first, with the trial of the card when the audit trail knows it."""
         query = (
@@ -281,6 +322,37 @@ def enable_wal(cursor: Any, patience_seconds: float = WAL_SWITCH_PATIENCE_SECOND
             if "locked" not in str(exc) or time.monotonic() >= deadline:
                 raise
             time.sleep(0.05)
+
+
+def _quiet_cards(now: datetime, quiet_days: int) -> Select[tuple[str, str, str]]:
+    """(patient id, NCT id, verdict) of each card whose feedback quiets its trial for its patient at `now`."""
+    until = _utc_naive(now)
+    lifted = exists().where(
+        quiet_lift.c.patient_id == audit.c.patient_id,
+        or_(quiet_lift.c.nct_id.is_(None), quiet_lift.c.nct_id == audit_card.c.nct_id),
+        quiet_lift.c.lifted_at >= feedback.c.received_at,
+        quiet_lift.c.lifted_at <= until,
+    )
+    return (
+        select(audit.c.patient_id, audit_card.c.nct_id, audit_card.c.verdict)
+        .select_from(
+            audit.join(audit_card, audit_card.c.audit_id == audit.c.id).join(
+                feedback, feedback.c.card_uuid == audit_card.c.card_uuid
+            )
+        )
+        .where(
+            feedback.c.outcome.in_(QUIETING_OUTCOMES),
+            feedback.c.received_at > until - timedelta(days=quiet_days),
+            feedback.c.received_at <= until,
+            audit_card.c.nct_id.is_not(None),
+            audit_card.c.verdict.is_not(None),
+            ~lifted,
+        )
+    )
+
+
+def _verdict_rank(verdict: str) -> int:
+    return VERDICT_RANKS.get(verdict, 0)
 
 
 def _lock_schema(connection: Connection) -> None:

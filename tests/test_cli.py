@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,7 @@ def expected_results() -> dict[str, Verdict]:
         ["serve"],
         ["feedback"],
         ["feedback", "export"],
+        ["feedback", "unquiet"],
         ["db"],
         ["db", "upgrade"],
     ],
@@ -437,6 +439,69 @@ def test_feedback_export_of_an_empty_store_prints_nothing(tmp_path: Path) -> Non
     result = run("feedback", "export", database_url=f"sqlite:///{tmp_path / 'empty.sqlite3'}")
     assert result.exit_code == 0
     assert result.output == ""
+
+
+# --- feedback unquiet
+
+
+@pytest.fixture
+def app_on_database(database_url: str) -> Iterator[Flask]:
+    """The sandbox app on a new database, SQLite then PostgreSQL."""
+    from cds_service.web import create_app
+
+    application = create_app({"SANDBOX": True, "TODAY": TODAY, "DATABASE_URL": database_url})
+    yield application
+    application.extensions["cds"].storage.close()
+
+
+def test_feedback_unquiet_lets_a_patients_answered_card_show_again(
+    app_on_database: Flask, database_url: str
+) -> None:
+    client = app_on_database.test_client()
+    body = hook_request_body(bundle_resources())
+    card = client.post("/cds-services/mrcc-trials", json=body).get_json()["cards"][0]
+    item = {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:05:31Z"}
+    assert client.post("/cds-services/mrcc-trials/feedback", json={"feedback": [item]}).status_code == 200
+    patient, trial = body["context"]["patientId"], card["extension"]["org.trialmatch.eligibility"]["nctId"]
+    storage = app_on_database.extensions["cds"].storage
+    assert list(storage.quieted(patient, datetime.now(UTC), 30)) == [trial]
+    other = run(
+        "feedback", "unquiet", "--patient", patient, "--trial", "NCT00000000", database_url=database_url
+    )
+    assert (other.exit_code, other.output) == (0, f"Patient/{patient}: no card was quiet\n")
+    assert list(storage.quieted(patient, datetime.now(UTC), 30)) == [trial]
+    lifted = run("feedback", "unquiet", "--patient", patient, "--trial", trial, database_url=database_url)
+    assert (lifted.exit_code, lifted.output) == (0, f"Patient/{patient}: quiet lifted for {trial}\n")
+    assert storage.quieted(patient, datetime.now(UTC), 30) == {}
+
+
+def test_feedback_unquiet_without_a_trial_lifts_every_trial_of_the_patient(
+    app_on_database: Flask, database_url: str
+) -> None:
+    storage = app_on_database.extensions["cds"].storage
+    cards = [
+        {
+            "uuid": uuid,
+            "extension": {"org.trialmatch.eligibility": {"nctId": nct, "verdict": "likely-eligible"}},
+        }
+        for uuid, nct in (("u-1", "NCT1"), ("u-2", "NCT2"))
+    ]
+    storage.record_audit(
+        hook_instance="h",
+        service_id="mrcc-trials",
+        patient_id="pt-9",
+        cards=cards,
+        catalog_version="v",
+        duration_ms=1,
+    )
+    items = [
+        {"card": c["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:05:31Z"}
+        for c in cards
+    ]
+    storage.record_feedback("mrcc-trials", items)
+    result = run("feedback", "unquiet", "--patient", "pt-9", database_url=database_url, quiet_days="7")
+    assert (result.exit_code, result.output) == (0, "Patient/pt-9: quiet lifted for NCT1, NCT2\n")
+    assert storage.quieted("pt-9", datetime.now(UTC), 7) == {}
 
 
 # --- db upgrade

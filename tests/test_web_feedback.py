@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -57,6 +57,18 @@ def test_feedback_on_a_card_shown_is_stored_with_its_trial(app, client):
         "Declined",
         "not-eligible",
     )
+
+
+def test_feedback_on_a_card_shown_quiets_its_trial_for_that_patient(app, client):
+    request = load_request("full-prefetch")
+    card = client.post("/cds-services/mrcc-trials", json=request).get_json()["cards"][0]
+    eligibility = card["extension"]["org.trialmatch.eligibility"]
+    storage = app.extensions["cds"].storage
+    patient = request["context"]["patientId"]
+    assert storage.quieted(patient, datetime.now(UTC), 30) == {}
+    assert post(client, {"feedback": [{**OVERRIDDEN, "card": card["uuid"]}]}).status_code == 200
+    assert storage.quieted(patient, datetime.now(UTC), 30) == {eligibility["nctId"]: eligibility["verdict"]}
+    assert storage.quieted("another-patient", datetime.now(UTC), 30) == {}
 
 
 def test_a_repeated_item_is_stored_once(app, client):
