@@ -377,15 +377,19 @@ def _insert_ignore_statement(dialect: str, table: Table) -> Insert:
 
 
 def _feedback_row(service_id: str, item: Mapping[str, Any], received_at: datetime) -> dict[str, Any]:
+    """The row of a validated feedback item. Its override reason is under overrideReason (CDS Hooks 2.0), or
+    under overrideReasons as some EHRs send it (one such object or a list): the first reason coding and the
+    first comment are kept."""
     canonical = json.dumps({"serviceId": service_id, "item": item}, sort_keys=True, separators=(",", ":"))
-    override = item.get("overrideReason") or {}
+    given = item.get("overrideReason") or item.get("overrideReasons") or {}
+    overrides = given if isinstance(given, list) else [given]  # overrideReasons may be a list
     return {
         "item_hash": hashlib.sha256(canonical.encode()).hexdigest(),
         "service_id": service_id,
         "card_uuid": item["card"],
         "outcome": item["outcome"],
-        "override_reason": override.get("reason"),
-        "user_comment": override.get("userComment"),
+        "override_reason": next((o["reason"] for o in overrides if "reason" in o), None),
+        "user_comment": next((o["userComment"] for o in overrides if "userComment" in o), None),
         "accepted_suggestions": [s["id"] for s in item.get("acceptedSuggestions") or ()] or None,
         "outcome_timestamp": item["outcomeTimestamp"],
         "received_at": received_at,

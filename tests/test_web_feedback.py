@@ -88,6 +88,44 @@ def test_a_repeated_item_is_stored_once(app, client):
     assert stored(app)[1]["acceptedSuggestions"] == ["00000000-0000-4000-8000-000000000003"]
 
 
+NOT_INTERESTED = {"system": "urn:trialmatch:override-reason", "code": "not-interested"}
+OUT_OF_DATE = {
+    "system": "urn:trialmatch:override-reason",
+    "code": "data-out-of-date",
+    "display": "Out of date",
+}
+OVERRIDE_FORMS = [
+    pytest.param(
+        {"overrideReason": {"reason": NOT_INTERESTED, "userComment": "No"}},
+        (NOT_INTERESTED, "No"),
+        id="overrideReason (CDS Hooks 2.0)",
+    ),
+    pytest.param(
+        {"overrideReasons": {"reason": NOT_INTERESTED, "userComment": "No"}},
+        (NOT_INTERESTED, "No"),
+        id="overrideReasons object",
+    ),
+    pytest.param(
+        {"overrideReasons": [{"reason": OUT_OF_DATE}, {"reason": NOT_INTERESTED, "userComment": "No"}]},
+        (OUT_OF_DATE, "No"),
+        id="overrideReasons array: the first reason",
+    ),
+    pytest.param(
+        {"overrideReasons": [{"userComment": "Labs from May"}, {"reason": OUT_OF_DATE}]},
+        (OUT_OF_DATE, "Labs from May"),
+        id="overrideReasons array: a first item with only a comment",
+    ),
+]
+
+
+@pytest.mark.parametrize(("override", "expected"), OVERRIDE_FORMS)
+def test_the_override_reason_is_stored_from_either_form(app, client, override, expected):
+    item = {"card": "card-1", "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:05:31Z", **override}
+    assert post(client, {"feedback": [item]}).status_code == 200
+    [row] = stored(app)
+    assert (row["reason"], row["comment"]) == expected
+
+
 def _item(**changes: Any) -> dict[str, Any]:
     item = {**OVERRIDDEN, **changes}
     return {"feedback": [{k: v for k, v in item.items() if v is not None}]}
@@ -123,6 +161,24 @@ INVALID = [
         "invalid-request",
         "'system' is a required property",
         id="reason Coding without system",
+    ),
+    pytest.param(
+        _item(overrideReason=None, overrideReasons=[]),
+        "invalid-request",
+        "$.feedback[0].overrideReasons",
+        id="empty overrideReasons list",
+    ),
+    pytest.param(
+        _item(overrideReason=None, overrideReasons=[{"reason": NOT_INTERESTED}, {}]),
+        "invalid-request",
+        "$.feedback[0].overrideReasons",
+        id="an empty item in overrideReasons",
+    ),
+    pytest.param(
+        _item(overrideReason=None, overrideReasons="not-interested"),
+        "invalid-request",
+        "$.feedback[0].overrideReasons",
+        id="overrideReasons a string",
     ),
 ]
 
