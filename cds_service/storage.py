@@ -24,7 +24,9 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import (
     JSON,
     Column,
@@ -67,6 +70,9 @@ DATABASE_FILE = "cds.sqlite3"
 ELIGIBILITY_EXTENSION = "org.trialmatch.eligibility"
 QUIETING_OUTCOMES = ("accepted", "overridden")  # an answered card stays quiet (contract: "Quiet cards")
 VERDICT_RANKS = {"possibly-eligible": 1, "likely-eligible": 2}  # of two verdicts of a trial, the better one
+# Override reason codes that mean "chart data out of date": the code of cards/card.yaml, and the code it may
+# be renamed to (a CDS Hooks 3.0 ballot code) added beside it, as feedback stored under the old one remains.
+OUT_OF_DATE_REASON_CODES = frozenset({"data-out-of-date"})
 
 metadata = MetaData()
 
@@ -106,6 +112,7 @@ audit_card = Table(
     Column("audit_id", Integer, nullable=False, index=True),
     Column("nct_id", String(64)),
     Column("verdict", String(40)),
+    Column("unknown_criteria", JSON),  # ids of the card's criteria still to check; NULL: shown before 0003
 )
 
 # An operator's lift of a patient's quiet cards (one trial, or every trial when nct_id is NULL): feedback
@@ -132,6 +139,20 @@ def default_database_url(instance_path: str | Path) -> str:
     folder = Path(instance_path)
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / DATABASE_FILE}"
+
+
+@dataclass
+class TrialFeedback:
+    """What became of one trial's cards: each count is of cards (a card answered twice counts once)."""
+
+    nct_id: str
+    shown: int = 0
+    accepted: int = 0
+    overridden: dict[str, int] = field(default_factory=dict)  # by reason code ("" when none was given)
+    quieted_patients: int = 0  # patients for whom the trial's card is quiet now
+    out_of_date: int = 0  # cards overridden with a reason of OUT_OF_DATE_REASON_CODES
+    # of those, how many had each criterion still to check (cards shown before revision 0003 have none)
+    still_to_check: dict[str, int] = field(default_factory=dict)
 
 
 # Built once: a statement built per call costs more CPU in SQLAlchemy than the INSERT costs in SQLite.
@@ -168,6 +189,7 @@ class Storage:
         """
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
+        head = ScriptDirectory.from_config(config).get_current_head()
         with self.engine.connect() as connection:
             _lock_schema(connection)
             config.attributes["connection"] = connection  # env.py runs the revisions on it
@@ -175,10 +197,10 @@ class Storage:
             if before is None and inspect(connection).has_table(feedback.name):
                 command.stamp(config, BASELINE_REVISION)
                 before = BASELINE_REVISION
-            command.upgrade(config, "head")
-            after = MigrationContext.configure(connection).get_current_revision()
+            if before != head:
+                command.upgrade(config, "head")
             connection.commit()
-        return before, after
+        return before, head
 
     def _inserted(self, connection: Connection, table: Table, row: Mapping[str, Any]) -> bool:
         """Insert a row unless its unique key exists; tell whether it was inserted."""
@@ -227,7 +249,7 @@ class Storage:
         }
         with self._audit_engine.begin() as connection:
             audit_id = connection.execute(AUDIT_INSERT, row).inserted_primary_key[0]
-            rows = _audit_card_rows(shown, audit_id)
+            rows = _audit_card_rows(cards, audit_id)
             if rows:  # one statement for every card of the call
                 connection.execute(self._insert_cards, rows)
 
@@ -262,6 +284,60 @@ class Storage:
         row = {"patient_id": patient_id, "nct_id": nct_id, "lifted_at": _utc_naive(now)}
         with self.engine.begin() as connection:
             connection.execute(insert(quiet_lift), row)
+
+    def feedback_stats(self, now: datetime, quiet_days: int) -> list[TrialFeedback]:
+        """Per trial (by NCT id): cards shown, accepted, overridden by reason, patients quieted at `now`, and
+        which criteria were still to check on the cards dismissed as "chart data out of date"."""
+        quiet = _quiet_cards(now, quiet_days).subquery()
+        with self.engine.connect() as connection:
+            shown = connection.execute(
+                select(audit_card.c.nct_id, func.count())
+                .where(audit_card.c.nct_id.is_not(None))
+                .group_by(audit_card.c.nct_id)
+            ).all()
+            quieted = connection.execute(
+                select(quiet.c.nct_id, func.count(func.distinct(quiet.c.patient_id))).group_by(quiet.c.nct_id)
+            ).all()
+            answered = connection.execute(
+                select(
+                    audit_card.c.nct_id,
+                    audit_card.c.card_uuid,
+                    audit_card.c.unknown_criteria,
+                    feedback.c.outcome,
+                    feedback.c.override_reason,
+                )
+                .select_from(feedback.join(audit_card, audit_card.c.card_uuid == feedback.c.card_uuid))
+                .where(audit_card.c.nct_id.is_not(None))
+            ).all()
+        trials: dict[str, TrialFeedback] = {}
+
+        def trial(nct_id: str) -> TrialFeedback:
+            return trials.setdefault(nct_id, TrialFeedback(nct_id))
+
+        for nct_id, count in shown:
+            trial(nct_id).shown = count
+        for nct_id, count in quieted:
+            trial(nct_id).quieted_patients = count
+        accepted: defaultdict[str, set[str]] = defaultdict(set)
+        overridden: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
+        out_of_date: defaultdict[str, dict[str, list[str]]] = defaultdict(dict)
+        for nct_id, card_uuid, unknown_criteria, outcome, reason in answered:
+            if outcome == "accepted":
+                accepted[nct_id].add(card_uuid)
+                continue
+            code = (reason or {}).get("code", "")
+            overridden[nct_id, code].add(card_uuid)
+            if code in OUT_OF_DATE_REASON_CODES:
+                out_of_date[nct_id][card_uuid] = unknown_criteria or []
+        for nct_id, cards in accepted.items():
+            trial(nct_id).accepted = len(cards)
+        for (nct_id, code), cards in sorted(overridden.items()):
+            trial(nct_id).overridden[code] = len(cards)
+        for nct_id, unknown_by_card in out_of_date.items():
+            counts = Counter(criterion for unknown in unknown_by_card.values() for criterion in set(unknown))
+            trial(nct_id).out_of_date = len(unknown_by_card)
+            trial(nct_id).still_to_check = dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+        return [trials[nct_id] for nct_id in sorted(trials)]
 
     def iter_feedback(self) -> Iterator[dict[str, Any]]:
         """Yield stored feedback, oldest first, with the trial of the card when the audit trail knows it."""
@@ -396,25 +472,37 @@ def _feedback_row(service_id: str, item: Mapping[str, Any], received_at: datetim
     }
 
 
+def _eligibility(card: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (card.get("extension") or {}).get(ELIGIBILITY_EXTENSION) or {}
+
+
 def _card_summary(card: Mapping[str, Any]) -> dict[str, Any]:
-    eligibility = (card.get("extension") or {}).get(ELIGIBILITY_EXTENSION) or {}
+    eligibility = _eligibility(card)
     summary = {"uuid": card.get("uuid"), "nctId": eligibility.get("nctId")}
     summary["verdict"] = eligibility.get("verdict")
     return {key: value for key, value in summary.items() if value is not None}
 
 
-def _audit_card_rows(shown: list[dict[str, Any]], audit_id: int | None) -> list[dict[str, Any]]:
-    """One row per shown card with a uuid: feedback names only the card, this row names its trial."""
-    return [
-        {
-            "card_uuid": card["uuid"],
-            "audit_id": audit_id,
-            "nct_id": card.get("nctId"),
-            "verdict": card.get("verdict"),
-        }
-        for card in shown
-        if card.get("uuid")
-    ]
+def _audit_card_rows(cards: Sequence[Mapping[str, Any]], audit_id: int | None) -> list[dict[str, Any]]:
+    """One row per shown card with a uuid: feedback names only the card, this row names its trial (and the
+    ids of its criteria still to check)."""
+    rows = []
+    for card in cards:
+        if not card.get("uuid"):
+            continue
+        eligibility = _eligibility(card)
+        criteria = eligibility.get("criteria") or ()
+        unknown = [criterion["id"] for criterion in criteria if criterion.get("outcome") == "unknown"]
+        rows.append(
+            {
+                "card_uuid": card["uuid"],
+                "audit_id": audit_id,
+                "nct_id": eligibility.get("nctId"),
+                "verdict": eligibility.get("verdict"),
+                "unknown_criteria": unknown,
+            }
+        )
+    return rows
 
 
 def _utc_naive(moment: datetime) -> datetime:

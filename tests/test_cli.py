@@ -106,6 +106,7 @@ def expected_results() -> dict[str, Verdict]:
         ["feedback"],
         ["feedback", "export"],
         ["feedback", "unquiet"],
+        ["feedback", "stats"],
         ["db"],
         ["db", "upgrade"],
     ],
@@ -502,6 +503,69 @@ def test_feedback_unquiet_without_a_trial_lifts_every_trial_of_the_patient(
     result = run("feedback", "unquiet", "--patient", "pt-9", database_url=database_url, quiet_days="7")
     assert (result.exit_code, result.output) == (0, "Patient/pt-9: quiet lifted for NCT1, NCT2\n")
     assert storage.quieted("pt-9", datetime.now(UTC), 7) == {}
+
+
+# --- feedback stats
+
+
+def dismiss_as_out_of_date(app: Flask) -> dict[str, Any]:
+    """Show the CLI patient's card, dismiss it as "chart data out of date"; return the card's eligibility."""
+    client = app.test_client()
+    card = client.post("/cds-services/mrcc-trials", json=hook_request_body(bundle_resources())).get_json()[
+        "cards"
+    ][0]
+    reason = {"system": "urn:trialmatch:override-reason", "code": "data-out-of-date"}
+    item = {
+        "card": card["uuid"],
+        "outcome": "overridden",
+        "overrideReasons": [{"reason": reason}],
+        "outcomeTimestamp": "2026-11-21T10:05:31Z",
+    }
+    assert client.post("/cds-services/mrcc-trials/feedback", json={"feedback": [item]}).status_code == 200
+    return card["extension"]["org.trialmatch.eligibility"]
+
+
+def test_feedback_stats_json_counts_per_trial_and_the_criteria_still_to_check(
+    app_on_database: Flask, database_url: str
+) -> None:
+    eligibility = dismiss_as_out_of_date(app_on_database)
+    unknown = [c["id"] for c in eligibility["criteria"] if c["outcome"] == "unknown"]
+    assert unknown  # the CLI patient's card has criteria still to check
+    result = run("feedback", "stats", "--json", database_url=database_url, quiet_days="10")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {
+        "quietDays": 10,
+        "trials": [
+            {
+                "nctId": eligibility["nctId"],
+                "shown": 1,
+                "accepted": 0,
+                "overridden": {"data-out-of-date": 1},
+                "quietedPatients": 1,
+                "outOfDate": 1,
+                "stillToCheck": dict.fromkeys(sorted(unknown), 1),
+            }
+        ],
+    }
+
+
+def test_feedback_stats_prints_tables(app_on_database: Flask, database_url: str) -> None:
+    eligibility = dismiss_as_out_of_date(app_on_database)
+    result = run("feedback", "stats", database_url=database_url)
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if eligibility["nctId"] in line]
+    assert len(rows) == 2
+    assert re.search(r"\b1\b.*\b0\b.*1: data-out-of-date 1.*\b1\b", rows[0]), rows[0]
+    unknown = [c["id"] for c in eligibility["criteria"] if c["outcome"] == "unknown"]
+    assert all(criterion in result.output for criterion in unknown)
+
+
+def test_feedback_stats_of_an_empty_store(tmp_path: Path) -> None:
+    result = run("feedback", "stats", database_url=f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+    assert result.exit_code == 0
+    assert "No card was dismissed because the chart data was out of date." in result.output
+    empty = run("feedback", "stats", "--json", database_url=f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+    assert json.loads(empty.output) == {"quietDays": 30, "trials": []}
 
 
 # --- db upgrade

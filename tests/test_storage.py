@@ -57,12 +57,16 @@ def rows(storage: Storage, table: Table) -> list[tuple]:
         return [tuple(row) for row in connection.execute(select(table).order_by(*table.primary_key))]
 
 
-def card(uuid: str, nct_id: str, verdict: str = "possibly-eligible") -> dict:
-    return {
-        "uuid": uuid,
-        "summary": "s",
-        "extension": {"org.trialmatch.eligibility": {"nctId": nct_id, "verdict": verdict, "criteria": []}},
+def card(uuid: str, nct_id: str, verdict: str = "possibly-eligible", criteria: tuple = ()) -> dict:
+    """A trial card; `criteria` as (id, outcome) pairs."""
+    eligibility = {
+        "nctId": nct_id,
+        "verdict": verdict,
+        "criteria": [
+            {"id": id_, "text": "t", "outcome": outcome, "reason": "r"} for id_, outcome in criteria
+        ],
     }
+    return {"uuid": uuid, "summary": "s", "extension": {"org.trialmatch.eligibility": eligibility}}
 
 
 def test_default_database_is_a_file_in_a_created_instance_folder(tmp_path: Path):
@@ -254,7 +258,10 @@ def test_closing_the_storage_closes_every_connection(tmp_path: Path):
 
 def test_each_shown_card_gets_one_audit_card_row_and_a_repeated_uuid_keeps_the_first(storage: Storage):
     before = datetime.now(UTC).replace(tzinfo=None)
-    audit_once(storage, "h-1", [card(CARD_UUID, "NCT06903312"), card("u-2", "NCT04394975", "unknown")])
+    to_check = (("ecog", "unknown"), ("age", "met"), ("hemoglobin", "unknown"), ("consent", "clinician"))
+    audit_once(
+        storage, "h-1", [card(CARD_UUID, "NCT06903312", criteria=to_check), card("u-2", "NCT04394975")]
+    )
     no_extension = {"uuid": "u-4", "summary": "no eligibility extension"}
     audit_once(storage, "h-2", [card(CARD_UUID, "NCT06903312", "likely-eligible"), {"summary": "no uuid"}])
     audit_once(storage, "h-3", [no_extension])
@@ -266,7 +273,7 @@ def test_each_shown_card_gets_one_audit_card_row_and_a_repeated_uuid_keeps_the_f
             "h-1",
             [
                 {"uuid": CARD_UUID, "nctId": "NCT06903312", "verdict": "possibly-eligible"},
-                {"uuid": "u-2", "nctId": "NCT04394975", "verdict": "unknown"},
+                {"uuid": "u-2", "nctId": "NCT04394975", "verdict": "possibly-eligible"},
             ],
         ),
         (2, "h-2", [{"uuid": CARD_UUID, "nctId": "NCT06903312", "verdict": "likely-eligible"}, {}]),
@@ -274,10 +281,10 @@ def test_each_shown_card_gets_one_audit_card_row_and_a_repeated_uuid_keeps_the_f
     ]
     created = [row[-1] for row in audits]
     assert before <= created[0] <= created[1] <= created[2] <= after  # naive UTC
-    assert rows(storage, audit_card) == [
-        (CARD_UUID, 1, "NCT06903312", "possibly-eligible"),
-        ("u-2", 1, "NCT04394975", "unknown"),
-        ("u-4", 3, None, None),
+    assert rows(storage, audit_card) == [  # ids of the criteria still to check, never a value
+        (CARD_UUID, 1, "NCT06903312", "possibly-eligible", ["ecog", "hemoglobin"]),
+        ("u-2", 1, "NCT04394975", "possibly-eligible", []),
+        ("u-4", 3, None, None, []),
     ]
 
 
