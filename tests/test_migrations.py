@@ -1,6 +1,6 @@
 """Schema migrations (Alembic) on SQLite and PostgreSQL: they build the tables `cds_service.storage` uses, a
-database made before migrations is taken over as it is, and workers opening a new database together all
-start."""
+database made before migrations is taken over as it is, workers opening a new database together all start,
+and every revision can be undone."""
 
 from __future__ import annotations
 
@@ -9,10 +9,24 @@ import multiprocessing.synchronize
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, Text, create_engine, insert
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    insert,
+    inspect,
+)
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from cds_service.storage import MIGRATIONS, Storage, metadata
@@ -151,5 +165,21 @@ def test_a_new_database_is_upgraded_from_nothing_to_the_newest_revision(database
     try:
         assert storage.upgrade() == (None, head_revision())
         assert storage.upgrade() == (head_revision(), head_revision())
+    finally:
+        storage.close()
+
+
+def test_every_revision_downgrades_to_nothing_and_upgrades_again(database_url: str) -> None:
+    storage = Storage(database_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with storage.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "base")
+            assert inspect(connection).get_table_names() == ["alembic_version"]
+        assert storage.upgrade() == (None, head_revision())
+        with storage.engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection), metadata) == []
     finally:
         storage.close()
