@@ -74,13 +74,23 @@ def postgresql_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def new_database(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
-    """Make new, empty databases: SQLite files, then databases of the session's PostgreSQL server."""
+def new_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """Make new, empty databases: SQLite files, then databases of the session's PostgreSQL server (dropped
+    after the test: a database is several megabytes)."""
     if request.param == "sqlite":
         names = itertools.count(1)
-        return lambda: f"sqlite:///{tmp_path / f'cds-{next(names)}.sqlite3'}"
+        yield lambda: f"sqlite:///{tmp_path / f'cds-{next(names)}.sqlite3'}"
+        return
     server: PostgresServer = request.getfixturevalue("postgresql_server")
-    return server.create_database
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(server.create_database())
+        return server.url(made[-1])
+
+    yield make
+    for name in made:
+        server.drop_database(name)
 
 
 @pytest.fixture

@@ -114,13 +114,20 @@ class PostgresServer:
         return f"{driver}://{SUPERUSER}@/{database}?host={self.folder}&port={PORT}"
 
     def create_database(self) -> str:
-        """Create a new, empty database; return its SQLAlchemy URL."""
+        """Create a new, empty database; return its name."""
         name = f"test_{next(self._names)}"
+        self._execute(f'CREATE DATABASE "{name}"')
+        return name
+
+    def drop_database(self, name: str) -> None:
+        """Drop a database, closing the connections still open on it (a test's own engines, say)."""
+        self._execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+    def _execute(self, statement: str) -> None:
         with psycopg.connect(
             host=str(self.folder), port=PORT, user=SUPERUSER, dbname="postgres", autocommit=True
         ) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
+            connection.execute(statement)
 
     def stop(self) -> None:
         try:

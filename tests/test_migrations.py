@@ -42,22 +42,23 @@ AUDIT_ROW = {
 }
 
 
-def _open_storage(url: str, barrier: multiprocessing.synchronize.Barrier) -> None:
-    barrier.wait()
-    Storage(url).close()
+def _open_storages(urls: list[str], barrier: multiprocessing.synchronize.Barrier) -> None:
+    """A worker process: open each database the moment every other worker opens it too."""
+    for url in urls:
+        barrier.wait(timeout=60)
+        Storage(url).close()
 
 
 def test_workers_opening_a_new_database_together_all_start(new_database: Callable[[], str]) -> None:
+    urls = [new_database() for _ in range(3)]
     context = multiprocessing.get_context("spawn")
-    for _ in range(3):
-        url = new_database()
-        barrier = context.Barrier(WORKERS)
-        workers = [context.Process(target=_open_storage, args=(url, barrier)) for _ in range(WORKERS)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(60)
-        assert [worker.exitcode for worker in workers] == [0] * WORKERS
+    barrier = context.Barrier(WORKERS)
+    workers = [context.Process(target=_open_storages, args=(urls, barrier)) for _ in range(WORKERS)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [worker.exitcode for worker in workers] == [0] * WORKERS
 
 
 def test_the_migrations_build_the_tables_the_storage_uses(database_url: str) -> None:

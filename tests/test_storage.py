@@ -329,10 +329,13 @@ def test_wal_switch_is_skipped_when_the_file_is_already_in_wal() -> None:
 
 
 def test_a_postgresql_url_without_a_driver_is_served_by_psycopg(postgresql_server):
-    url = postgresql_server.create_database().replace("postgresql+psycopg://", "postgresql://")
-    storage = Storage(url)  # SQLAlchemy alone would pick psycopg2, which is not installed
+    name = postgresql_server.create_database()
+    storage = Storage(
+        postgresql_server.url(name, driver="postgresql")
+    )  # SQLAlchemy alone would pick psycopg2
     try:
         assert (storage.engine.dialect.driver, storage.ping()) == ("psycopg", True)
         assert storage.remember_jti("jti-1", NOW + timedelta(minutes=5), now=NOW) is True
     finally:
         storage.close()
+        postgresql_server.drop_database(name)
