@@ -24,7 +24,6 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -318,25 +317,29 @@ class Storage:
             trial(nct_id).shown = count
         for nct_id, count in quieted:
             trial(nct_id).quieted_patients = count
-        accepted: defaultdict[str, set[str]] = defaultdict(set)
-        overridden: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
-        out_of_date: defaultdict[str, dict[str, list[str]]] = defaultdict(dict)
+        # Counts are of cards: (trial, outcome, reason code, card) once, however often the card was answered.
+        answers: set[tuple[str, str, str, str]] = set()
+        out_of_date: dict[tuple[str, str], list[str]] = {}  # (trial, card) -> its criteria still to check
         for nct_id, card_uuid, unknown_criteria, outcome, reason in answered:
-            if outcome == "accepted":
-                accepted[nct_id].add(card_uuid)
-                continue
-            code = (reason or {}).get("code", "")
-            overridden[nct_id, code].add(card_uuid)
+            code = (reason or {}).get("code", "") if outcome == "overridden" else ""
+            answers.add((nct_id, outcome, code, card_uuid))
             if code in OUT_OF_DATE_REASON_CODES:
-                out_of_date[nct_id][card_uuid] = unknown_criteria or []
-        for nct_id, cards in accepted.items():
-            trial(nct_id).accepted = len(cards)
-        for (nct_id, code), cards in sorted(overridden.items()):
-            trial(nct_id).overridden[code] = len(cards)
-        for nct_id, unknown_by_card in out_of_date.items():
-            counts = Counter(criterion for unknown in unknown_by_card.values() for criterion in set(unknown))
-            trial(nct_id).out_of_date = len(unknown_by_card)
-            trial(nct_id).still_to_check = dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+                out_of_date[nct_id, card_uuid] = unknown_criteria or []
+        for nct_id, outcome, code, _ in sorted(answers):
+            entry = trial(nct_id)
+            if outcome == "accepted":
+                entry.accepted += 1
+            else:
+                entry.overridden[code] = entry.overridden.get(code, 0) + 1
+        for (nct_id, _), unknown in out_of_date.items():
+            entry = trial(nct_id)
+            entry.out_of_date += 1
+            for criterion in set(unknown):
+                entry.still_to_check[criterion] = entry.still_to_check.get(criterion, 0) + 1
+        for entry in trials.values():  # the criteria most often still to check first
+            entry.still_to_check = dict(
+                sorted(entry.still_to_check.items(), key=lambda item: (-item[1], item[0]))
+            )
         return [trials[nct_id] for nct_id in sorted(trials)]
 
     def iter_feedback(self) -> Iterator[dict[str, Any]]:

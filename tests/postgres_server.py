@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +51,6 @@ class PostgresServer:
     folder: Path  # data directory, socket and log
     bindir: Path
     run_as: Sequence[str]  # prefix that runs a command as the server's account (empty: as ourselves)
-    started_seconds: float = 0.0
     _names: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     @classmethod
@@ -68,7 +66,6 @@ class PostgresServer:
             os.chown(folder, account.pw_uid, account.pw_gid)
             run_as = ["runuser", "-u", SUPERUSER, "--"]
         server = cls(folder, bindir, run_as)
-        began = time.monotonic()
         try:
             server._run(
                 "initdb",
@@ -99,7 +96,6 @@ class PostgresServer:
         except PostgresUnavailable:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        server.started_seconds = time.monotonic() - began
         return server
 
     @property
