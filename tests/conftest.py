@@ -1,5 +1,5 @@
 """Shared fixtures: a fresh sandbox app per test (own instance folder and database), its client, "today";
-a database URL on SQLite and on a PostgreSQL server started for the session."""
+a new database (and a Storage on it) on SQLite and on a PostgreSQL server started for the session."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from postgres_server import PostgresServer, PostgresUnavailable
 
+from cds_service.storage import Storage
 from cds_service.web import create_app
 
 TODAY = date(2026, 11, 21)
@@ -97,3 +98,11 @@ def new_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cal
 def database_url(new_database: Callable[[], str]) -> str:
     """A new, empty database on SQLite, then on PostgreSQL."""
     return new_database()
+
+
+@pytest.fixture
+def storage(database_url: str) -> Iterator[Storage]:
+    """A Storage on a new database, SQLite then PostgreSQL; closed after the test."""
+    store = Storage(database_url)
+    yield store
+    store.close()

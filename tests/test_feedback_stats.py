@@ -3,7 +3,6 @@ patients quieted now, and the criteria still to check on cards dismissed as "cha
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -14,13 +13,6 @@ from cds_service.storage import Storage, TrialFeedback, audit_card
 
 REASONS = "urn:trialmatch:override-reason"
 DAYS = 30
-
-
-@pytest.fixture
-def storage(database_url: str) -> Iterator[Storage]:
-    store = Storage(database_url)
-    yield store
-    store.close()
 
 
 def show(storage: Storage, patient_id: str, uuid: str, nct_id: str, *unknown: str) -> None:

@@ -4,22 +4,12 @@ answered cards keep quiet, with which verdict, for how long, and an operator's l
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-
-import pytest
 
 from cds_service.storage import Storage
 
 POSSIBLY, LIKELY = "possibly-eligible", "likely-eligible"
 DAYS = 30
-
-
-@pytest.fixture
-def storage(database_url: str) -> Iterator[Storage]:
-    store = Storage(database_url)
-    yield store
-    store.close()
 
 
 def show(storage: Storage, patient_id: str, *cards: tuple[str, str, str]) -> None:

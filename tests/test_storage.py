@@ -38,13 +38,6 @@ OVERRIDDEN = {
 
 
 @pytest.fixture
-def storage(database_url: str) -> Iterator[Storage]:
-    store = Storage(database_url)
-    yield store
-    store.close()
-
-
-@pytest.fixture
 def sqlite_storage(tmp_path: Path) -> Iterator[Storage]:
     store = Storage(default_database_url(tmp_path / "instance"))
     yield store
