@@ -19,7 +19,19 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("facts", ("facts",)),
     ("engine", ("engine", "operators", "domains")),
     ("pipeline", ("pipeline", "cards")),
-    ("hooks", ("hooks", "hook_request", "patient_data", "fhir_fetch", "bundle_file", "storage", "trust")),
+    (
+        "hooks",
+        (
+            "hooks",
+            "hook_request",
+            "patient_data",
+            "fhir_fetch",
+            "bundle_file",
+            "storage",
+            "migrations",
+            "trust",
+        ),
+    ),
     ("top", ("web", "cli")),
 )
 RANK = {top: rank for rank, (_, tops) in enumerate(LAYERS) for top in tops}
