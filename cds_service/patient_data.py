@@ -37,6 +37,7 @@ _LABELS = {
     "Observation": "observations",
     "MedicationStatement": "medication statements",
     "MedicationRequest": "medication requests",
+    "MedicationAdministration": "medication administrations",
     "Procedure": "procedures",
 }
 _TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")

@@ -80,6 +80,7 @@ def hook_request_body(resources: list[dict[str, Any]]) -> dict[str, Any]:
             "observations": searchset(of_type.get("Observation", [])),
             "medicationStatements": searchset(of_type.get("MedicationStatement", [])),
             "medicationRequests": searchset(of_type.get("MedicationRequest", [])),
+            "medicationAdministrations": searchset(of_type.get("MedicationAdministration", [])),
             "procedures": searchset(of_type.get("Procedure", [])),
         },
     }

@@ -56,12 +56,18 @@ def test_full_prefetch_is_used_without_fetching(rsps):
 
 
 def test_missing_keys_are_fetched_with_the_bearer_token(rsps):
-    for key in ("observations", "medicationStatements", "medicationRequests", "procedures"):
+    for key in (
+        "observations",
+        "medicationStatements",
+        "medicationRequests",
+        "medicationAdministrations",
+        "procedures",
+    ):
         serve(rsps, key, CONTEXT)
     data = gather(load_request("partial-prefetch"))
     assert sorted(references(data)) == sorted(full_references())
     assert data.notes == ()
-    assert bearer_headers(rsps) == [f"Bearer {TOKEN}"] * 4
+    assert bearer_headers(rsps) == [f"Bearer {TOKEN}"] * 5  # the optional keys
 
 
 def test_null_and_empty_bundles_mean_no_data_and_are_not_fetched(rsps):
@@ -160,7 +166,13 @@ def test_without_fhir_authorization_fetching_needs_sandbox_mode(rsps):
 def test_a_required_key_that_cannot_be_fetched_is_a_precondition_failure(rsps, status):
     serve(rsps, "patient", CONTEXT)
     serve(rsps, "conditions", CONTEXT, status=status)
-    for key in ("observations", "medicationStatements", "medicationRequests", "procedures"):
+    for key in (
+        "observations",
+        "medicationStatements",
+        "medicationRequests",
+        "medicationAdministrations",
+        "procedures",
+    ):
         serve(rsps, key, CONTEXT)
     expected = f"Conditions could not be read from the FHIR server \\(HTTP {status}"
     with pytest.raises(PreconditionFailed, match=expected):

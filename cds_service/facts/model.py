@@ -104,7 +104,8 @@ class PregnancyTestFact:
 
 @dataclass(frozen=True)
 class MedicationFact:
-    """A MedicationStatement or MedicationRequest, after product -> ingredient mapping."""
+    """A medication statement or request, or an exposure built from administrations (facts.medications),
+    after product -> ingredient mapping."""
 
     ref: str
     ingredients: frozenset[str]  # ingredient ids from mappings/medications.yaml
@@ -113,6 +114,11 @@ class MedicationFact:
     start: date | None
     end: date | None
     active: bool  # status active / on-hold / intended (not completed or stopped)
+    refs: tuple[str, ...] = ()  # what it cites: its own reference; an exposure, its first and last dose
+
+    def __post_init__(self) -> None:
+        if not self.refs:
+            object.__setattr__(self, "refs", (self.ref,))
 
 
 @dataclass(frozen=True)

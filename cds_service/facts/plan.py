@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from cds_service.facts.conditions import METASTATIC_DISEASE, is_malignancy_code
-from cds_service.facts.medications import SYSTEMIC_ANTICANCER
+from cds_service.facts.medications import MEDICATION_TYPES, SYSTEMIC_ANTICANCER
 from cds_service.facts.observations import KINDS, KINDS_BY_FIELD, LAB_ELEMENTS, Kind
 from cds_service.fhir import records
 from cds_service.fhir.plan import Readable, Selection
@@ -76,7 +76,7 @@ SOURCES: Mapping[str, frozenset[str]] = {
     **{name: frozenset({"Patient"}) for name in ("patient_ref", "birth_date", "sex", "deceased")},
     "conditions": frozenset({"Condition"}),
     "procedures": frozenset({"Procedure"}),
-    "medications": frozenset({"MedicationStatement", "MedicationRequest", "Medication"}),
+    "medications": frozenset({*MEDICATION_TYPES, "Medication"}),
     **{name: frozenset({"Observation"}) for name in ("labs", "unconverted_labs", *KINDS_BY_FIELD)},
 }
 

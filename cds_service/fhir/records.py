@@ -98,6 +98,13 @@ ELEMENTS: Mapping[str, tuple[str, ...]] = {
         "authoredOn",
         *_MEDICATION,
     ),
+    "MedicationAdministration": (
+        *_SUBJECT,
+        "status",
+        "contained",
+        *_MEDICATION,
+        *_choice("effective", "DateTime", "Period"),
+    ),
     "Medication": ("resourceType", "id", "code", "ingredient"),
     "Procedure": (
         *_SUBJECT,
@@ -164,10 +171,11 @@ class ObservationRecord:
 
 @dataclass(frozen=True)
 class MedicationUseRecord:
-    """A MedicationStatement or MedicationRequest, its medication resolved (inline, contained or bundled)."""
+    """A MedicationStatement, MedicationRequest or MedicationAdministration, its medication resolved (inline,
+    contained or bundled); an administration's start and end are those of the dose."""
 
     ref: str
-    kind: str  # "MedicationStatement" | "MedicationRequest"
+    kind: str  # "MedicationStatement" | "MedicationRequest" | "MedicationAdministration"
     status: str | None
     medication: Concept  # codes of the medication code and of its ingredients; text of the code
     start: date | None
@@ -288,9 +296,13 @@ def _dosage_bounds(dosages: Any) -> tuple[date | None, date | None]:
 def medication_use(
     res: Mapping[str, Any], ref: str, bundled: Mapping[str, Mapping[str, Any]]
 ) -> MedicationUseRecord:
-    """A MedicationStatement or MedicationRequest; `bundled`: valid Medications by reference and fullUrl."""
+    """A medication statement, request or administration (`bundled`: valid Medications by reference, URL)."""
     kind = res["resourceType"]
-    if kind == "MedicationStatement":
+    if kind == "MedicationAdministration":  # one dose, given on a day (or over a period)
+        start = first_day(res, ("effectiveDateTime", "effectivePeriod"))
+        end = period_end(res.get("effectivePeriod")) or start
+        bound_start, bound_end = None, None
+    elif kind == "MedicationStatement":
         start = first_day(res, ("effectiveDateTime", "effectivePeriod"))
         end = period_end(res.get("effectivePeriod"))
         bound_start, bound_end = _dosage_bounds(res.get("dosage"))
