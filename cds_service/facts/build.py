@@ -37,7 +37,7 @@ def build_facts(
     observations = _observation_facts(chart.of("Observation"), terminology, plan)
     kinds = {name: _newest_first(values) for name, values in observations.kinds.items()}
     staging, statuses = kinds.get("staging", ()), kinds.get("disease_status", ())
-    metastasis = metastasis_evidence(conditions, staging, statuses)
+    metastasis = metastasis_evidence(conditions, staging, statuses, terminology)
 
     def facts_of(kind: str) -> list[MedicationFact]:
         return [fact for rec in chart.records(kind) if (fact := medication_fact(rec, terminology, today))]

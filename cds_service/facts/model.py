@@ -29,6 +29,7 @@ class ConditionFact:
     confirmed: bool  # verificationStatus confirmed or absent; provisional/differential/unconfirmed: False
     histology: frozenset[Code] = frozenset()  # mCODE histology-morphology-behavior extension
     body_sites: frozenset[Code] = frozenset()
+    stage: frozenset[Code] = frozenset()  # codes of its stages' summaries
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,14 @@ class BloodPressureFact:
 
 @dataclass(frozen=True)
 class StagingFact:
-    """A TNM distant-metastasis (M) category observation: `metastatic` True for M1*, False for M0."""
+    """A TNM distant-metastasis (M) category: `metastatic` True for M1*, False for M0. From an Observation, or
+    from the stage summary of a Condition (`ref` the Condition; `date` its onset)."""
 
     metastatic: bool
     code: Code
     date: date | None
     ref: str
+    condition: str | None = None  # the display of the Condition whose stage says it (None: an Observation)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 from cds_service.facts.conditions import METASTATIC_DISEASE, is_malignancy_code
 from cds_service.facts.medications import MEDICATION_TYPES, SYSTEMIC_ANTICANCER
-from cds_service.facts.observations import KINDS, KINDS_BY_FIELD, LAB_ELEMENTS, Kind
+from cds_service.facts.observations import KINDS, KINDS_BY_FIELD, LAB_ELEMENTS, STAGING_M1, Kind
 from cds_service.fhir import records
 from cds_service.fhir.plan import Readable, Selection
 from cds_service.fhir.records import with_extensions
@@ -68,7 +68,9 @@ ALWAYS = needs("patient_ref", "birth_date", "sex", "deceased")
 # Fields built from other fields, and what they read themselves.
 DEPENDS_ON: Mapping[str, Needs] = {
     "therapy_lines": needs("medications", "metastasis", valuesets=[SYSTEMIC_ANTICANCER]),
-    "metastasis": needs("conditions", "staging", "disease_status", valuesets=[METASTATIC_DISEASE]),
+    "metastasis": needs(
+        "conditions", "staging", "disease_status", valuesets=[METASTATIC_DISEASE, STAGING_M1]
+    ),
     "labs": needs("unconverted_labs"),
 }
 # The resource types each field is read from.

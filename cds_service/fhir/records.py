@@ -78,6 +78,7 @@ ELEMENTS: Mapping[str, tuple[str, ...]] = {
         "verificationStatus",
         "recordedDate",
         "bodySite",
+        "stage",
         *_choice("onset", "DateTime", "Age", "Period", "Range", "String"),
     ),
     "Observation": OBSERVATION_VALUE,  # plus what its codes need: ReadPlan.observation_elements
@@ -150,6 +151,7 @@ class ConditionRecord:
     recorded: date | None
     histology: frozenset[Code]
     body_sites: frozenset[Code]
+    stage: frozenset[Code] = frozenset()  # the codes of its stages' summaries (a stage group, or a TNM M)
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,9 @@ def condition(res: Mapping[str, Any], ref: str) -> ConditionRecord:
         recorded=day(res.get("recordedDate")),
         histology=histology,
         body_sites=all_codes(res.get("bodySite")),
+        stage=frozenset(
+            code for stage in _list(res.get("stage")) for code in concept(stage.get("summary")).codes
+        ),
     )
 
 
