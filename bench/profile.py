@@ -24,7 +24,7 @@ from pyinstrument import Profiler
 
 from bench.generate import PATIENT_ID, SERVICE_ID, TODAY, generate_catalog, hook_request
 from cds_service.cards import CardContext
-from cds_service.facts import build_facts
+from cds_service.facts.build import build_facts
 from cds_service.hook_request import parse_hook_request
 from cds_service.patient_data import gather_patient_data
 from cds_service.web import create_app

@@ -18,7 +18,8 @@ from cds_service.cards import CardBuilder, CardContext
 from cds_service.catalog import Catalog
 from cds_service.config import Settings
 from cds_service.engine.evaluate import Engine, EvaluationPolicy
-from cds_service.facts import PatientFacts, ReadPlan, build_facts
+from cds_service.facts import PatientFacts, ReadPlan
+from cds_service.facts.build import build_facts
 from cds_service.verdicts import TrialResult, Verdict
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from cds_service import catalog
-from cds_service.facts import PatientFacts, ReadPlan, build_facts, needs, read_plan
+from cds_service.facts import PatientFacts, ReadPlan, needs, read_plan
+from cds_service.facts.build import build_facts
 from cds_service.terminology import Terminology
 
 REPO = Path(__file__).resolve().parents[1]

@@ -214,8 +214,10 @@ class Patient:
         high: float | None = None,
         as_sent: str = "",
         ref: str | None = None,
+        comparator: str | None = None,
     ) -> Patient:
-        """A lab value already in `unit` (the analyte's canonical unit unless testing an unconverted one)."""
+        """A lab value already in `unit` (the analyte's canonical unit unless testing an unconverted one);
+        with a `comparator`, only a bound (`<0.2`)."""
         self._labs.setdefault(analyte, []).append(
             LabValue(
                 analyte=analyte,
@@ -226,6 +228,7 @@ class Patient:
                 low=low,
                 high=high,
                 as_sent=as_sent,
+                comparator=comparator,
             )
         )
         return self

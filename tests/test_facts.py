@@ -21,7 +21,7 @@ from conftest_facts import (
 )
 
 from cds_service.domains import kidney
-from cds_service.facts import build_facts
+from cds_service.facts.build import build_facts
 from cds_service.terminology import ICD10CM, SNOMED
 
 TODAY = date(2026, 11, 21)

@@ -13,7 +13,8 @@ from cds_service.config import DEFAULT_MAPPINGS_DIR
 from cds_service.domains import kidney
 from cds_service.engine import derived
 from cds_service.engine.evaluate import Engine
-from cds_service.facts import PatientFacts, build_facts
+from cds_service.facts import PatientFacts
+from cds_service.facts.build import build_facts
 
 TERMINOLOGY = load_terminology()
 TYPES = [

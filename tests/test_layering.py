@@ -4,6 +4,8 @@ below it, FHIR and web libraries stay in the one module that needs them, and mod
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,6 +120,17 @@ def test_the_engine_and_everything_below_it_import_no_web_fhir_or_storage_librar
             continue
         used = {i.split(".")[0] for i in imports(path)}
         assert not used & set(forbidden), name
+
+
+def test_loading_the_engine_with_its_operators_loads_no_fhir_web_or_storage_library() -> None:
+    """What a batch job imports to evaluate facts: checked in a fresh interpreter, as a package's
+    `__init__` can pull in what its modules' own imports do not."""
+    probe = (
+        "import sys, cds_service.engine.evaluate, cds_service.operators, cds_service.domains.kidney;"
+        "print(sorted({m.split('.')[0] for m in sys.modules}))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert not {"fhir", "flask", "werkzeug", "sqlalchemy", "requests"} & set(ast.literal_eval(loaded))
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))

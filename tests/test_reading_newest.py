@@ -26,7 +26,8 @@ from cds_service.domains import kidney
 from cds_service.engine.derived import corrected_calcium
 from cds_service.engine.registry import EvaluationContext
 from cds_service.engine.rules import compile_rule
-from cds_service.facts import PatientFacts, ReadPlan, build_facts, needs, read_plan
+from cds_service.facts import PatientFacts, ReadPlan, needs, read_plan
+from cds_service.facts.build import build_facts
 from cds_service.pipeline import Matcher
 
 TODAY = date(2026, 11, 21)
@@ -94,14 +95,20 @@ def test_unusable_newer_values_are_passed_over_until_a_usable_one(caplog):
     chart = [
         lab("invalid", CREATININE, 1, "not a number", "mg/dL"),
         lab("preliminary", CREATININE, 2, 1.0, "mg/dL", status="preliminary"),
-        lab("bound", CREATININE, 3, 1.0, "mg/dL"),
         lab("usable", CREATININE, 4, 1.2, "mg/dL"),
         lab("older", CREATININE, 5, 1.3, "mg/dL"),
     ]
-    chart[2]["valueQuantity"]["comparator"] = "<"
     facts = read(chart)
     assert refs(facts, "creatinine") == ["Observation/usable"]
     assert facts.skipped == ("Observation/invalid",)
+
+
+def test_a_newer_bound_is_the_newest_value_with_its_comparator():
+    chart = [lab("bound", CREATININE, 3, 0.2, "mg/dL"), lab("older", CREATININE, 5, 1.3, "mg/dL")]
+    chart[0]["valueQuantity"]["comparator"] = "<"
+    facts = read(chart)
+    assert refs(facts, "creatinine") == ["Observation/bound"]
+    assert facts.labs["creatinine"][0].comparator == "<"
 
 
 def test_a_newer_value_in_an_unknown_unit_is_still_reported():

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 from factories import TODAY, Patient, context, terminology
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cds_service import operators  # noqa: F401 (registers every operator)
-from cds_service.engine.registry import OPERATORS, Labels, LeafResult
+from cds_service.engine.registry import OPERATORS, Bounds, Labels, LeafResult
 from cds_service.engine.rules import compile_rule
 from cds_service.errors import RuleParameterError, UnknownOperatorError
 from cds_service.facts import PatientFacts
@@ -295,6 +297,60 @@ def test_lab_absolute_bound_on_both_sides(value: float, lt: Truth, le: Truth) ->
     result = run({"lab": {"analyte": "creatinine", "lt": 2.5}}, patient)
     assert result == LeafResult(lt, f"creatinine {value:g} mg/dL on {iso(5)} (< 2.5)", ("Observation/cr",))
     assert run({"lab": {"analyte": "creatinine", "le": 2.5}}, patient).truth is le
+
+
+@pytest.mark.parametrize(
+    ("comparator", "value", "rule", "truth"),
+    [
+        ("<", 0.2, {"le": 1.5}, T),  # every value below 0.2 is within
+        ("<", 2.0, {"le": 1.5}, U),  # below 2.0: maybe within, maybe not
+        (">", 2.0, {"le": 1.5}, F),  # above 2.0: never within
+        ("<=", 1.5, {"le": 1.5}, T),
+        (">=", 1.5, {"lt": 1.5}, F),
+        (">", 1.5, {"le": 1.5}, F),
+        ("<", 1.5, {"lt": 1.5}, T),
+        ("<", 0.2, {"ge": 0.5}, F),
+        ("<", 0.2, {"ge": 0.1}, U),
+    ],
+)
+def test_lab_value_known_only_as_a_bound(comparator: str, value: float, rule: dict, truth: Truth) -> None:
+    patient = Patient().lab("creatinine", value, "mg/dL", days=3, ref="Observation/b", comparator=comparator)
+    result = run({"lab": {"analyte": "creatinine", **rule}}, patient)
+    assert result.truth is truth
+    assert result.reason.startswith(f"creatinine {comparator}{value:g} mg/dL on {iso(3)}")
+    assert result.evidence == ("Observation/b",)
+
+
+def test_lab_bound_against_a_multiple_of_the_upper_limit() -> None:
+    below = Patient().lab("bilirubin", 0.2, "mg/dL", days=2, high=1.2, comparator="<")
+    assert run({"lab": {"analyte": "bilirubin", "le_uln": 1.5}}, below).truth is T
+    above = Patient().lab("bilirubin", 3.0, "mg/dL", days=2, high=1.2, comparator=">")
+    assert run({"lab": {"analyte": "bilirubin", "le_uln": 1.5}}, above).truth is F
+    assert "= >2.5 x ULN" in run({"lab": {"analyte": "bilirubin", "le_uln": 1.5}}, above).reason
+
+
+LIMIT_CMPS = st.sampled_from(["lt", "le", "gt", "ge"])
+SMALL = st.integers(0, 6).map(lambda n: n / 2)
+HALF_LINE = {
+    "<": lambda x, v: x < v,
+    "<=": lambda x, v: x <= v,
+    ">": lambda x, v: x > v,
+    ">=": lambda x, v: x >= v,
+}
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    limits=st.lists(st.tuples(LIMIT_CMPS, SMALL), min_size=1, max_size=3),
+    comparator=st.sampled_from(sorted(HALF_LINE)),
+    value=SMALL,
+)
+def test_a_bound_decides_as_every_value_it_allows_would(limits: list, comparator: str, value: float) -> None:
+    """Checked against the plain definition: every limit and bound sits on a half-step, so the values a
+    quarter-step apart (and far out on either side) stand for every value the bound allows."""
+    bounds = Bounds(tuple(limits))
+    allowed = [x / 4 for x in range(-40, 41) if HALF_LINE[comparator](x / 4, value)]
+    assert bounds.decide_bound(comparator, value) is bounds.decide(allowed)
 
 
 def test_lab_missing_or_stale_is_unknown() -> None:

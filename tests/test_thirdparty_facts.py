@@ -16,7 +16,8 @@ import pytest
 from conftest_facts import THIRDPARTY, load_terminology, observation, quantity, read_everything
 
 from cds_service.domains.kidney import imdc, primary_in_place_flag
-from cds_service.facts import LabValue, PatientFacts, ReadPlan, build_facts
+from cds_service.facts import LabValue, PatientFacts, ReadPlan
+from cds_service.facts.build import build_facts
 from cds_service.fhir.bundles import resources
 from cds_service.fhir.concepts import codes
 from cds_service.fhir.reader import read_chart

@@ -135,10 +135,11 @@ def test_printed_unit_is_tried_when_the_ucum_code_is_unknown():
     assert facts.labs["creatinine"][0].as_sent == "97 umol/L"
 
 
-def test_value_with_a_comparator_is_not_used_as_an_exact_value():
-    q = quantity(0.2, "mg/dL") | {"comparator": "<"}
+def test_value_with_a_comparator_is_kept_as_a_bound_converted_like_a_value():
+    q = quantity(5, "umol/L") | {"comparator": "<"}
     facts = facts_of([observation("o1", "1975-2", valueQuantity=q)], TERMINOLOGY, TODAY)
-    assert "bilirubin" not in facts.labs
+    (bound,) = facts.labs["bilirubin"]
+    assert (bound.comparator, bound.value, bound.as_sent) == ("<", pytest.approx(5 * 0.058466), "<5 umol/L")
 
 
 def test_reference_range_is_converted_too():

@@ -57,9 +57,10 @@ def _dated_since(items: Sequence[LabValue] | Sequence[ScoreFact], since: date | 
 
 
 def latest_lab(facts: PatientFacts, analyte: str, since: date | None = None) -> LabValue | None:
-    """Newest value of an analyte (dated on or after `since` when given)."""
+    """Newest measured value of an analyte (dated on or after `since` when given); None when the newest is a
+    bound (`<0.5`), which no computation can use."""
     values = _dated_since(facts.labs.get(analyte, ()), since)
-    return values[0] if values else None
+    return values[0] if values and values[0].comparator is None else None
 
 
 def latest_score(scores: Sequence[ScoreFact], since: date | None) -> ScoreFact | None:
@@ -137,7 +138,7 @@ def corrected_calcium(facts: PatientFacts, since: date | None = None) -> Derived
     albumins = [
         a
         for a in facts.labs.get("albumin", ())
-        if a.date is not None and abs(a.date - calcium.date) <= window
+        if a.date is not None and a.comparator is None and abs(a.date - calcium.date) <= window
     ]
     if not albumins:
         return None

@@ -118,11 +118,49 @@ class Bounds:
             return Truth.FALSE
         return Truth.UNKNOWN
 
+    def decide_bound(self, comparator: str, value: float) -> Truth:
+        """For a value known only as a bound (`<0.2`): true when every value it allows satisfies the limits,
+        false when none does, else unknown."""
+        return _decide_bound(self.limits, comparator, value)
+
     def text(self, suffix: str = "") -> str:
         """The limits as a reason shows them, e.g. "≥ 24 weeks and ≤ 52 weeks"."""
         return " and ".join(
             f"{COMPARATORS[cmp][0]} {fmt_number(limit)}{suffix}" for cmp, limit in self.limits
         )
+
+
+def _decide_bound(limits: tuple[tuple[str, float], ...], comparator: str, value: float) -> Truth:
+    """See `Bounds.decide_bound`. The values a bound allows form a half-line (`<0.2`: below 0.2), each limit
+    another: the bound's lies within every limit (true), misses one of them (false), or neither (unknown)."""
+    upward, closed = comparator in (">", ">="), comparator in ("<=", ">=")
+    if all(_half_line_within(upward, closed, value, cmp, limit) for cmp, limit in limits):
+        return Truth.TRUE
+    if any(_half_line_misses(upward, closed, value, cmp, limit) for cmp, limit in limits):
+        return Truth.FALSE
+    lowers = [(cmp, limit) for cmp, limit in limits if cmp in ("ge", "gt")]
+    uppers = [(cmp, limit) for cmp, limit in limits if cmp in ("le", "lt")]
+    if any(_half_line_misses(True, low == "ge", start, *high) for low, start in lowers for high in uppers):
+        return Truth.FALSE  # limits that no value satisfies
+    return Truth.UNKNOWN
+
+
+def _half_line_within(upward: bool, closed: bool, value: float, cmp: str, limit: float) -> bool:
+    """Whether every x of the half-line (below or above `value`, `closed` at it) satisfies `x cmp limit`."""
+    if upward != (cmp in ("ge", "gt")):  # the half-line runs past the limit's open side
+        return False
+    beyond = value > limit if upward else value < limit
+    strict = cmp in ("gt", "lt")
+    return beyond or (_close(value, limit) and not (strict and closed))
+
+
+def _half_line_misses(upward: bool, closed: bool, value: float, cmp: str, limit: float) -> bool:
+    """Whether no x of the half-line satisfies `x cmp limit`."""
+    if upward == (cmp in ("ge", "gt")):  # both run the same way: they always meet
+        return False
+    beyond = value > limit if upward else value < limit
+    strict = cmp in ("gt", "lt")
+    return beyond or (_close(value, limit) and (strict or not closed))
 
 
 # --- operators

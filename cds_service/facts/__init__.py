@@ -1,9 +1,10 @@
 """Facts about one patient: plain frozen dataclasses built from FHIR records (see `model`), what rules read.
 
-`build_facts` reads what a `ReadPlan` says (derived from the operators' declared `Needs`) and nothing else.
+`facts.build.build_facts` reads what a `ReadPlan` says (derived from the operators' declared `Needs`) and
+nothing else. This package's own names are plain data: importing them loads no FHIR library (the engine
+imports them; only `build` reads FHIR).
 """
 
-from cds_service.facts.build import build_facts
 from cds_service.facts.model import (
     BloodPressureFact,
     ConditionFact,
@@ -37,7 +38,6 @@ __all__ = [
     "StagingFact",
     "TherapyLine",
     "TumourSizeFact",
-    "build_facts",
     "needs",
     "read_plan",
 ]

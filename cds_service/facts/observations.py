@@ -71,9 +71,10 @@ ECOG_VALUES = tuple(range(6))
 KARNOFSKY_VALUES = tuple(range(0, 101, 10))
 
 
-def _convert(analyte: Analyte, amount: Amount | None) -> float | None:
-    """Convert an exact amount to the analyte's unit; None for a bound (`<0.5`) or a unit we do not know."""
-    if amount is None or amount.comparator:
+def _convert(analyte: Analyte, amount: Amount | None, *, bound_too: bool = False) -> float | None:
+    """Convert an amount to the analyte's unit; None for a unit we do not know, and for a bound (`<0.5`)
+    unless `bound_too` (the factor is positive: a bound stays a bound of the same side)."""
+    if amount is None or (amount.comparator and not bound_too):
         return None
     for unit in amount.units:
         value = analyte.to_canonical(amount.value, unit)
@@ -92,8 +93,9 @@ def _reference_range(ranges: tuple[RangeRecord, ...]) -> RangeRecord | None:
 
 
 def lab_value(rec: ObservationRecord, analyte: Analyte) -> LabValue | None:
-    """The value in the analyte's canonical unit with the Observation's own range; None if not convertible."""
-    value = _convert(analyte, rec.quantity)
+    """The value (or bound, with its comparator) in the analyte's canonical unit, with the Observation's own
+    range; None if not convertible."""
+    value = _convert(analyte, rec.quantity, bound_too=True)
     if value is None or rec.quantity is None:
         return None
     own = _reference_range(rec.ranges)
@@ -106,6 +108,7 @@ def lab_value(rec: ObservationRecord, analyte: Analyte) -> LabValue | None:
         low=_convert(analyte, own.low) if own else None,
         high=_convert(analyte, own.high) if own else None,
         as_sent=rec.quantity.as_sent,
+        comparator=rec.quantity.comparator,
     )
 
 
@@ -355,7 +358,7 @@ def read_observation(
         if (lab := lab_value(rec, analyte)) is not None:
             out.labs.setdefault(analyte.id, []).append(lab)
             break
-        if rec.quantity is not None and not rec.quantity.comparator:
+        if rec.quantity is not None:
             unit = rec.quantity.units[-1] if rec.quantity.units else ""
             unconverted = LabValue(
                 analyte.id, rec.quantity.value, unit, rec.when, rec.ref, as_sent=rec.quantity.as_sent

@@ -65,7 +65,7 @@ def lab(facts: PatientFacts, params: Mapping[str, Any], context: EvaluationConte
         )
 
     def shown(value: Any) -> str:
-        return amount_text(value.value, value.unit)
+        return (value.comparator or "") + amount_text(value.value, value.unit)
 
     stale = stale_or_missing(facts, name, newest, shown, max_age, "Observation")
     if stale is not None or newest is None:
@@ -75,7 +75,7 @@ def lab(facts: PatientFacts, params: Mapping[str, Any], context: EvaluationConte
     bounds: Bounds = params["bounds"]
     limit_name = params["limit"]
     if not limit_name:
-        truth = Truth.TRUE if bounds.holds(newest.value) else Truth.FALSE
+        truth = _decide(bounds, newest.comparator, newest.value)
         return LeafResult(truth, f"{measured} ({bounds.text()})", (newest.ref,))
     found = None
     if analyte is not None:
@@ -89,13 +89,21 @@ def lab(facts: PatientFacts, params: Mapping[str, Any], context: EvaluationConte
     limit, where = found
     multiple = newest.value / limit
     source = "Observation range" if where == "observation" else "default range"
-    truth = Truth.TRUE if bounds.holds(multiple) else Truth.FALSE
+    truth = _decide(bounds, newest.comparator, multiple)
     return LeafResult(
         truth,
-        f"{measured} = {fmt_multiple(multiple)} x {limit_name} {fmt_number(limit)} ({source}; "
+        f"{measured} = {newest.comparator or ''}{fmt_multiple(multiple)} x {limit_name} {fmt_number(limit)} "
+        f"({source}; "
         f"{bounds.text(f' x {limit_name}')})",
         (newest.ref,),
     )
+
+
+def _decide(bounds: Bounds, comparator: str | None, value: float) -> Truth:
+    """A measured value decides; a bound (a comparator) only when every value it allows is on one side."""
+    if comparator:
+        return bounds.decide_bound(comparator, value)
+    return Truth.TRUE if bounds.holds(value) else Truth.FALSE
 
 
 @operator(
