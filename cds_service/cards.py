@@ -13,7 +13,7 @@ import jinja2
 import yaml
 
 from cds_service.catalog import ServiceDefinition
-from cds_service.verdicts import CriterionResult, Outcome, TrialResult, Verdict
+from cds_service.verdicts import NO_TREATMENT_HISTORY, CriterionResult, Outcome, TrialResult, Verdict
 
 ELIGIBILITY_EXTENSION = "org.trialmatch.eligibility"
 SUMMARY_LIMIT = 139  # CDS Hooks: summary < 140 characters
@@ -303,6 +303,7 @@ class CardBuilder:
             "met": sum(c.outcome is Outcome.MET and c.type == "inclusion" for c in criteria),
             "not_excluded": sum(c.outcome is Outcome.MET and c.type == "exclusion" for c in criteria),
             "clinician": sum(c.outcome is Outcome.CLINICIAN for c in criteria),
+            "no_history": any(c.reason.startswith(NO_TREATMENT_HISTORY) for c in unknown),
             "status_text": STATUS_TEXT.get(info.status, info.status.replace("_", " ").capitalize()),
             "phase": PHASE_TEXT.get(info.phase or "", info.phase),
         }

@@ -53,6 +53,11 @@ class TrialInfo:
     url: str | None
 
 
+# The reason of a criterion on systemic therapy when the chart records none (the treatment-history convention,
+# operators.common.from_treatment_history); a card then says the convention in its footnote.
+NO_TREATMENT_HISTORY = "no systemic therapy recorded: treatment history to check"
+
+
 @dataclass(frozen=True)
 class CriterionResult:
     id: str

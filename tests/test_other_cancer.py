@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest_facts import SNOMED_URI, concept, lab, observation, patient, quantity
+from conftest_facts import RXNORM_URI, SNOMED_URI, concept, lab, observation, patient, quantity
 from flask import Flask
 
 from cds_service.catalog import load_catalog
@@ -19,6 +19,7 @@ from cds_service.config import DEFAULT_MAPPINGS_DIR
 from cds_service.domains import kidney
 from cds_service.engine.evaluate import Engine
 from cds_service.hooks import check_services
+from cds_service.verdicts import NO_TREATMENT_HISTORY
 
 HERE = Path(__file__).resolve().parent / "data" / "other-cancer"
 TODAY = date(2026, 11, 21)
@@ -45,7 +46,8 @@ def catalog_dir(tmp_path: Path) -> Path:
     return folder
 
 
-def breast_cancer_chart(ecog: int = 0) -> list[dict[str, Any]]:
+def breast_cancer_chart(ecog: int = 0, treated: bool = True) -> list[dict[str, Any]]:
+    """A woman with metastatic breast cancer, on pembrolizumab since her lung metastases when `treated`."""
     def condition(cid: str, code: str) -> dict[str, Any]:
         return {
             "resourceType": "Condition",
@@ -56,6 +58,14 @@ def breast_cancer_chart(ecog: int = 0) -> list[dict[str, Any]]:
         }
 
     normal = {"low": quantity(0.6, "mg/dL"), "high": quantity(1.2, "mg/dL")}
+    pembrolizumab = {
+        "resourceType": "MedicationStatement",
+        "id": "pembro",
+        "status": "active",
+        "medicationCodeableConcept": concept(RXNORM_URI, "1657750"),  # pembrolizumab 25 MG/ML injection
+        "subject": {"reference": "Patient/p1"},
+        "effectivePeriod": {"start": "2025-07-01"},
+    }
     return [
         patient("p1", birth="1970-03-01", gender="female"),
         condition("breast", "254837009"),  # Malignant neoplasm of breast
@@ -64,6 +74,7 @@ def breast_cancer_chart(ecog: int = 0) -> list[dict[str, Any]]:
         lab("cr", "2160-0", 0.9, "mg/dL", referenceRange=[normal]),
         lab("bili", "1975-2", 0.7, "mg/dL", referenceRange=[{"high": quantity(1.2, "mg/dL")}]),
         lab("plt", "777-3", 250, "10*3/uL"),
+        *([pembrolizumab] if treated else []),
     ]
 
 
@@ -90,10 +101,15 @@ def hook(app: Flask, chart: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for resource in chart:
         by_type.setdefault(resource["resourceType"], []).append(resource)
     prefetch: dict[str, Any] = {"patient": by_type["Patient"][0]}
-    for key, rtype in (("conditions", "Condition"), ("observations", "Observation")):
+    for key, rtype in (
+        ("conditions", "Condition"),
+        ("observations", "Observation"),
+        ("medicationStatements", "MedicationStatement"),
+        ("medicationRequests", "MedicationRequest"),
+        ("medicationAdministrations", "MedicationAdministration"),
+        ("procedures", "Procedure"),
+    ):
         prefetch[key] = {**searchset, "entry": [{"resource": r} for r in by_type.get(rtype, [])]}
-    for key in ("medicationStatements", "medicationRequests", "medicationAdministrations", "procedures"):
-        prefetch[key] = {**searchset, "entry": []}
     body = {
         "hook": "patient-view",
         "hookInstance": "5b0a3e52-33a0-4c36-9e0b-6c5f2f8a7d01",
@@ -122,6 +138,16 @@ def test_a_breast_cancer_patient_gets_the_card_through_the_real_service(make_san
         "other-cancer": "met",
     }
     assert hook(app, breast_cancer_chart(ecog=2)) == []  # ECOG 2: not met, no card
+
+
+def test_with_no_systemic_therapy_recorded_the_lines_are_to_check(make_sandbox_app, catalog_dir: Path):
+    app = make_sandbox_app(MAPPINGS_DIR=str(catalog_dir), TODAY=TODAY.isoformat())
+    (card,) = hook(app, breast_cancer_chart(treated=False))
+    eligibility = card["extension"]["org.trialmatch.eligibility"]
+    assert eligibility["verdict"] == "possibly-eligible"
+    (lines,) = [c for c in eligibility["criteria"] if c["id"] == "prior-lines"]
+    assert (lines["outcome"], lines["reason"]) == ("unknown", NO_TREATMENT_HISTORY)
+    assert "No systemic therapy is recorded" in card["detail"]
 
 
 def test_a_kidney_cancer_patient_gets_no_card_from_it(make_sandbox_app, catalog_dir: Path):

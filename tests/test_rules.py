@@ -21,7 +21,7 @@ from cds_service.errors import RuleParameterError, UnknownOperatorError
 from cds_service.facts import PatientFacts
 from cds_service.facts.plan import closed
 from cds_service.terminology import ICD10CM, SNOMED
-from cds_service.verdicts import Truth
+from cds_service.verdicts import NO_TREATMENT_HISTORY, Truth
 
 REPO = Path(__file__).resolve().parents[1]
 T, F, U, C = Truth.TRUE, Truth.FALSE, Truth.UNKNOWN, Truth.CLINICIAN
@@ -632,8 +632,14 @@ def test_received_with_and_without_combination() -> None:
     assert result == LeafResult(
         T, f"line 1: ipilimumab + nivolumab from {iso(300)} (ongoing)", ("MedicationStatement/1",)
     )
-    assert run(rule, Patient().line("sunitinib")).truth is F
-    assert run(rule, Patient()) == LeafResult(F, "no therapy line with immune checkpoint inhibitor")
+    assert run(rule, Patient().line("sunitinib", start=300)) == LeafResult(
+        F,
+        "no therapy line with immune checkpoint inhibitor; "
+        f"recorded: line 1: sunitinib from {iso(300)} (ongoing)",
+        ("MedicationStatement/1",),
+    )
+    assert run(rule, Patient()) == LeafResult(U, NO_TREATMENT_HISTORY)
+    assert run(rule, Patient().unavailable("MedicationRequest")).truth is U
 
 
 REGIMENS = {"current_regimen": {"one_of": [["axitinib", "pembrolizumab"], ["nivolumab", "ipilimumab"]]}}
@@ -643,9 +649,13 @@ def test_current_regimen() -> None:
     assert run(REGIMENS, Patient().line("pembrolizumab", "axitinib")).truth is T
     assert run(REGIMENS, Patient().line("pembrolizumab", "lenvatinib")).truth is F
     assert run(REGIMENS, Patient().line("pembrolizumab").unavailable("MedicationRequest")).truth is U
-    assert run(REGIMENS, Patient().line("axitinib", "pembrolizumab", end=10)) == LeafResult(
-        F, "no ongoing systemic therapy recorded"
+    assert run(REGIMENS, Patient().line("axitinib", "pembrolizumab", start=300, end=10)) == LeafResult(
+        F,
+        f"no ongoing systemic therapy; recorded: line 1: axitinib + pembrolizumab from {iso(300)} "
+        f"(until {iso(10)})",
+        ("MedicationStatement/1",),
     )
+    assert run(REGIMENS, Patient()) == LeafResult(U, NO_TREATMENT_HISTORY)
 
 
 @pytest.mark.parametrize(
@@ -662,11 +672,12 @@ def test_regimen_weeks(days: int, truth: Truth) -> None:
     assert result.evidence == ("MedicationStatement/1",)
 
 
-def test_regimen_weeks_without_ongoing_line_is_false() -> None:
-    assert run({"regimen_weeks": {"min": 24}}, Patient()).truth is F
+def test_regimen_weeks_without_ongoing_line_follows_the_treatment_history() -> None:
+    assert run({"regimen_weeks": {"min": 24}}, Patient().line("sunitinib", start=300, end=100)).truth is F
+    assert run({"regimen_weeks": {"min": 24}}, Patient()) == LeafResult(U, NO_TREATMENT_HISTORY)
 
 
-@pytest.mark.parametrize(("lines", "truth"), [(0, F), (1, F), (2, T), (3, T)])
+@pytest.mark.parametrize(("lines", "truth"), [(0, U), (1, F), (2, T), (3, T)])
 def test_therapy_lines_minimum(lines: int, truth: Truth) -> None:
     patient = Patient()
     for i in range(lines):

@@ -11,7 +11,7 @@ from cds_service.engine.registry import LeafResult
 from cds_service.engine.text import clean, on, refs
 from cds_service.facts import ConditionFact, PatientFacts, TherapyLine
 from cds_service.facts.medications import MEDICATION_TYPES
-from cds_service.verdicts import Truth
+from cds_service.verdicts import NO_TREATMENT_HISTORY, Truth
 
 _Day = date  # `date` is also a field name of the dated facts
 
@@ -114,9 +114,18 @@ def line_text(line: TherapyLine) -> str:
     )
 
 
-def no_therapy(facts: PatientFacts, reason: str) -> LeafResult:
+def from_treatment_history(facts: PatientFacts, missing: str) -> LeafResult:
+    """The treatment-history convention, for every criterion on systemic therapy when what it asks for is not
+    in the chart: a recorded history decides (false, citing every line: `missing`, then what was recorded);
+    a chart with no systemic therapy at all, or medications that could not be read, leaves it unknown, as the
+    patient may have been treated elsewhere."""
     unreadable = unavailable(facts, *MEDICATION_TYPES)
-    return LeafResult(Truth.UNKNOWN, unreadable) if unreadable else LeafResult(Truth.FALSE, reason)
+    if unreadable:
+        return LeafResult(Truth.UNKNOWN, unreadable)
+    if not facts.therapy_lines:
+        return LeafResult(Truth.UNKNOWN, NO_TREATMENT_HISTORY)
+    recorded = "; ".join(line_text(line) for line in facts.therapy_lines)
+    return LeafResult(Truth.FALSE, f"{missing}; recorded: {recorded}", refs_of_lines(facts.therapy_lines))
 
 
 def refs_of_lines(lines: Iterable[TherapyLine]) -> tuple[str, ...]:

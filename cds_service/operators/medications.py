@@ -1,7 +1,9 @@
 """Operators on medications and lines of systemic therapy: a drug taken, a drug class received in a line, the
 current regimen and how long it has run, and the number of lines.
 
-A medication that is not recorded is `false` ("no record of ..."), unless medications could not be read.
+A medication that is not recorded is `false` ("no record of ..."), unless medications could not be read. The
+operators on systemic therapy follow the treatment-history convention (`common.from_treatment_history`): when
+what they ask for is not recorded, the recorded lines decide, and a chart with none leaves them unknown.
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ from cds_service.engine.registry import MIN_MAX, Bounds, EvaluationContext, Leaf
 from cds_service.engine.text import clean, refs, since
 from cds_service.facts import PatientFacts, needs
 from cds_service.facts.medications import MEDICATION_TYPES
-from cds_service.operators.common import days_before, line_text, no_therapy, refs_of_lines, unavailable
+from cds_service.operators.common import (
+    days_before,
+    from_treatment_history,
+    line_text,
+    refs_of_lines,
+    unavailable,
+)
 from cds_service.terminology import INGREDIENT
 from cds_service.verdicts import Truth
 
@@ -87,7 +95,7 @@ def received(facts: PatientFacts, params: Mapping[str, Any], context: Evaluation
     if hits:
         return LeafResult(Truth.TRUE, "; ".join(line_text(line) for line in hits), refs_of_lines(hits))
     what = f"{title} in combination" if combination else title
-    return no_therapy(facts, f"no therapy line with {what}")
+    return from_treatment_history(facts, f"no therapy line with {what}")
 
 
 def _prepare_regimens(params: dict[str, Any]) -> None:
@@ -107,7 +115,7 @@ def _prepare_regimens(params: dict[str, Any]) -> None:
 def current_regimen(facts: PatientFacts, params: Mapping[str, Any], context: EvaluationContext) -> LeafResult:
     line = context.derive(facts, current_line)
     if line is None:
-        return no_therapy(facts, "no ongoing systemic therapy recorded")
+        return from_treatment_history(facts, "no ongoing systemic therapy")
     if line.ingredients in params["one_of"]:
         return LeafResult(Truth.TRUE, line_text(line), line.refs)
     unreadable = unavailable(facts, *MEDICATION_TYPES)
@@ -120,7 +128,7 @@ def current_regimen(facts: PatientFacts, params: Mapping[str, Any], context: Eva
 def regimen_weeks(facts: PatientFacts, params: Mapping[str, Any], context: EvaluationContext) -> LeafResult:
     weeks = context.derive(facts, weeks_on_current_regimen)
     if weeks is None:
-        return no_therapy(facts, "no ongoing systemic therapy recorded")
+        return from_treatment_history(facts, "no ongoing systemic therapy")
     bounds: Bounds = params["bounds"]
     truth = Truth.TRUE if bounds.holds(weeks.value) else Truth.FALSE
     return LeafResult(truth, f"{weeks.text} ({bounds.text(' weeks')})", weeks.refs)
@@ -133,6 +141,8 @@ def therapy_lines(facts: PatientFacts, params: Mapping[str, Any], context: Evalu
     """Count lines; a line whose setting is unknown (no metastasis date) may or may not count, and with
     medications that could not be read any higher count is possible."""
     lines = facts.therapy_lines
+    if not lines:
+        return from_treatment_history(facts, "no line of systemic therapy")  # unknown: nothing recorded
     unreadable = unavailable(facts, *MEDICATION_TYPES)
     metastatic_only = params.get("metastatic_only", True)
     counted = [line for line in lines if line.metastatic_setting or not metastatic_only]
@@ -140,14 +150,14 @@ def therapy_lines(facts: PatientFacts, params: Mapping[str, Any], context: Evalu
     current = context.derive(facts, current_line)
     wanted_ongoing = params.get("ongoing")
     if wanted_ongoing is True and current is None:
-        return no_therapy(facts, "no ongoing systemic therapy recorded")
+        return from_treatment_history(facts, "no ongoing systemic therapy")
     if wanted_ongoing is False and current is not None:
         return LeafResult(Truth.FALSE, f"ongoing {line_text(current)}", current.refs)
     bounds: Bounds = params["bounds"]
     possible: list[float] = list(range(len(counted), len(counted) + len(uncertain) + 1))
     truth = bounds.decide([*possible, math.inf] if unreadable else possible)
     what = "for metastatic disease" if metastatic_only else "of systemic therapy"
-    reason = f"{len(counted)} line(s) {what} ({bounds.text()})"
+    reason = f"{len(counted)} line{'' if len(counted) == 1 else 's'} {what} ({bounds.text()})"
     if uncertain:
         reason += f", {len(uncertain)} more of unknown setting"
     if unreadable:
