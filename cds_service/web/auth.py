@@ -39,7 +39,7 @@ from cds_service.trust import (
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/healthz", "/sandbox", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/sandbox", "/openapi.json"})
 PUBLIC_PREFIXES = ("/static/",)
 EXTENSION_KEY = "cds_auth"
 MAX_TOKEN_CHARS = 16_384
@@ -230,9 +230,10 @@ def init_auth(app: Flask, settings: Settings, remember_jti: Callable[[str, datet
             "fhirServer (also plain http) may be named; never run it like this with real patient data"
         )
     elif settings.trusted_issuers is None or not settings.public_base_url:
+        missing = "CDS_TRUSTED_ISSUERS" if settings.trusted_issuers is None else "CDS_PUBLIC_BASE_URL"
         raise ConfigError(
-            "refusing to start: set CDS_TRUSTED_ISSUERS (trusted EHRs and their keys) and "
-            "CDS_PUBLIC_BASE_URL (the external URL checked against the JWT aud), or CDS_SANDBOX=1 for a "
+            f"{missing}: not set; outside sandbox mode set CDS_TRUSTED_ISSUERS (trusted EHRs and their keys) "
+            "and CDS_PUBLIC_BASE_URL (the external URL checked against the JWT aud), or CDS_SANDBOX=1 for a "
             "local sandbox without authentication"
         )
     if settings.public_base_url and not _is_base_url(settings.public_base_url):
