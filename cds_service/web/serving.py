@@ -44,6 +44,7 @@ from cds_service.errors import CatalogError, ConfigError, RuleError
 from cds_service.fhir import bundles
 from cds_service.hook_request import parse_hook_request
 from cds_service.logs import JsonLineFormatter
+from cds_service.web import create_app
 from cds_service.web.hooks import STATE_KEY
 from cds_service.web.request_log import REQUEST_ID_ENVIRON
 
@@ -63,8 +64,6 @@ def preflight(overrides: Mapping[str, Any]) -> Settings:
     for name, port in (("CDS_PORT", settings.port), ("CDS_METRICS_PORT", settings.metrics_port)):
         if port is not None:
             _check_free(settings.host, port, name)
-    from cds_service.web import create_app  # the app's modules import this one
-
     logging.disable(logging.CRITICAL)
     try:
         app = create_app(overrides)
