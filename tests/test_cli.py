@@ -6,22 +6,27 @@ import json
 import re
 import shutil
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from alembic.script import ScriptDirectory
 from click.testing import CliRunner, Result
 from flask import Flask
 from flask.testing import FlaskClient
 
+from cds_service.cards import load_card_texts
 from cds_service.catalog import load_catalog
 from cds_service.cli import main, seeded_uuids
-from cds_service.config import DEFAULT_MAPPINGS_DIR, load_settings
+from cds_service.config import DEFAULT_CARDS_DIR, DEFAULT_MAPPINGS_DIR, load_settings
 from cds_service.pipeline import Matcher
+from cds_service.storage import MIGRATIONS
 from cds_service.verdicts import Verdict
 
 DATA = Path(__file__).resolve().parent / "data"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PATIENT_FILE = DATA / "cli" / "mrcc-oligoprogression.json"
 STUDY_FILE = DATA / "ctgov" / "NCT04299646.json"
 SEED_FILE = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "NCT04299646-SRT-oligoprogression.txt"
@@ -33,9 +38,9 @@ SEED = 7
 pytestmark = pytest.mark.usefixtures("clean_cds_env")
 
 
-def run(*args: str, **env: str) -> Result:
-    """Invoke the command line with CDS_* variables (wide output, so rich wraps less)."""
-    environment = {"COLUMNS": "200", **{f"CDS_{k.upper()}": v for k, v in env.items()}}
+def run(*args: str, columns: int = 200, **env: str) -> Result:
+    """Invoke the command line with CDS_* variables (wide output by default, so rich wraps less)."""
+    environment = {"COLUMNS": str(columns), **{f"CDS_{k.upper()}": v for k, v in env.items()}}
     return CliRunner().invoke(main, list(args), env=environment, catch_exceptions=False)
 
 
@@ -96,6 +101,10 @@ def expected_results() -> dict[str, Verdict]:
         ["serve"],
         ["feedback"],
         ["feedback", "export"],
+        ["feedback", "unquiet"],
+        ["feedback", "stats"],
+        ["db"],
+        ["db", "upgrade"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
@@ -111,16 +120,76 @@ def test_evaluate_prints_each_trial_verdict_and_its_criteria() -> None:
     result = run("evaluate", str(PATIENT_FILE), "--today", TODAY)
     assert result.exit_code == 0, result.output
     verdicts = expected_results()
+    labels = load_card_texts(DEFAULT_CARDS_DIR)["verdict_labels"]
     for key, verdict in verdicts.items():
-        assert re.search(rf"{re.escape(key)}.*\n\s*verdict: {verdict.value}", result.output), key
+        assert re.search(rf"{re.escape(key)}.*\n\s*verdict: {labels[verdict.value]}", result.output), key
     # the fixture is an oligoprogressive clear-cell mRCC on first-line therapy: the SRT trial may fit
     assert verdicts["NCT04299646"] in (Verdict.LIKELY, Verdict.POSSIBLY)
     trial = next(t for t in load_catalog(DEFAULT_MAPPINGS_DIR).trials if t.info.key == "NCT04299646")
     for criterion in trial.criteria:
         assert criterion.id in result.output
     assert "Observation/cli-ecog" in result.output  # evidence of the ECOG criterion
-    for outcome in ("met", "clinician"):
+    for outcome in ("Met", "Not excluded", "For the clinician"):
         assert re.search(rf"│ {outcome}\s", result.output)
+    flat = " ".join(result.output.replace("│", " ").split())
+    assert all(c.text[:40] in flat for c in trial.criteria)  # wide: the registry text is shown
+
+
+def criterion_rows(output: str) -> dict[str, str]:
+    """Criterion id -> its outcome, from the compact table (outcome | "id (type)" on the row's first line)."""
+    rows = re.findall(r"^│ ([A-Za-z ]+?)\s+│ ([a-z0-9-]+) \((inclusion|exclusion)\)", output, re.MULTILINE)
+    return {f"{cid} ({kind})": outcome for outcome, cid, kind in rows}
+
+
+def test_evaluate_fits_80_columns_and_says_not_excluded() -> None:
+    result = run("evaluate", str(PATIENT_FILE), "--today", TODAY, columns=80)
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+    rows = criterion_rows(result.output)
+    catalog = load_catalog(DEFAULT_MAPPINGS_DIR)
+    trial = next(t for t in catalog.trials if t.info.key == "NCT04299646")
+    for criterion in trial.criteria:
+        assert f"{criterion.id} ({criterion.type})" in rows, criterion.id
+    exclusions = {row: outcome for row, outcome in rows.items() if row.endswith("(exclusion)")}
+    assert "Not excluded" in exclusions.values()
+    assert set(exclusions.values()) <= {"Not excluded", "Excluded", "To check", "For the clinician"}
+    inclusions = {row: outcome for row, outcome in rows.items() if row.endswith("(inclusion)")}
+    assert "Met" in inclusions.values() and "Not excluded" not in inclusions.values()
+    assert "Observation/cli-ecog" in result.output  # evidence, under the reason
+    flat = " ".join(result.output.replace("│", " ").split())
+    assert not any(c.text[:40] in flat for c in trial.criteria)  # no registry text when narrow
+
+
+def test_evaluate_reads_a_cds_hooks_request_file(tmp_path: Path) -> None:
+    """The gallery's request gives the cards of its chart, and the golden cards but for the uuids."""
+    request = EXAMPLES / "requests" / "patient-view-fit-ablation-small-primary.json"
+    chart = EXAMPLES / "patients" / "fit-ablation-small-primary.json"
+    from_request = run("evaluate", str(request), "--json", "--uuid-seed", "1", "--today", TODAY)
+    from_chart = run("evaluate", str(chart), "--json", "--uuid-seed", "1", "--today", TODAY)
+    assert from_request.exit_code == 0, from_request.output
+    assert json.loads(from_request.output) == json.loads(from_chart.output)
+    golden = json.loads((EXAMPLES / "golden" / "fit-ablation-small-primary.cards.json").read_text("utf-8"))
+    assert without_uuids(json.loads(from_request.output)) == without_uuids(golden)
+    table = run("evaluate", str(request), "--today", TODAY, columns=80)
+    assert table.exit_code == 0, table.output
+    assert "verdict: Likely eligible" in table.output
+
+
+def without_uuids(response: dict[str, Any]) -> dict[str, Any]:
+    for card in response["cards"]:
+        card.pop("uuid")
+        for suggestion in card["suggestions"]:
+            suggestion.pop("uuid")
+    return response
+
+
+def test_evaluate_names_what_is_wrong_in_a_request_file(tmp_path: Path) -> None:
+    request = json.loads((EXAMPLES / "requests" / "patient-view-minimal.json").read_text("utf-8"))
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps({**request, "hook": "order-sign"}), encoding="utf-8")
+    result = CliRunner().invoke(main, ["evaluate", str(path)])
+    assert result.exit_code == 1
+    assert "not a request this service answers: $.hook: this service answers patient-view" in result.output
 
 
 def test_evaluate_json_is_the_hooks_response_for_the_same_data(client: FlaskClient) -> None:
@@ -164,7 +233,14 @@ def test_evaluate_accepts_other_bundle_shapes(tmp_path: Path, shape: str) -> Non
     ("content", "message"),
     [
         ("not json", "cannot read JSON"),
-        ('{"hello": "world"}', "expected a FHIR Bundle"),
+        (
+            '{"hello": "world"}',
+            "expected a FHIR Bundle, a FHIR resource or a list of resources (each with a ",
+        ),
+        (
+            '[{"hello": "world"}]',
+            "or a CDS Hooks request (an object with hook, hookInstance, context and prefetch)",
+        ),
         ('{"resourceType": "Bundle", "type": "collection", "entry": []}', "exactly one Patient"),
     ],
 )
@@ -313,7 +389,7 @@ def test_an_imported_draft_never_gets_a_card(catalog_with_new_draft: Path) -> No
     assert any("NCT04299646" in summary for summary in summaries)  # the encoded trial still gets its card
     assert all(NEW_NCT not in summary for summary in summaries)
     table = run("evaluate", str(PATIENT_FILE), today=TODAY, mappings_dir=str(catalog_with_new_draft))
-    assert re.search(rf"{NEW_NCT}.*\n\s*verdict: not-considered", table.output)
+    assert re.search(rf"{NEW_NCT}.*\n\s*verdict: Not considered", table.output)
     draft_part = table.output.split(NEW_NCT, 1)[1].split("verdict:", 2)[1]
     assert "anchor:1" in draft_part and "clinician" in draft_part  # why: the anchor left to the clinician
 
@@ -427,3 +503,140 @@ def test_feedback_export_of_an_empty_store_prints_nothing(tmp_path: Path) -> Non
     result = run("feedback", "export", database_url=f"sqlite:///{tmp_path / 'empty.sqlite3'}")
     assert result.exit_code == 0
     assert result.output == ""
+
+
+# --- feedback unquiet
+
+
+@pytest.fixture
+def app_on_database(database_url: str) -> Iterator[Flask]:
+    """The sandbox app on a new database, SQLite then PostgreSQL."""
+    from cds_service.web import create_app
+
+    application = create_app({"SANDBOX": True, "TODAY": TODAY, "DATABASE_URL": database_url})
+    yield application
+    application.extensions["cds"].storage.close()
+
+
+def test_feedback_unquiet_lets_a_patients_answered_card_show_again(
+    app_on_database: Flask, database_url: str
+) -> None:
+    client = app_on_database.test_client()
+    body = hook_request_body(bundle_resources())
+    card = client.post("/cds-services/mrcc-trials", json=body).get_json()["cards"][0]
+    item = {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:05:31Z"}
+    assert client.post("/cds-services/mrcc-trials/feedback", json={"feedback": [item]}).status_code == 200
+    patient, trial = body["context"]["patientId"], card["extension"]["org.trialmatch.eligibility"]["nctId"]
+    storage = app_on_database.extensions["cds"].storage
+    assert list(storage.quieted(patient, datetime.now(UTC), 30)) == [trial]
+    other = run(
+        "feedback", "unquiet", "--patient", patient, "--trial", "NCT00000000", database_url=database_url
+    )
+    assert (other.exit_code, other.output) == (0, f"Patient/{patient}: no card was quiet\n")
+    assert list(storage.quieted(patient, datetime.now(UTC), 30)) == [trial]
+    lifted = run("feedback", "unquiet", "--patient", patient, "--trial", trial, database_url=database_url)
+    assert (lifted.exit_code, lifted.output) == (0, f"Patient/{patient}: quiet lifted for {trial}\n")
+    assert storage.quieted(patient, datetime.now(UTC), 30) == {}
+
+
+def test_feedback_unquiet_without_a_trial_lifts_every_trial_of_the_patient(
+    app_on_database: Flask, database_url: str
+) -> None:
+    storage = app_on_database.extensions["cds"].storage
+    cards = [
+        {
+            "uuid": uuid,
+            "extension": {"org.trialmatch.eligibility": {"nctId": nct, "verdict": "likely-eligible"}},
+        }
+        for uuid, nct in (("u-1", "NCT1"), ("u-2", "NCT2"))
+    ]
+    storage.record_audit(
+        hook_instance="h",
+        service_id="mrcc-trials",
+        patient_id="pt-9",
+        cards=cards,
+        catalog_version="v",
+        duration_ms=1,
+    )
+    items = [
+        {"card": c["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:05:31Z"}
+        for c in cards
+    ]
+    storage.record_feedback("mrcc-trials", items)
+    result = run("feedback", "unquiet", "--patient", "pt-9", database_url=database_url, quiet_days="7")
+    assert (result.exit_code, result.output) == (0, "Patient/pt-9: quiet lifted for NCT1, NCT2\n")
+    assert storage.quieted("pt-9", datetime.now(UTC), 7) == {}
+
+
+# --- feedback stats
+
+
+def dismiss_as_out_of_date(app: Flask) -> dict[str, Any]:
+    """Show the CLI patient's card, dismiss it as "chart data out of date"; return the card's eligibility."""
+    client = app.test_client()
+    card = client.post("/cds-services/mrcc-trials", json=hook_request_body(bundle_resources())).get_json()[
+        "cards"
+    ][0]
+    reason = {"system": "urn:trialmatch:override-reason", "code": "data-out-of-date"}
+    item = {
+        "card": card["uuid"],
+        "outcome": "overridden",
+        "overrideReasons": [{"reason": reason}],
+        "outcomeTimestamp": "2026-11-21T10:05:31Z",
+    }
+    assert client.post("/cds-services/mrcc-trials/feedback", json={"feedback": [item]}).status_code == 200
+    return card["extension"]["org.trialmatch.eligibility"]
+
+
+def test_feedback_stats_json_counts_per_trial_and_the_criteria_still_to_check(
+    app_on_database: Flask, database_url: str
+) -> None:
+    eligibility = dismiss_as_out_of_date(app_on_database)
+    unknown = [c["id"] for c in eligibility["criteria"] if c["outcome"] == "unknown"]
+    assert unknown  # the CLI patient's card has criteria still to check
+    result = run("feedback", "stats", "--json", database_url=database_url, quiet_days="10")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {
+        "quietDays": 10,
+        "trials": [
+            {
+                "nctId": eligibility["nctId"],
+                "shown": 1,
+                "accepted": 0,
+                "overridden": {"data-out-of-date": 1},
+                "quietedPatients": 1,
+                "outOfDate": 1,
+                "stillToCheck": dict.fromkeys(sorted(unknown), 1),
+            }
+        ],
+    }
+
+
+def test_feedback_stats_prints_tables(app_on_database: Flask, database_url: str) -> None:
+    eligibility = dismiss_as_out_of_date(app_on_database)
+    result = run("feedback", "stats", database_url=database_url)
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if eligibility["nctId"] in line]
+    assert len(rows) == 2
+    assert re.search(r"\b1\b.*\b0\b.*1: data-out-of-date 1.*\b1\b", rows[0]), rows[0]
+    unknown = [c["id"] for c in eligibility["criteria"] if c["outcome"] == "unknown"]
+    assert all(criterion in result.output for criterion in unknown)
+
+
+def test_feedback_stats_of_an_empty_store(tmp_path: Path) -> None:
+    result = run("feedback", "stats", database_url=f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+    assert result.exit_code == 0
+    assert "No card was dismissed because the chart data was out of date." in result.output
+    empty = run("feedback", "stats", "--json", database_url=f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+    assert json.loads(empty.output) == {"quietDays": 30, "trials": []}
+
+
+# --- db upgrade
+
+
+def test_db_upgrade_brings_a_new_database_to_the_newest_revision(database_url: str) -> None:
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    first = run("db", "upgrade", database_url=database_url)
+    assert (first.exit_code, first.output) == (0, f"database schema at revision {head} (was empty)\n")
+    again = run("db", "upgrade", database_url=database_url)
+    assert (again.exit_code, again.output) == (0, f"database schema at revision {head}\n")

@@ -35,7 +35,7 @@ class HookCall:
     today: date
 
 
-def never_quiet(patient_id: str, today: date) -> Mapping[str, str]:
+def never_quiet(patient_id: str) -> Mapping[str, str]:
     """No card is quiet (no feedback store: the command line, the warm-up)."""
     return {}
 
@@ -46,8 +46,8 @@ class Runtime:
 
     matcher: Matcher
     settings: Settings
-    # patient id, today -> {NCT number: verdict of the card a clinician answered}: those cards stay quiet
-    quieted: Callable[[str, date], Mapping[str, str]] = field(default=never_quiet)
+    # patient id -> {NCT number: verdict of the card a clinician answered lately}: those cards stay quiet
+    quieted: Callable[[str], Mapping[str, str]] = field(default=never_quiet)
 
 
 class Handler(Protocol):
@@ -91,7 +91,7 @@ def prepare(
     check(request.context, HOOKS[request.hook].validator, "$.context")
     service = next(s for s in services if s.hook == request.hook)
     authorize_fhir_server(request.fhir_server)
-    return HookCall(request, service, gather_patient_data(request, service.prefetch, settings), today)
+    return HookCall(request, service, gather_patient_data(request, service, settings), today)
 
 
 def check_services(services: Sequence[ServiceDefinition]) -> None:

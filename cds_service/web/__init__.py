@@ -28,6 +28,11 @@ from cds_service.web.request_log import init_request_log
 log = logging.getLogger(__name__)
 
 
+def default_instance_path() -> str:
+    """The folder of the default SQLite database when `create_app` is given no INSTANCE_PATH."""
+    return Flask(__name__).instance_path
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the service: settings (defaults < CDS_* env < `config`), catalog, matcher, storage, routes.
 
@@ -47,15 +52,18 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     catalog = load_catalog(settings.mappings_dir)  # a bad catalog stops the start, naming file and path
     check_services(catalog.services)
-    for warning in catalog.warnings:
-        log.warning("catalog: %s", warning)
     try:
-        matcher = Matcher(catalog, settings, uuid_factory)
+        matcher = Matcher(catalog, settings, uuid_factory)  # compiles the rules: a bad rule stops the start
     except OSError as exc:  # the card texts are read here
         raise ConfigError(f"CDS_CARDS_DIR: cannot read the card texts: {exc}") from exc
+    for warning in matcher.engine.warnings:
+        log.warning("catalog: %s", warning)
     storage = open_storage(settings.database_url or default_database_url(app.instance_path))
     app.extensions[hooks.STATE_KEY] = hooks.ServiceState(
-        settings=settings, catalog=catalog, runtime=Runtime(matcher, settings), storage=storage
+        settings=settings,
+        catalog=matcher.catalog,
+        runtime=Runtime(matcher, settings, hooks.quiet_cards(storage, settings)),
+        storage=storage,
     )
 
     init_request_log(app)  # first: every request is logged and starts without a stale request id
