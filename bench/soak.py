@@ -12,8 +12,7 @@
    every 2 s and retried until it is acknowledged (a 503 is retried after 1 s, as a client would).
 4. During the run the database is stopped for 30 s (`--outage-at`) and one worker is killed (`--kill-at`).
 
-Needs psycopg 3 (the PostgreSQL driver the service uses; `pip install "psycopg[binary]"` until it is a
-dependency). Recorded per minute: calls, errors (anything but 200 with cards), p50/p99 latency; worker RSS
+Recorded per minute: calls, errors (anything but 200 with cards), p50/p99 latency; worker RSS
 every 5 s; what each fault did (hook answers and feedback statuses while the database was down, time for
 gunicorn to replace the killed worker, calls that failed meanwhile); at the end, every acknowledged feedback
 item must be in the database exactly once. Everything runs on 127.0.0.1 and stops by itself.
