@@ -74,6 +74,7 @@ def hook_request_body(resources: list[dict[str, Any]]) -> dict[str, Any]:
             "observations": searchset(of_type.get("Observation", [])),
             "medicationStatements": searchset(of_type.get("MedicationStatement", [])),
             "medicationRequests": searchset(of_type.get("MedicationRequest", [])),
+            "medicationAdministrations": searchset(of_type.get("MedicationAdministration", [])),
             "procedures": searchset(of_type.get("Procedure", [])),
         },
     }
@@ -640,3 +641,22 @@ def test_db_upgrade_brings_a_new_database_to_the_newest_revision(database_url: s
     assert (first.exit_code, first.output) == (0, f"database schema at revision {head} (was empty)\n")
     again = run("db", "upgrade", database_url=database_url)
     assert (again.exit_code, again.output) == (0, f"database schema at revision {head}\n")
+
+
+def test_evaluate_says_why_a_deceased_patient_gets_no_trial(tmp_path: Path) -> None:
+    resources = bundle_resources()
+    for resource in resources:
+        if resource["resourceType"] == "Patient":
+            resource["deceasedDateTime"] = "2026-11-01"
+    path = tmp_path / "deceased.json"
+    path.write_text(
+        json.dumps(
+            {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
+        )
+    )
+    table = run("evaluate", str(path), "--today", TODAY)
+    assert table.exit_code == 0, table.output
+    assert "recorded as deceased: no trial is offered" in table.output
+    assert "verdict: Not offered (the patient is recorded as deceased)" in table.output
+    assert "no card" in table.output
+    assert json.loads(run("evaluate", str(path), "--json", "--today", TODAY).output) == {"cards": []}
