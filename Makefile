@@ -13,8 +13,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
 	touch $(STAMP)
 
+# Sandbox mode unless CDS_SANDBOX is set; CDS_HOST, CDS_PORT and every other CDS_* variable pass through.
+CDS_SANDBOX ?= 1
+
 run: $(STAMP)
-	CDS_SANDBOX=1 $(BIN)/cds-trials serve --host 127.0.0.1 --port 8080
+	CDS_SANDBOX=$(CDS_SANDBOX) $(BIN)/cds-trials serve
 
 test: $(STAMP)
 	bash tests/browser/ensure-chromium.sh

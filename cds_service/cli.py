@@ -7,6 +7,7 @@ Every command reads the same `CDS_*` variables as the service (`load_settings`),
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import uuid
@@ -357,9 +358,12 @@ def _database_url(settings: Settings) -> str:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--host", default=None, help="Address to listen on [default: CDS_HOST, else 127.0.0.1].")
 @click.option(
-    "--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on."
+    "--port",
+    default=None,
+    type=click.IntRange(1, 65535),
+    help="Port to listen on [default: CDS_PORT, else 8080].",
 )
 @click.option(
     "--workers",
@@ -367,36 +371,27 @@ def _database_url(settings: Settings) -> str:
     type=click.IntRange(1, 64),
     help="Gunicorn worker processes [default: one per core, from gunicorn.conf.py].",
 )
-def serve(host: str, port: int, workers: int | None) -> None:
+def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the CDS Hooks service with gunicorn (settings from the CDS_* variables).
 
-    Each worker builds its own app (catalog, matcher, database connections) after the fork. A bad catalog
-    stops the start with the file and path of each problem.
+    The app is first built once here: a setting that cannot work (a CDS_* value, the trusted issuers, the base
+    URL, the catalog, the card texts, the database, a port in use) stops the start with one line naming it and
+    exit status 1. Then this process becomes gunicorn (gunicorn.conf.py); each worker builds its own app.
     """
-    from gunicorn.app.base import Application
+    from cds_service.web.serving import listen_addresses, preflight
 
-    from cds_service.web import create_app
-
-    settings = _settings()
-    _catalog(settings.mappings_dir)  # fail here, once, with the problems listed, rather than in every worker
-
-    class _Server(Application):  # type: ignore[misc]
-        def init(self, parser: Any, opts: Any, args: Any) -> None:
-            return None
-
-        def load_config(self) -> None:
-            # gunicorn.conf.py: warm-up, GC policy, one worker per core; the options below override it.
-            if GUNICORN_CONF.is_file():
-                self.load_config_from_file(str(GUNICORN_CONF))
-            self.cfg.set("bind", f"{host}:{port}")
-            if workers is not None:
-                self.cfg.set("workers", workers)
-            self.cfg.set("accesslog", "-")
-
-        def load(self) -> Any:
-            return create_app()
-
-    _Server().run()
+    overrides = {name: value for name, value in (("host", host), ("port", port)) if value is not None}
+    try:
+        settings = preflight(overrides)
+    except ConfigError as exc:
+        raise click.ClickException(" ".join(str(exc).split())) from None
+    os.environ.update(CDS_HOST=settings.host, CDS_PORT=str(settings.port))  # for gunicorn.conf.py and workers
+    command = [sys.executable, "-m", "gunicorn"]
+    if GUNICORN_CONF.is_file():
+        command += ["--config", str(GUNICORN_CONF)]
+    command += [arg for address in listen_addresses(settings) for arg in ("--bind", address)]
+    command += ["--workers", str(workers)] if workers is not None else []
+    os.execv(sys.executable, [*command, "cds_service.web:create_app()"])
 
 
 @main.group()

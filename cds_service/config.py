@@ -5,6 +5,7 @@ Flask-free so the command line and the web app read the same settings.
 
 from __future__ import annotations
 
+import logging
 import os
 import types
 import typing
@@ -47,6 +48,9 @@ class Settings:
     jwt_max_lifetime_seconds: int = 3600
     quiet_days: int = 30
     log_level: str = "INFO"
+    host: str = "127.0.0.1"  # where `cds-trials serve` (gunicorn.conf.py) listens
+    port: int = 8080
+    metrics_port: int | None = None  # None: GET /metrics on `port`; else only there, on the same host
 
     def current_date(self) -> date:
         """Return "today" for the clinical engine (fixed by `CDS_TODAY` when set)."""
@@ -120,4 +124,17 @@ def load_settings(
         if key not in known:
             raise ConfigError(f"unknown setting {name!r}")
         values[key] = _coerce(key, raw, *known[key])
-    return Settings(**values)
+    return _checked(Settings(**values))
+
+
+def _checked(settings: Settings) -> Settings:
+    """Refuse values of the right type that cannot work, naming the variable (the start stops on them)."""
+    for name in ("port", "metrics_port"):
+        port = getattr(settings, name)
+        if port is not None and not 1 <= port <= 65535:
+            raise ConfigError(f"CDS_{name.upper()}: {port} is not a TCP port (1-65535)")
+    if settings.metrics_port == settings.port:
+        raise ConfigError(f"CDS_METRICS_PORT: {settings.port} is CDS_PORT too (unset it: /metrics is there)")
+    if not isinstance(logging.getLevelName(settings.log_level.upper()), int):
+        raise ConfigError(f"CDS_LOG_LEVEL: unknown level {settings.log_level!r} (DEBUG, INFO, WARNING...)")
+    return settings

@@ -25,6 +25,7 @@ the message says what was wrong, for a human, and never quotes a token or a pati
     │   ├── BundleFileError           a file given to the command line is not FHIR for one patient
     │   └── CtgovImportError          a registry record that cannot become a draft mapping
     ├── PreconditionFailed            required patient data could be neither prefetched nor fetched (412)
+    ├── StorageUnavailable            the database cannot be reached: nothing was stored, retry (503)
     ├── AuthError                     the caller is not let in (bare 401); `code` is the logged reason
     │   └── KeyLookupError            no usable key for the token's `kid`
     └── FetchError                    one FHIR read failed (never leaves fhir_fetch: it becomes a card note)
@@ -169,6 +170,12 @@ class PreconditionFailed(CdsError):
     """Required patient data can be neither prefetched nor fetched."""
 
     code = "precondition-failed"
+
+
+class StorageUnavailable(CdsError):
+    """The database cannot be reached (connection refused or lost): the write did not happen."""
+
+    code = "storage-unavailable"
 
 
 class AuthError(CdsError):

@@ -25,6 +25,7 @@ from fhirclient.server import (
 )
 
 from cds_service.errors import DeadlineExceeded, FetchError, NotFhir
+from cds_service.metrics import FHIR_FETCH_FAILURES
 
 Clock = Callable[[], float]
 
@@ -39,6 +40,7 @@ class FetchJob:
 class FetchResult:
     pages: tuple[dict[str, Any], ...] = ()  # FHIR JSON documents read, in order
     problem: str | None = None  # why reading failed or stopped early; None when complete
+    reason: str | None = None  # the problem as a short code (a metrics label), e.g. "deadline", "http-503"
 
 
 def next_link(document: Mapping[str, Any]) -> str | None:
@@ -110,14 +112,20 @@ class FhirFetcher:
         if not jobs:
             return {}
         deadline = self._clock() + self._deadline_seconds
-        timed_out = FetchResult(problem=self._too_late)
+        timed_out = FetchResult(problem=self._too_late, reason="deadline")
         executor = ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="fhir-fetch")
         try:
             futures = {key: executor.submit(self._read, job, deadline) for key, job in jobs.items()}
             wait(futures.values(), timeout=max(0.0, deadline - self._clock()))
-            return {key: future.result() if future.done() else timed_out for key, future in futures.items()}
+            results = {
+                key: future.result() if future.done() else timed_out for key, future in futures.items()
+            }
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
+        for result in results.values():
+            if result.reason is not None:
+                FHIR_FETCH_FAILURES.labels(result.reason).inc()
+        return results
 
     def _read(self, job: FetchJob, deadline: float) -> FetchResult:
         """Read one search or resource, following `next` links on this server up to `job.max_pages` pages."""
@@ -128,21 +136,27 @@ class FhirFetcher:
         while url is not None:
             absolute = urljoin(self.base_url, url)
             if not self.owns(absolute):
-                return FetchResult(tuple(pages), "a link pointing outside the FHIR server was not followed")
+                return FetchResult(
+                    tuple(pages),
+                    "a link pointing outside the FHIR server was not followed",
+                    "link-outside-server",
+                )
             try:
                 page = _fhir_document(server.request_json(absolute))
             except DeadlineExceeded:
-                return FetchResult(tuple(pages), self._too_late)
+                return FetchResult(tuple(pages), self._too_late, "deadline")
             except FetchError as exc:
-                return FetchResult(tuple(pages), str(exc))
+                return FetchResult(tuple(pages), str(exc), "not-fhir")
             except requests.RequestException as exc:
-                return FetchResult(tuple(pages), _describe_request_error(exc) or self._too_late)
+                problem, reason = _describe_request_error(exc)
+                return FetchResult(tuple(pages), problem or self._too_late, reason)
             except (FHIRUnauthorizedException, FHIRPermissionDeniedException, FHIRNotFoundException) as exc:
-                return FetchResult(tuple(pages), _http_problem(exc.response.status_code))
+                status = exc.response.status_code
+                return FetchResult(tuple(pages), _http_problem(status), f"http-{status}")
             pages.append(page)
             url = next_link(page)
             if url is not None and len(pages) >= job.max_pages:
-                return FetchResult(tuple(pages), f"stopped after {job.max_pages} pages")
+                return FetchResult(tuple(pages), f"stopped after {job.max_pages} pages", "page-limit")
         return FetchResult(tuple(pages))
 
 
@@ -154,17 +168,18 @@ def _fhir_document(document: Any) -> dict[str, Any]:
     return document
 
 
-def _describe_request_error(exc: requests.RequestException) -> str | None:
-    """Describe a failed request; None for a timeout (the caller words it with its deadline)."""
+def _describe_request_error(exc: requests.RequestException) -> tuple[str | None, str]:
+    """Describe a failed request and give its reason code; no description for a timeout (the caller words it
+    with its deadline)."""
     if isinstance(exc, requests.JSONDecodeError):
-        return "the answer was not FHIR JSON"
+        return "the answer was not FHIR JSON", "not-fhir"
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
-        return _http_problem(exc.response.status_code)
+        return _http_problem(exc.response.status_code), f"http-{exc.response.status_code}"
     if isinstance(exc, requests.Timeout):
-        return None
+        return None, "deadline"
     if isinstance(exc, requests.ConnectionError):
-        return "the server could not be reached"
-    return "the request failed"
+        return "the server could not be reached", "unreachable"
+    return "the request failed", "request-failed"
 
 
 _HTTP_MEANINGS = {401: "access token refused", 403: "access not permitted", 404: "not found"}

@@ -44,6 +44,11 @@ def bind_request_id(request_id: str | None) -> None:
     _request_id.set(_clip(request_id) if isinstance(request_id, str) else None)
 
 
+def current_request_id() -> str | None:
+    """The request id bound to the current request, if any."""
+    return _request_id.get()
+
+
 def _clip(value: str) -> str:
     return value if len(value) <= MAX_FIELD_CHARS else value[:MAX_FIELD_CHARS] + "..."
 

@@ -75,8 +75,12 @@ def _schema() -> dict[str, Any]:
     return schema
 
 
-def load_trusted_issuers(path: Path) -> dict[str, TrustedIssuer]:
-    """Read and validate the trusted issuers file; return issuers by `iss`."""
+def load_trusted_issuers(path: Path, *, https_only: bool = True) -> dict[str, TrustedIssuer]:
+    """Read and validate the trusted issuers file; return issuers by `iss`.
+
+    With `https_only` (all but sandbox mode) a plain-http `fhir_servers` entry is refused here, at start:
+    every call naming it would be refused anyway (`fhir-server-not-https`).
+    """
     try:
         document = json.loads(Path(path).read_text("utf-8"))
     except (OSError, ValueError) as exc:
@@ -102,6 +106,12 @@ def load_trusted_issuers(path: Path) -> dict[str, TrustedIssuer]:
                 raise TrustConfigError(
                     f"trusted issuers file {path}: issuer {issuer.iss!r} has an unusable key"
                 )
+        plain = [url for url in issuer.fhir_servers if not url.lower().startswith("https://")]
+        if https_only and plain:
+            raise TrustConfigError(
+                f"trusted issuers file {path}: issuer {issuer.iss!r} lists the plain-http fhir_servers entry "
+                f"{plain[0]!r}; outside sandbox mode FHIR servers must be https"
+            )
         issuers[issuer.iss] = issuer
     return issuers
 
@@ -188,6 +198,10 @@ class KeyStore:
         self._remote: dict[str, tuple[float, dict[str, tuple[str, Any]]]] = {}  # iss -> (fetched at, keys)
         self._last_attempt: dict[str, float] = {}
         self._pinned = {iss: usable_keys(i.jwks) for iss, i in issuers.items() if i.jwks is not None}
+
+    def pins(self, issuer: TrustedIssuer, kid: str) -> bool:
+        """Tell whether `kid` names a key pinned in the file for `issuer` (verifiable without any `jku`)."""
+        return kid in self._pinned.get(issuer.iss, {})
 
     def key_for(self, issuer: TrustedIssuer, kid: str) -> tuple[str, Any]:
         """Return (algorithm, public key) for `kid` of `issuer`, or raise KeyLookupError."""

@@ -101,8 +101,8 @@ ATTACKS = {
     "jku-not-allowlisted": lambda: bearer_header(
         sign(claims_for(DISCOVERY_AUD, iss=REMOTE_ISSUER), ATTACKER_OTHER, jku="https://evil.test/jwks.json")
     ),
-    "jku-on-pinned-issuer": lambda: bearer_header(
-        sign(claims_for(DISCOVERY_AUD), EC_KEY, jku="https://evil.test/j.json")
+    "jku-on-pinned-issuer-unpinned-kid": lambda: bearer_header(
+        sign(claims_for(DISCOVERY_AUD), ATTACKER_OTHER, jku="https://evil.test/j.json")
     ),
     "bad-signature-same-kid": lambda: bearer_header(sign(claims_for(DISCOVERY_AUD), ATTACKER_EC)),
     "signature-tampered": lambda: bearer_header(_tampered(sign(claims_for(DISCOVERY_AUD), EC_KEY))),
@@ -249,6 +249,23 @@ def test_jku_equal_to_the_registered_jwks_url_is_honoured(client, jwks_server):
     assert client.get(DISCOVERY, headers=bearer_header(token)).status_code == 200
 
 
+def test_jku_is_ignored_never_fetched_when_the_kid_is_pinned(client, jwks_server):
+    """The public CDS Hooks sandbox always sends a `jku`: with its key pinned, that key verifies the token."""
+    token = sign(claims_for(DISCOVERY_AUD), EC_KEY, jku="https://evil.test/j.json")
+    assert client.get(DISCOVERY, headers=bearer_header(token)).status_code == 200
+    assert len(jwks_server.calls) == 0  # neither the jku nor any key URL was fetched
+
+
+def test_jku_with_a_kid_not_pinned_is_refused_as_not_allowed(client, jwks_server, caplog):
+    token = sign(claims_for(DISCOVERY_AUD), ATTACKER_OTHER, jku=JWKS_URL)  # another issuer's key URL
+    with caplog.at_level(logging.INFO):
+        assert_bare_401(client.get(DISCOVERY, headers=bearer_header(token)))
+    assert [
+        getattr(r, "reason", None) for r in caplog.records if r.getMessage() == "rejected client JWT"
+    ] == ["jku_not_allowed"]
+    assert len(jwks_server.calls) == 0
+
+
 def test_rejection_log_names_reason_iss_and_jti_but_never_the_token(client, caplog):
     token = sign(claims_for(DISCOVERY_AUD, jti="nonce-123", exp=NOW - 300, iat=NOW - 600), EC_KEY)
     with caplog.at_level(logging.INFO):
@@ -302,6 +319,32 @@ def test_without_sandbox_and_trusted_issuers_the_service_refuses_to_start(tmp_pa
 def test_without_public_base_url_the_service_refuses_to_start(tmp_path, issuers_file):
     with pytest.raises(ConfigError, match="CDS_PUBLIC_BASE_URL"):
         create_app(app_config(tmp_path, sandbox=False, trusted_issuers=issuers_file))
+
+
+def test_a_plain_http_fhir_server_of_an_issuer_stops_the_start_outside_sandbox_mode(tmp_path):
+    issuer = pinned_issuer(EC_KEY, fhir_servers=(FHIR_SERVER, "http://fhir.test.example/r4"))
+    with pytest.raises(ConfigError) as refused:
+        create_app(secure_app_config(tmp_path, issuer))
+    message = str(refused.value)
+    assert message.startswith("CDS_TRUSTED_ISSUERS: ") and "\n" not in message
+    assert ISSUER in message and "http://fhir.test.example/r4" in message
+
+
+def test_sandbox_mode_may_register_a_plain_http_fhir_server(tmp_path):
+    issuer = pinned_issuer(EC_KEY, fhir_servers=("http://127.0.0.1:18090",))
+    issuers = write_issuers(tmp_path / "issuers.json", issuer)
+    config = app_config(tmp_path, sandbox=True, trusted_issuers=issuers, public_base_url=PUBLIC_BASE_URL)
+    app = create_app(config)
+    app.extensions["cds"].storage.close()
+
+
+@pytest.mark.parametrize(
+    "url", ["cds.example.org", "https://", "https://cds.example.org/?x=1", "ftp://cds.example"]
+)
+def test_a_public_base_url_that_is_not_an_absolute_url_stops_the_start(tmp_path, issuers_file, url):
+    config = app_config(tmp_path, sandbox=False, trusted_issuers=issuers_file, public_base_url=url)
+    with pytest.raises(ConfigError, match="^CDS_PUBLIC_BASE_URL: "):
+        create_app(config)
 
 
 def test_sandbox_mode_turns_authentication_off_and_says_so(tmp_path, caplog):

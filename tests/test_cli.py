@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -647,66 +641,6 @@ def test_db_upgrade_brings_a_new_database_to_the_newest_revision(database_url: s
     assert (first.exit_code, first.output) == (0, f"database schema at revision {head} (was empty)\n")
     again = run("db", "upgrade", database_url=database_url)
     assert (again.exit_code, again.output) == (0, f"database schema at revision {head}\n")
-
-
-# --- serve
-
-
-def test_serve_stops_on_a_bad_catalog_naming_file_and_path(tmp_path: Path) -> None:
-    catalog = tmp_path / "catalog"
-    shutil.copytree(DEFAULT_MAPPINGS_DIR, catalog)
-    (catalog / "trials" / "NCT06903312.yaml").write_text("id: [unclosed\n", encoding="utf-8")
-    result = run("serve", "--port", "8099", mappings_dir=str(catalog))
-    assert result.exit_code == 1
-    assert "trials/NCT06903312.yaml" in result.output
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def get(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, bytes, Any]:
-    request = urllib.request.Request(url, method=method, headers=headers or {})
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return response.status, response.read(), response.headers
-
-
-@pytest.mark.slow
-def test_serve_runs_gunicorn_with_the_app(tmp_path: Path) -> None:
-    port = free_port()
-    environment = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CDS_")},
-        "CDS_SANDBOX": "1",
-        "CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'served.sqlite3'}",
-    }
-    command = [sys.executable, "-c", "from cds_service.cli import main; main()", "serve", "--port", str(port)]
-    server = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(150):  # the workers boot: wait for the first answer, at most about 30 s
-            try:
-                status, _, _ = get(f"{base}/healthz")
-                break
-            except OSError:
-                assert server.poll() is None, server.stdout.read().decode() if server.stdout else ""
-                time.sleep(0.2)
-        assert status == 200
-        status, body, _ = get(f"{base}/cds-services")
-        assert any(service["hook"] == "patient-view" for service in json.loads(body)["services"])
-        status, _, headers = get(
-            f"{base}/cds-services",
-            "OPTIONS",
-            {"Origin": "https://sandbox.cds-hooks.org", "Access-Control-Request-Headers": "authorization"},
-        )
-        assert status == 204 and "Authorization" in headers["Access-Control-Allow-Headers"]
-    finally:
-        server.terminate()
-        output, _ = server.communicate(timeout=30)
-    assert server.returncode == 0
-    # gunicorn.conf.py is loaded: each worker warms up before serving
-    assert b"warm-up done" in output, output.decode(errors="replace")[-2000:]
 
 
 def test_evaluate_says_why_a_deceased_patient_gets_no_trial(tmp_path: Path) -> None:

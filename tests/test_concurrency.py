@@ -106,10 +106,9 @@ def _wait_until_ready(base_url: str, server: subprocess.Popen, log_path: Path) -
 
 
 def _json_lines(log_path: Path) -> list[dict]:
-    """Our JSON log lines (gunicorn's own lines are plain text)."""
-    return [
-        json.loads(line) for line in log_path.read_text(errors="replace").splitlines() if line.startswith("{")
-    ]
+    """The service's JSON log lines (gunicorn's own lines, JSON too, are left out)."""
+    lines = [json.loads(line) for line in log_path.read_text(errors="replace").splitlines()]
+    return [line for line in lines if not line["logger"].startswith("gunicorn.")]
 
 
 def _item(n: int) -> dict:

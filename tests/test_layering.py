@@ -15,7 +15,7 @@ MAX_LINES = 600
 
 # Lowest first: a module may import modules of its own layer and of the layers before it.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("errors", "config", "terminology", "verdicts", "logs")),
+    ("base", ("errors", "config", "terminology", "verdicts", "logs", "metrics")),
     ("catalog", ("catalog", "ctgov_import")),
     ("records", ("fhir",)),
     ("facts", ("facts",)),
@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "fhir_fetch",
             "bundle_file",
             "storage",
+            "storage_errors",
             "migrations",
             "trust",
         ),

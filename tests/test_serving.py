@@ -15,6 +15,7 @@ from flask import Flask
 
 from cds_service import hooks
 from cds_service.bundle_file import hook_request_for
+from cds_service.config import load_settings
 from cds_service.web import serving
 
 CONF_PATH = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
@@ -92,15 +93,45 @@ def test_a_call_leaves_no_fhir_resource_in_a_reference_cycle(app: Flask) -> None
 
 def test_gunicorn_conf_holds_server_settings_and_installs_the_worker_hooks() -> None:
     tree = ast.parse(CONF_PATH.read_text(encoding="utf-8"))
-    assigned = {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets}
+    assigned = {
+        t.id
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
     imported = {
         a.asname or a.name for node in tree.body if isinstance(node, ast.ImportFrom) for a in node.names
     }
     functions = [node for node in tree.body if isinstance(node, ast.FunctionDef | ast.ClassDef)]
 
     assert functions == []  # no application logic in the server settings
-    assert {"bind", "workers", "worker_class", "timeout"} <= assigned
-    assert {"post_worker_init", "post_request"} <= imported
+    assert {"bind", "workers", "worker_class", "timeout", "logger_class", "accesslog"} <= assigned
+    assert {"post_worker_init", "post_request", "child_exit", "on_exit", "JsonLogger"} <= imported
+    # prometheus_client picks its multiprocess mode when first imported: the folder is set before any import
+    # of the service
+    folder_set = next(
+        n.lineno
+        for n in tree.body
+        if isinstance(n, ast.Assign) and "PROMETHEUS_MULTIPROC_DIR" in ast.unparse(n)
+    )
+    service_imports = [
+        n.lineno for n in tree.body if isinstance(n, ast.ImportFrom) and n.module.startswith("cds_")
+    ]
+    assert service_imports and folder_set < min(service_imports)
+
+
+@pytest.mark.parametrize(
+    ("host", "metrics_port", "expected"),
+    [
+        ("127.0.0.1", None, ["127.0.0.1:8080"]),
+        ("0.0.0.0", 9464, ["0.0.0.0:8080", "0.0.0.0:9464"]),
+        ("::1", None, ["[::1]:8080"]),
+    ],
+)
+def test_gunicorn_listens_on_the_port_and_the_metrics_port(host, metrics_port, expected) -> None:
+    settings = load_settings({"host": host, "port": 8080, "metrics_port": metrics_port}, environ={})
+    assert serving.listen_addresses(settings) == expected
 
 
 def test_the_warm_up_chart_is_valid_json_shipped_inside_the_package() -> None:

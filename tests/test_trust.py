@@ -204,3 +204,30 @@ def test_failing_jwks_url_means_no_key(tmp_path, reply):
     with pytest.raises(KeyLookupError):
         store.key_for(issuer, "ec-1")
     assert [call.request.url for call in responses.calls] == [JWKS_URL]
+
+
+def test_plain_http_fhir_servers_are_refused_unless_allowed(tmp_path):
+    path = write_issuers(
+        tmp_path / "i.json",
+        {
+            "iss": ISSUER,
+            "jwks_url": JWKS_URL,
+            "fhir_servers": ["https://a.example/r4", "http://b.example/r4"],
+        },
+    )
+    with pytest.raises(TrustConfigError, match=f"issuer '{ISSUER}' lists the plain-http fhir_servers entry"):
+        load_trusted_issuers(path)
+    assert load_trusted_issuers(path, https_only=False)[ISSUER].fhir_servers[1] == "http://b.example/r4"
+
+
+def test_key_store_tells_which_kids_are_pinned(tmp_path):
+    path = write_issuers(
+        tmp_path / "i.json",
+        {"iss": ISSUER, "jwks": jwk_set(EC_KEY)},
+        {"iss": "https://remote.example", "jwks_url": JWKS_URL},
+    )
+    issuers = load_trusted_issuers(path)
+    store = KeyStore(issuers, fetch=lambda url: pytest.fail(f"fetched {url}"))
+    assert store.pins(issuers[ISSUER], "ec-1")
+    assert not store.pins(issuers[ISSUER], "rsa-1")
+    assert not store.pins(issuers["https://remote.example"], "ec-1")  # keys at a URL are never pinned

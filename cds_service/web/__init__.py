@@ -11,15 +11,18 @@ from flask.json.provider import DefaultJSONProvider
 
 from cds_service.catalog import load_catalog
 from cds_service.config import load_settings
+from cds_service.errors import ConfigError
 from cds_service.hooks import Runtime, check_services
 from cds_service.logs import configure_logging
 from cds_service.pipeline import Matcher, random_uuid
-from cds_service.storage import Storage, default_database_url
+from cds_service.storage import default_database_url
+from cds_service.storage_errors import open_storage
 from cds_service.web import hooks, openapi, sandbox
 from cds_service.web.auth import init_auth
 from cds_service.web.cors import init_cors
 from cds_service.web.errors import init_errors
 from cds_service.web.limits import init_limits
+from cds_service.web.metrics import init_metrics
 from cds_service.web.request_log import init_request_log
 
 log = logging.getLogger(__name__)
@@ -49,10 +52,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     catalog = load_catalog(settings.mappings_dir)  # a bad catalog stops the start, naming file and path
     check_services(catalog.services)
-    matcher = Matcher(catalog, settings, uuid_factory)  # compiles the rules: a bad rule stops the start too
+    try:
+        matcher = Matcher(catalog, settings, uuid_factory)  # compiles the rules: a bad rule stops the start
+    except OSError as exc:  # the card texts are read here
+        raise ConfigError(f"CDS_CARDS_DIR: cannot read the card texts: {exc}") from exc
     for warning in matcher.engine.warnings:
         log.warning("catalog: %s", warning)
-    storage = Storage(settings.database_url or default_database_url(app.instance_path))
+    storage = open_storage(settings.database_url or default_database_url(app.instance_path))
     app.extensions[hooks.STATE_KEY] = hooks.ServiceState(
         settings=settings,
         catalog=matcher.catalog,
@@ -62,6 +68,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     init_request_log(app)  # first: every request is logged and starts without a stale request id
     init_errors(app)
+    init_metrics(app, settings, (s.id for s in catalog.services))  # before auth: /metrics is public
     init_cors(app)  # before authentication: preflights are answered without a JWT
     init_auth(app, settings, storage.remember_jti)  # the single place where authentication is installed
     init_limits(app)  # after authentication: a chunked body over the limit is a 413

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 from flask import Flask, current_app, g, request
@@ -26,6 +27,7 @@ from cds_service.errors import (
     FhirServerNotAllowed,
     FhirServerNotHttps,
     KeyLookupError,
+    TrustConfigError,
 )
 from cds_service.trust import (
     ALLOWED_ALGORITHMS,
@@ -37,7 +39,7 @@ from cds_service.trust import (
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/healthz", "/sandbox", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/sandbox", "/openapi.json"})
 PUBLIC_PREFIXES = ("/static/",)
 EXTENSION_KEY = "cds_auth"
 MAX_TOKEN_CHARS = 16_384
@@ -88,11 +90,13 @@ class Authenticator:
         issuer = self._issuers.get(iss)
         if issuer is None:
             raise AuthError("iss_not_trusted", iss, jti)
-        if "jku" in header and not issuer.allows_jku(header["jku"]):
-            raise AuthError("jku_not_allowed", iss, jti)
         kid = header.get("kid")
         if not isinstance(kid, str):
             raise AuthError("kid_missing", iss, jti)
+        # A `jku` is never fetched: a pinned key verifies the token whatever it says (the public CDS Hooks
+        # sandbox always sends one); otherwise it must name the issuer's registered key URL.
+        if "jku" in header and not (self._keys.pins(issuer, kid) or issuer.allows_jku(header["jku"])):
+            raise AuthError("jku_not_allowed", iss, jti)
         try:
             key_algorithm, key = self._keys.key_for(issuer, kid)
         except KeyLookupError as exc:
@@ -205,6 +209,15 @@ def authorize_fhir_server(fhir_server: str | None) -> None:
         raise FhirServerNotAllowed("fhirServer is not registered for this client")
 
 
+def _is_base_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not (parts.query or parts.fragment)
+
+
 def init_auth(app: Flask, settings: Settings, remember_jti: Callable[[str, datetime], bool]) -> None:
     """Install authentication on `app`; raise ConfigError (or TrustConfigError) when it cannot be secured.
 
@@ -217,13 +230,22 @@ def init_auth(app: Flask, settings: Settings, remember_jti: Callable[[str, datet
             "fhirServer (also plain http) may be named; never run it like this with real patient data"
         )
     elif settings.trusted_issuers is None or not settings.public_base_url:
+        missing = "CDS_TRUSTED_ISSUERS" if settings.trusted_issuers is None else "CDS_PUBLIC_BASE_URL"
         raise ConfigError(
-            "refusing to start: set CDS_TRUSTED_ISSUERS (trusted EHRs and their keys) and "
-            "CDS_PUBLIC_BASE_URL (the external URL checked against the JWT aud), or CDS_SANDBOX=1 for a "
+            f"{missing}: not set; outside sandbox mode set CDS_TRUSTED_ISSUERS (trusted EHRs and their keys) "
+            "and CDS_PUBLIC_BASE_URL (the external URL checked against the JWT aud), or CDS_SANDBOX=1 for a "
             "local sandbox without authentication"
         )
+    if settings.public_base_url and not _is_base_url(settings.public_base_url):
+        raise ConfigError(
+            f"CDS_PUBLIC_BASE_URL: {settings.public_base_url!r} is not an absolute http(s) URL without query "
+            "or fragment (the JWT aud is this URL plus the path called)"
+        )
     if settings.trusted_issuers is not None and settings.public_base_url:
-        issuers = load_trusted_issuers(settings.trusted_issuers)
+        try:
+            issuers = load_trusted_issuers(settings.trusted_issuers, https_only=not settings.sandbox)
+        except TrustConfigError as exc:
+            raise TrustConfigError(f"CDS_TRUSTED_ISSUERS: {exc.message}") from exc
         authenticator = Authenticator(settings, issuers, remember_jti)
     app.extensions[EXTENSION_KEY] = authenticator
     app.extensions["cds_settings_sandbox"] = settings.sandbox

@@ -12,6 +12,7 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from cds_service import metrics
 from cds_service.errors import (
     AuthError,
     CdsError,
@@ -19,6 +20,7 @@ from cds_service.errors import (
     FhirServerNotHttps,
     PreconditionFailed,
     RequestError,
+    StorageUnavailable,
     TooManyResources,
     UnknownService,
 )
@@ -33,6 +35,7 @@ HTTP_STATUS: tuple[tuple[type[CdsError], int], ...] = (
     (UnknownService, 404),
     (PreconditionFailed, 412),
     (TooManyResources, 413),
+    (StorageUnavailable, 503),
 )
 
 
@@ -42,6 +45,7 @@ def error_response(status: int, code: str, message: str) -> tuple[Response, int]
 
 def _unauthorized(exc: AuthError) -> Response:
     log.warning("rejected client JWT", extra={"reason": exc.code, "iss": exc.iss, "jti": exc.jti})
+    metrics.JWT_REJECTIONS.labels(exc.code).inc()
     response = Response(status=401)
     response.headers["WWW-Authenticate"] = "Bearer"
     return response

@@ -20,6 +20,7 @@ from cds_service.hooks import Runtime
 from cds_service.logs import bind_request_id
 from cds_service.storage import Storage
 from cds_service.web.auth import authorize_fhir_server
+from cds_service.web.metrics import count_cards, count_feedback
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ def call_service(service_id: str) -> Response:
     today = state.settings.current_date()
     call = hooks.prepare(hook_request, definitions, state.settings, today, authorize_fhir_server)
     cards = hooks.answer(call, state.runtime)
+    count_cards(service_id, cards)
     duration_ms = round((time.perf_counter() - started) * 1000)
     _record_audit(
         state.storage,
@@ -136,6 +138,7 @@ def feedback(service_id: str) -> Response:
     state = _state()
     items = parse_feedback(request.get_data(), max_depth=state.settings.max_json_depth)
     stored = state.storage.record_feedback(service_id, items)
+    count_feedback(service_id, items)
     log.info("feedback stored: %d new of %d item(s)", stored, len(items), extra={"service": service_id})
     return jsonify({})
 

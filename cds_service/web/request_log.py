@@ -1,4 +1,8 @@
-"""One log line per request (method, route, status, duration); a request id never outlives its request."""
+"""One log line per request (method, route, status, duration); a request id never outlives its request.
+
+The request id (the hookInstance) is also left in the WSGI environ under REQUEST_ID_ENVIRON, for gunicorn's
+access line, which is written after the request (web/serving.py).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,11 @@ import time
 
 from flask import Flask, Response, g, request
 
-from cds_service.logs import bind_request_id
+from cds_service.logs import bind_request_id, current_request_id
 
 log = logging.getLogger(__name__)
+
+REQUEST_ID_ENVIRON = "cds.request_id"
 
 
 def _start() -> None:
@@ -21,6 +27,7 @@ def _finish(response: Response) -> Response:
     started = g.get("cds_started")
     duration_ms = round((time.perf_counter() - started) * 1000) if started is not None else None
     route = request.url_rule.rule if request.url_rule is not None else "(no route)"
+    request.environ[REQUEST_ID_ENVIRON] = current_request_id()
     log.info(
         "%s %s -> %d",
         request.method,

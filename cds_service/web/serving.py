@@ -1,6 +1,11 @@
-"""A gunicorn worker's life around the app: warm up before the first call, then a garbage-collection policy.
+"""gunicorn around the app: where it listens, its log lines as JSON, the metrics folder of its workers, and a
+worker's life: warm up before the first call, then a garbage-collection policy.
 
-gunicorn.conf.py installs `post_worker_init` and `post_request`. Each worker, once it has loaded the app:
+gunicorn.conf.py sets `bind` from `listen_addresses`, `logger_class` to `JsonLogger` (gunicorn's own lines,
+the access line included, as the service's JSON lines: the access line gives the path without its query
+string, the status, the duration and the hookInstance as `request_id`), and installs `child_exit` and
+`on_exit` (the metrics of an exited worker, then the folder, see cds_service/metrics.py), `post_worker_init`
+and `post_request`. Each worker, once it has loaded the app:
 1. warms up: answers one call of each service, built from the chart shipped in `cds_service/data/` and
    evaluated on the date it was written for, through every stage (request parsing and schema checks, prefetch,
    FHIR validation, facts, the trials, cards, JSON), so that the first EHR call does not pay for lazily
@@ -20,20 +25,117 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
+import os
+import shutil
+import socket
 import time
-from datetime import date
+from collections.abc import Mapping
+from datetime import date, timedelta
 from importlib import resources
 from typing import Any
 
-from cds_service import hooks
+from gunicorn.glogging import Logger
+
+from cds_service import hooks, metrics
 from cds_service.bundle_file import hook_request_for
+from cds_service.config import Settings, load_settings
+from cds_service.errors import CatalogError, ConfigError, RuleError
 from cds_service.fhir import bundles
 from cds_service.hook_request import parse_hook_request
+from cds_service.logs import JsonLineFormatter
+from cds_service.web import create_app
 from cds_service.web.hooks import STATE_KEY
+from cds_service.web.request_log import REQUEST_ID_ENVIRON
 
 FULL_COLLECTION_EVERY = 100  # requests; the young generations are collected after every request
 WARM_UP_CHART = "data/warm-up-chart.json"
 WARM_UP_INSTANCE = "00000000-0000-4000-8000-000000000000"
+
+
+def preflight(overrides: Mapping[str, Any]) -> Settings:
+    """Check, before gunicorn starts a worker, what would stop every worker: the CDS_* values, free ports,
+    then the app built once (trusted issuers, base URL, catalog, card texts, database) and thrown away.
+
+    Returns the settings; raises ConfigError with one line that names the setting. The app is built silently
+    (each worker builds and logs its own).
+    """
+    settings = load_settings(overrides)
+    for name, port in (("CDS_PORT", settings.port), ("CDS_METRICS_PORT", settings.metrics_port)):
+        if port is not None:
+            _check_free(settings.host, port, name)
+    logging.disable(logging.CRITICAL)
+    try:
+        app = create_app(overrides)
+    except (CatalogError, RuleError) as exc:
+        first = str(exc.problems[0]) if isinstance(exc, CatalogError) else exc.message
+        more = len(exc.problems) - 1 if isinstance(exc, CatalogError) else 0
+        others = f" (and {more} more: cds-trials check-mappings lists them)" if more else ""
+        raise ConfigError(f"CDS_MAPPINGS_DIR: {settings.mappings_dir}: {first}{others}") from exc
+    finally:
+        logging.disable(logging.NOTSET)
+    app.extensions[STATE_KEY].storage.close()
+    return settings
+
+
+def _check_free(host: str, port: int, setting: str) -> None:
+    """Bind the address as gunicorn will (SO_REUSEADDR), then let it go."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.create_server((host, port), family=family):
+            pass
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"{setting}: cannot listen on {host}:{port}: {reason}") from exc
+
+
+def listen_addresses(settings: Settings) -> list[str]:
+    """gunicorn's `bind`: CDS_HOST:CDS_PORT, and CDS_HOST:CDS_METRICS_PORT when metrics have a port."""
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host  # an IPv6 address
+    ports = [settings.port] if settings.metrics_port is None else [settings.port, settings.metrics_port]
+    return [f"{host}:{port}" for port in ports]
+
+
+class JsonLogger(Logger):  # type: ignore[misc]
+    """gunicorn's logger, writing each line (master, workers, access) as a JSON object (cds_service.logs)."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(JsonLineFormatter())
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
+        """One line per response: method, path (never the query string), status, duration, hookInstance."""
+        if not self.cfg.accesslog:
+            return
+        method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+        status = resp.status_code
+        self.access_log.info(
+            "%s %s -> %s",
+            method,
+            path,
+            status,
+            extra={
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": round(request_time.total_seconds() * 1000),
+                "request_id": environ.get(REQUEST_ID_ENVIRON),
+            },
+        )
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """In the master, once a worker has exited (stopped, crashed or killed): drop its live metric values."""
+    metrics.forget_process(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """The master stops: remove the metrics folder gunicorn.conf.py made for this run."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def post_worker_init(worker: Any) -> None:
