@@ -155,7 +155,8 @@ def chart(case: Case) -> list[Mapping[str, Any]]:
 
 def criterion_result(case: Case, resources: list[Mapping[str, Any]]) -> CriterionResult:
     """The criterion's result; in a trial not considered, the result of the anchor with the same rule."""
-    (result,) = [r for r in matcher().match(resources, PATIENT_ID, TODAY).results if r.trial.key == case.trial]
+    results = matcher().match(resources, PATIENT_ID, TODAY).results
+    (result,) = [r for r in results if r.trial.key == case.trial]
     trial = trial_of(case.trial)
     (criterion,) = [c for c in trial.criteria if c.id == case.criterion]
     if result.verdict is not Verdict.NOT_CONSIDERED:
