@@ -107,7 +107,7 @@ def gather_patient_data(
             if result.problem:
                 notes[key] = _fetch_note(_label(templates[key]), result, partial=key in gathered)
         _check_required(templates, gathered, {}, notes)
-    resources = tuple(_unique(gathered[key] for key in templates if key in gathered))
+    resources = tuple(unique_resources(gathered[key] for key in templates if key in gathered))
     if len(resources) > settings.max_resources:
         raise TooManyResources(f"the request holds more than {settings.max_resources} FHIR resources")
     unavailable = frozenset(_resource_type(templates[key]) for key in notes)
@@ -137,7 +137,7 @@ def _resources_of_pages(result: FetchResult) -> Iterator[dict[str, Any]]:
         yield from (r for r in bundles.resources(page) if r["resourceType"] != "OperationOutcome")
 
 
-def _unique(groups: Iterable[list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+def unique_resources(groups: Iterable[list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
     """Yield each resource once by resourceType/id; resources without id are all kept."""
     seen: set[tuple[str, str]] = set()
     for group in groups:
