@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	$(BIN)/python -m pip install --quiet -e ".[test,bench,spark]"
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -17,6 +17,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	bash tests/browser/ensure-chromium.sh
+	bash tests/spark/ensure-java.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

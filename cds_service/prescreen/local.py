@@ -5,7 +5,8 @@
    export stays in memory; P grows with the bytes read, so that a partition stays about `PARTITION_BYTES`.
 2. Medications: the driver indexes them by id in SQLite (on disk), to be joined where they are referenced.
 3. Screen: each process takes partitions, groups a partition's lines by patient (the lines only, not parsed),
-   adds the Medications each patient references, and runs `screen_patient` on one patient at a time.
+   adds the Medications each patient references, and runs `screen_patient` on one patient at a time, its
+   lines in export order (as the `spark` engine has them).
 
 The processes are forked after the driver built its Screener, so they start with the compiled catalog.
 """
@@ -39,7 +40,8 @@ _SEP = b"\t"
 Line = tuple[int, int, bytes]
 
 
-def partition_count(export: Export, chunks: tuple[Chunk, ...], workers: int) -> int:
+def partition_count(chunks: tuple[Chunk, ...], workers: int) -> int:
+    """Enough partitions for every worker to take several, each of about PARTITION_BYTES of the export."""
     read = sum(c.end - c.start for c in chunks)
     return max(4 * workers, math.ceil(read / PARTITION_BYTES))
 
@@ -117,10 +119,10 @@ def _screen_partition(partition: int) -> list[PatientOutcome]:
     with _medication_index(_worker.spill) as medications:
         screening = screener(_worker.spec)
         for key in sorted(patients):
-            entries = sorted(patients.pop(key))
+            entries = patients.pop(key)
             needed = {i for _, _, needs, _ in entries for i in needs.decode().split(",") if i}
-            lines = [text for _, _, _, text in entries] + [text for _, _, text in medications(needed)]
-            outcomes.append(screen_patient(screening, key.decode(), lines))
+            lines = sorted([(chunk, line, text) for chunk, line, _, text in entries] + medications(needed))
+            outcomes.append(screen_patient(screening, key.decode(), [text for _, _, text in lines]))
     return outcomes
 
 
@@ -161,7 +163,7 @@ def run_local(
 ) -> None:
     """Screen every patient of `screening.export` into `screening`, spilling to the folder `spill`."""
     workers = workers or len(os.sched_getaffinity(0))
-    partitions = partition_count(screening.export, screening.chunks, workers)
+    partitions = partition_count(screening.chunks, workers)
     screener(spec)  # built once here: the forked workers inherit it
     context = multiprocessing.get_context("fork")
     with context.Pool(workers, _start, (spec, screening.export, spill, partitions)) as pool:
