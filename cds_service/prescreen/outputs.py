@@ -105,11 +105,9 @@ def write_outputs(
     return found
 
 
-def _criteria_texts(catalog: Catalog) -> dict[str, dict[str, str]]:
-    """NCT number -> criterion id -> its verbatim text (with its heading, if any)."""
+def _criteria_texts(catalog: Catalog) -> dict[str, dict[str, tuple[str, str]]]:
+    """NCT number -> criterion id -> (its heading or "", its verbatim text)."""
     return {
-        trial.info.nct_id or trial.info.key: {
-            c.id: f"{c.heading}: {c.text}" if c.heading else c.text for c in trial.criteria
-        }
+        trial.info.nct_id or trial.info.key: {c.id: (c.heading or "", c.text) for c in trial.criteria}
         for trial in catalog.trials
     }

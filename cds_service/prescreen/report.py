@@ -24,27 +24,32 @@ LABEL_CHARS = 70
 @dataclass(frozen=True)
 class Bar:
     criterion: str
-    text: str  # verbatim criterion text
-    label: str  # the text, shortened
+    text: str  # verbatim criterion text, after its heading if it has one
+    label: str  # the id and the text (without heading), shortened
     count: int
     width: int  # px
 
 
-def bars(to_check: Mapping[str, int], texts: Mapping[str, str]) -> list[Bar]:
+def bars(to_check: Mapping[str, int], texts: Mapping[str, tuple[str, str]]) -> list[Bar]:
     """The criteria most often still to check, most frequent first (ties by id), scaled to BAR_WIDTH."""
     ranked = sorted(to_check.items(), key=lambda item: (-item[1], item[0]))[:BARS]
     most = ranked[0][1] if ranked else 1
     found = []
     for criterion, count in ranked:
-        text = texts.get(criterion, criterion)
-        label = text if len(text) <= LABEL_CHARS else text[: LABEL_CHARS - 1].rstrip() + "…"
+        heading, text = texts.get(criterion, ("", criterion))
+        label = f"{criterion}: {text}"
+        label = label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1].rstrip() + "…"
+        text = f"{heading} {text}" if heading else text
         found.append(Bar(criterion, text, label, count, max(2, round(BAR_WIDTH * count / most))))
     return found
 
 
 def render_report(
-    summary: Mapping[str, Any], worklist: Sequence[TrialRow], criteria: Mapping[str, Mapping[str, str]]
+    summary: Mapping[str, Any],
+    worklist: Sequence[TrialRow],
+    criteria: Mapping[str, Mapping[str, tuple[str, str]]],
 ) -> str:
+    """The report's HTML; `criteria`: NCT number -> criterion id -> (heading or "", verbatim text)."""
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent),
         autoescape=True,
