@@ -15,10 +15,13 @@ from flask.testing import FlaskClient
 
 from bench.population import write_export
 from cds_service.cli import main
+from cds_service.config import DEFAULT_EXAMPLES_DIR
 from cds_service.errors import ExportError
 from cds_service.prescreen import screen
 from tests.prescreen_support import TODAY, by_patient, charts, hook_rows, run, worklist
 
+# examples/bulk, as the README says to write it: python -m bench.population --patients 32 --seed 16 ...
+EXAMPLE = {"n": 32, "seed": 16, "mrcc_share": 0.6, "per_file": 500}
 GALLERY = {"n": 17, "mrcc_share": 1.0, "max_shift": 0}  # every gallery chart once, dates as they are
 POPULATION = {"n": 60, "seed": 3}
 
@@ -221,3 +224,12 @@ def test_the_command_says_why_an_export_cannot_be_screened(tmp_path: Path, clean
 
     assert result.exit_code == 1
     assert "no .ndjson file" in result.output
+
+
+def test_the_shipped_example_export_is_what_the_generator_writes(tmp_path: Path) -> None:
+    write_export(tmp_path / "bulk", **EXAMPLE)
+
+    def files(folder: Path) -> dict[str, bytes]:
+        return {path.name: path.read_bytes() for path in folder.iterdir()}
+
+    assert files(tmp_path / "bulk") == files(DEFAULT_EXAMPLES_DIR / "bulk")  # else: regenerate examples/bulk
