@@ -28,7 +28,7 @@ from cds_service.prescreen.export import Chunk, Export
 from cds_service.prescreen.keying import ChunkStats, chunk_records
 from cds_service.prescreen.progress import Progress
 from cds_service.prescreen.results import Screening
-from cds_service.prescreen.screen import PatientOutcome, ScreenSpec, screen_patient, screener
+from cds_service.prescreen.screen import PatientOutcome, ScreenSpec, screen_patient, screener, worker_screener
 
 PARTITION_BYTES = 16 * 1024 * 1024
 SPILL_BUFFER = 64 * 1024
@@ -76,6 +76,7 @@ _worker: _Worker | None = None
 def _start(spec: ScreenSpec, export: Export, spill: Path, partitions: int) -> None:
     global _worker
     _worker = _Worker(spec, export, spill, partitions)
+    worker_screener(spec)
 
 
 def _read_chunk(chunk: Chunk) -> ChunkStats:
@@ -117,7 +118,7 @@ def _screen_partition(partition: int) -> list[PatientOutcome]:
         patients.setdefault(key, []).append((int(chunk), int(line), needs, text))
     outcomes = []
     with _medication_index(_worker.spill) as medications:
-        screening = screener(_worker.spec)
+        screening = worker_screener(_worker.spec)
         for key in sorted(patients):
             entries = patients.pop(key)
             needed = {i for _, _, needs, _ in entries for i in needs.decode().split(",") if i}

@@ -14,6 +14,8 @@ today and the resource types the export lacks. Each process builds its `Screener
 from __future__ import annotations
 
 import dataclasses
+import gc
+import itertools
 import json
 import tempfile
 import traceback
@@ -117,6 +119,22 @@ class Screener:
 
 
 _SCREENERS: dict[tuple[Any, ...], Screener] = {}
+FULL_COLLECTION_EVERY = 100  # patients; the young generations are collected after every patient
+_screened = itertools.count(1)
+
+
+def worker_screener(spec: ScreenSpec) -> Screener:
+    """The Screener of a worker process, which then collects garbage as gunicorn's workers do (serving.py).
+
+    What is alive now (catalog, compiled rules, FHIR model classes) is frozen out of the collector's walks,
+    automatic collection is turned off, and `screen_patient` collects the young generations after each
+    patient: a patient allocates hundreds of thousands of objects that would set off many collections."""
+    found = screener(spec)
+    if gc.isenabled():
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+    return found
 
 
 def screener(spec: ScreenSpec) -> Screener:
@@ -138,6 +156,9 @@ def screen_patient(screener: Screener, patient_id: str, lines: Iterable[bytes]) 
         )
     except Exception as exc:  # one patient's failure must not stop the screening
         return PatientOutcome(patient_id, (), found=True, error=_where(exc))
+    finally:
+        if not gc.isenabled():
+            gc.collect(2 if next(_screened) % FULL_COLLECTION_EVERY == 0 else 1)
     rows = tuple(
         TrialRow(
             patient_id,

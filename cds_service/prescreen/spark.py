@@ -33,7 +33,7 @@ from cds_service.prescreen.keying import ChunkStats, chunk_records
 from cds_service.prescreen.local import partition_count
 from cds_service.prescreen.progress import Progress
 from cds_service.prescreen.results import Screening
-from cds_service.prescreen.screen import PatientOutcome, ScreenSpec, TrialRow, screen_patient, screener
+from cds_service.prescreen.screen import PatientOutcome, ScreenSpec, TrialRow, screen_patient, worker_screener
 
 KEYED = "kind string, key string, chunk int, line int, needs array<string>, text binary, stats string"
 OUTCOMES = "patient_id string, found boolean, error string, rows string"
@@ -86,7 +86,7 @@ def _screener(spec: ScreenSpec, screened: Accumulator[int]) -> Callable[..., Ite
     """The function that screens a partition's patients, its lines sorted by patient then export order."""
 
     def screen(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        screening = screener(spec)
+        screening = worker_screener(spec)
         patient: str | None = None
         lines: list[bytes] = []
         for batch in batches:
