@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.population import TODAY, population, write_export
+from bench.run import BenchError, Target, _children, _post, _status_kb, gunicorn
 from cds_service.bundle_file import hook_request_for
 from cds_service.catalog import load_catalog
 from cds_service.config import load_settings
@@ -79,26 +81,17 @@ def baseline(export_dir: Path) -> Run:
 
 
 def _tree(pid: int) -> list[int]:
+    """The process and its descendants."""
     found, todo = [], [pid]
     while todo:
-        current = todo.pop()
-        found.append(current)
-        try:
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            continue
-        todo += [int(child) for child in children]
+        found.append(todo.pop())
+        todo += _children(found[-1])
     return found
 
 
-def _kb(pid: int, file: str, key: str) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return float(line.split()[1])
-    except OSError:
-        pass
-    return 0.0
+def _read(pids: list[int], key: str, file: str = "status") -> float:
+    """A /proc value summed over processes (kB); a process that has just ended counts for nothing."""
+    return sum(value for value in (_status_kb(pid, key, file) for pid in pids) if not math.isnan(value))
 
 
 @contextmanager
@@ -110,10 +103,12 @@ def memory_of(process: subprocess.Popen[bytes]) -> Iterator[dict[str, float]]:
     def sample() -> None:
         while not done.wait(SAMPLE_SECONDS):
             pids = _tree(process.pid)
-            rss = [_kb(pid, "status", "VmRSS") for pid in pids]
-            peaks["rss"] = max(peaks["rss"], sum(rss) / 1024)
-            peaks["pss"] = max(peaks["pss"], sum(_kb(pid, "smaps_rollup", "Pss") for pid in pids) / 1024)
-            peaks["largest"] = max(peaks["largest"], max(_kb(pid, "status", "VmHWM") for pid in pids) / 1024)
+            now = {
+                "rss": _read(pids, "VmRSS"),
+                "pss": _read(pids, "Pss", "smaps_rollup"),
+                "largest": max(_read([pid], "VmHWM") for pid in pids),
+            }
+            peaks.update({key: max(peaks[key], value / 1024) for key, value in now.items()})
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
@@ -177,8 +172,6 @@ def spark_runs(exports: dict[int, Path], tmp: Path) -> dict[int, Run]:
 
 def hook(sample: int, workers: int, tmp: Path) -> Run:
     """Each of `sample` patients of the population posted once to patient-view under gunicorn."""
-    from bench.run import BenchError, _post, gunicorn
-
     settings = load_settings({}, environ={})
     (service,) = [s for s in load_catalog(settings.mappings_dir).services if s.hook == "patient-view"]
     bodies = []
@@ -203,14 +196,6 @@ def hook(sample: int, workers: int, tmp: Path) -> Run:
     if set(statuses) != {200}:
         raise BenchError(f"patient-view answered {sorted(set(statuses))}")
     return Run("hook", sample, seconds)
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    measured: str
-    limit: str
-    met: bool
 
 
 def _compared(run: Run, other: Run, suffix: str = "") -> tuple[str, float]:

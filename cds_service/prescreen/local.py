@@ -34,7 +34,6 @@ PARTITION_BYTES = 16 * 1024 * 1024
 SPILL_BUFFER = 64 * 1024
 MEDICATIONS = "medications"
 INDEX = "medication-index.sqlite"
-_SEP = b"\t"
 
 # (chunk index, line in chunk, text): the order of the export, so the same whatever the engine
 Line = tuple[int, int, bytes]
@@ -86,17 +85,9 @@ def _read_chunk(chunk: Chunk) -> ChunkStats:
     path = _worker.export.files[chunk.file].path
     for record in chunk_records(path, chunk, _worker.spec.types, stats):
         partition = MEDICATIONS if record.medication else partition_of(record.key, _worker.partitions)
+        needs = ",".join(record.needs).encode()
         _worker.output(partition).write(
-            _SEP.join(
-                (
-                    record.key.encode(),
-                    b"%d" % chunk.index,
-                    b"%d" % record.line,
-                    ",".join(record.needs).encode(),
-                )
-            )
-            + _SEP
-            + record.text
+            b"%s\t%d\t%d\t%s\t%s" % (record.key.encode(), chunk.index, record.line, needs, record.text)
         )
     for spill in _worker.files.values():
         spill.flush()
@@ -107,7 +98,7 @@ def _records(paths: list[Path]) -> Iterator[list[bytes]]:
     for path in paths:
         with path.open("rb") as spill:
             for record in spill:
-                yield record.split(_SEP, 4)
+                yield record.split(b"\t", 4)
 
 
 def _screen_partition(partition: int) -> list[PatientOutcome]:
