@@ -30,8 +30,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from cds_service.bundle_file import read_resources
 from cds_service.config import DEFAULT_EXAMPLES_DIR
+from cds_service.fhir import bundles
 
 TODAY = date(2026, 11, 21)  # the gallery's today
 BASE_URL = "https://bulk.example.org/fhir"
@@ -55,7 +55,8 @@ def gallery() -> tuple[tuple[Resource, ...], ...]:
 
     folder = DEFAULT_EXAMPLES_DIR / "patients"
     entries = yaml.safe_load((folder / "manifest.yaml").read_text(encoding="utf-8"))
-    return tuple(tuple(read_resources(folder / entry["file"])) for entry in entries)
+    charts = (json.loads((folder / entry["file"]).read_text(encoding="utf-8")) for entry in entries)
+    return tuple(tuple(bundles.resources(chart)) for chart in charts)
 
 
 def _shifted(value: str, days: int) -> str:

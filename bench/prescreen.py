@@ -37,9 +37,9 @@ from bench.run import BenchError, Target, _children, _post, _status_kb, gunicorn
 from cds_service.bundle_file import hook_request_for
 from cds_service.catalog import load_catalog
 from cds_service.config import load_settings
+from cds_service.pipeline import Matcher
 from cds_service.prescreen.export import open_export
 from cds_service.prescreen.keying import ChunkStats, chunk_records
-from cds_service.prescreen.screen import RESOURCE_TYPES_READ
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOOK_PATH = "/cds-services/mrcc-trials"
@@ -68,13 +68,15 @@ class Run:
 
 def baseline(export_dir: Path) -> Run:
     """Read, parse and group by patient the lines the engines read; nothing else."""
+    settings = load_settings({}, environ={})
+    types = Matcher(load_catalog(settings.mappings_dir), settings).engine.read_plan.resource_types
     started = time.perf_counter()
     export = open_export(export_dir)
     groups: dict[str, list[tuple[int, int]]] = {}
     patients = 0
-    for chunk in export.chunks(RESOURCE_TYPES_READ):
+    for chunk in export.chunks(types):
         stats = ChunkStats(chunk.index)
-        for record in chunk_records(export.files[chunk.file].path, chunk, RESOURCE_TYPES_READ, stats):
+        for record in chunk_records(export.files[chunk.file].path, chunk, types, stats):
             groups.setdefault(record.key, []).append((chunk.index, record.line))
         patients += stats.patients
     return Run("baseline", patients, time.perf_counter() - started)

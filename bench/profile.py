@@ -65,18 +65,9 @@ def stage_times(app: Any, body: bytes, repeat: int) -> list[tuple[str, float, st
     rows.append(("gather_patient_data (prefetch)", ms, f"{len(data.resources)} resources"))
 
     def facts_as_the_pipeline_builds_them() -> Any:
-        # the pipeline's arguments: the windows of repeated measurements, only the values the rules read, and
-        # only the Conditions, Procedures and medications whose codes can be read
-        windows = engine.measurement_windows
-        return build_facts(
-            data.resources,
-            terminology,
-            today,
-            PATIENT_ID,
-            windows=windows,
-            newest_only=True,
-            readable_only=True,
-        )
+        # as pipeline.evaluate does: the engine's read plan (derived from what its rules read) selects the
+        # resources, validates only those, and of a repeated measurement only the newest usable value
+        return build_facts(data.resources, terminology, today, PATIENT_ID, engine.read_plan)
 
     ms, facts = cpu_ms(facts_as_the_pipeline_builds_them, repeat)
     read = len(facts.conditions) + sum(len(v) for v in facts.labs.values()) + len(facts.medications)

@@ -5,7 +5,8 @@ that they never compete for the cores), and each prefetch size (20, 240, 1,000 r
 answer, warms the workers up, then replays the same patient-view call with 1 and then 4 concurrent clients,
 each run bounded in time and in count. Load comes from `wrk` (installed with apt-get when missing and
 allowed) with a Lua script posting the body, else from a small threaded Python client. Worker memory is read
-from /proc after the runs. bench/results.md gets the tables, the targets (computed) and the machine.
+from /proc after the runs. bench/out/results.md (ignored by git) gets the tables, the targets (computed) and
+the machine; bench/results.md is the run the README quotes, copied there by hand.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any
 from bench.generate import SERVICE_ID, TODAY, count_resources, generate_catalog, hook_request
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_PATH = REPO_ROOT / "bench" / "results.md"
+RESULTS_PATH = REPO_ROOT / "bench" / "out" / "results.md"
 WRK_SCRIPT = Path(__file__).resolve().parent / "post.lua"
 HOST = "127.0.0.1"
 BASELINE = "baseline"
@@ -783,6 +784,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BenchError, OSError, RuntimeError) as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(hook_part.rstrip("\n") + "\n\n" + population_part, encoding="utf-8")
     for target in targets:
         print(f"{'met ' if target.met else 'MISS'}  {target.name}: {target.measured} ({target.limit})")

@@ -2,8 +2,10 @@
 
 The prefetch is filled from the file's resources by type (a read template gets the resource, a search template
 a searchset Bundle), so the command line runs the hook's own path: prefetch -> patient data -> facts -> cards.
+A file that is a CDS Hooks request already is used as the service would read it.
 
-Raises BundleFileError (cds_service.errors): unreadable file, not FHIR, or not exactly one Patient.
+Raises BundleFileError (cds_service.errors): unreadable file, not FHIR, or not exactly one Patient; a request
+file raises the RequestError the service would answer with.
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ from urllib.parse import parse_qs
 
 from cds_service.errors import BundleFileError
 from cds_service.fhir import bundles
-from cds_service.hook_request import HookRequest
+from cds_service.hook_request import HookRequest, parse_hook_request
 
 CLI_USER = "Practitioner/cds-trials-cli"
+NEITHER = (
+    "expected a FHIR Bundle, a FHIR resource or a list of resources (each with a resourceType), "
+    "or a CDS Hooks request (an object with hook, hookInstance, context and prefetch)"
+)
 _TEMPLATE_TYPE = re.compile(r"^([A-Za-z]+)(/|\?|$)")
 
 
@@ -27,17 +33,34 @@ def resources_of(data: Any) -> Iterator[dict[str, Any]]:
     """Yield the resources of a Bundle (any type, nested Bundles too), a resource, or a list of them."""
     for item in data if isinstance(data, list) else [data]:
         if not bundles.is_resource(item):
-            raise BundleFileError("expected a FHIR Bundle, a FHIR resource or a list of resources")
+            raise BundleFileError(NEITHER)
         yield from bundles.resources(item)
 
 
-def read_resources(path: Path) -> list[dict[str, Any]]:
-    """Read a JSON file of FHIR data and return its resources."""
+def _read_json(path: Path) -> Any:
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise BundleFileError(f"{path}: cannot read JSON: {exc}") from None
-    return list(resources_of(data))
+
+
+def _is_hook_request(document: Any) -> bool:
+    """Whether a JSON document is meant as a CDS Hooks request (not a FHIR resource)."""
+    return isinstance(document, dict) and "hook" in document and "resourceType" not in document
+
+
+def read_hook_request(
+    path: Path, hook: str, templates: Mapping[str, str], hook_instance: str, max_depth: int
+) -> HookRequest:
+    """The request for a file: a CDS Hooks request as the service reads it, or FHIR data made into one."""
+    document = _read_json(path)
+    if _is_hook_request(document):
+        return parse_hook_request(Path(path).read_bytes(), {hook}, max_depth=max_depth)
+    try:
+        resources = list(resources_of(document))
+    except BundleFileError:
+        raise BundleFileError(f"{path}: {NEITHER}") from None
+    return hook_request_for(hook, templates, resources, hook_instance)
 
 
 def patient_id_of(resources: Sequence[Mapping[str, Any]]) -> str:

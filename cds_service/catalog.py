@@ -10,10 +10,9 @@ Rules stay raw mappings here; `cds_service.rules` compiles them.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -37,13 +36,8 @@ from cds_service.terminology import (
 from cds_service.verdicts import RECRUITING_STATUSES, TrialInfo
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
-# Modules that read value sets by name, and the constant listing those names.
-STAGES_READING_VALUESETS = (
-    ("cds_service.facts", "VALUESETS_READ_BY_FACTS"),
-    ("cds_service.rules", "VALUESETS_READ_BY_RULES"),
-)
 # Rule parameters that name a value set.
-VALUESET_PARAMETERS = ("valueset", "contrary", "except")
+VALUESET_PARAMETERS = ("valueset", "contrary", "except", "primary")
 
 # The C loader is much faster; both construct only plain Python types (safe).
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -102,6 +96,9 @@ class ServiceDefinition:
     description: str
     usage_requirements: str | None
     prefetch: Mapping[str, str]
+    # Prefetch keys without which no trial can be considered (the data of the anchors): a call whose data for
+    # them can be neither prefetched nor fetched is refused with 412.
+    required_prefetch: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,7 +108,8 @@ class Catalog:
     services: tuple[ServiceDefinition, ...]
     version: str
     directory: Path
-    warnings: tuple[Problem, ...] = ()  # reported at start and by check-mappings; the catalog still works
+    # Value set id -> the warning it gets unless an operator reads it by name (see `Engine.warnings`).
+    unnamed_valuesets: Mapping[str, Problem] = field(default_factory=dict)
 
 
 class _UniqueKeyLoader(_BaseLoader):  # type: ignore[misc,valid-type]
@@ -333,15 +331,6 @@ def _leaves(rule: Mapping[str, Any], path: str) -> Iterator[tuple[str, str, Any]
         yield f"{path}/{operator}", operator, value
 
 
-def _names_read_by_code(module_name: str, attribute: str) -> frozenset[str]:
-    """Value set ids a stage reads by name; empty while that stage does not declare them."""
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        return frozenset()
-    return frozenset(getattr(module, attribute, ()))
-
-
 def _rules_of(doc: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
     for i, anchor in enumerate(doc["anchors"]):
         yield f"anchors/{i}/rule", anchor["rule"]
@@ -410,8 +399,8 @@ def _check_leaf(
     return problems
 
 
-def _check_valuesets(loaded: _Loaded, terminology: Terminology, used: set[str] | None) -> list[Problem]:
-    """Check value sets; `used` is None when some trial could not be read (so "unused" would mislead)."""
+def _check_valuesets(loaded: _Loaded, terminology: Terminology) -> list[Problem]:
+    """Check the value sets: unique ids, canonical systems, ICD-10-CM prefixes only, known ingredients."""
     problems: list[Problem] = []
     seen: set[str] = set()
     for file, i, entry in loaded.valuesets:
@@ -440,10 +429,22 @@ def _check_valuesets(loaded: _Loaded, terminology: Terminology, used: set[str] |
                         )
         if terminology.valuesets[entry["id"]].is_empty():
             problems.append(Problem(file, path, f"value set {entry['id']!r} is empty"))
-        elif used is not None and entry["id"] not in used:
-            message = f"value set {entry['id']!r} is used by no rule and no stage"
-            problems.append(Problem(file, path, message, warning=True))
     return problems
+
+
+def _unnamed_valuesets(loaded: _Loaded, named: set[str]) -> dict[str, Problem]:
+    """The value sets no rule parameter names, each with the warning the engine gives unless an operator
+    reads it by name (see `Engine.warnings`)."""
+    return {
+        entry["id"]: Problem(
+            file,
+            f"valuesets/{i}",
+            f"value set {entry['id']!r} is used by no rule and no operator",
+            warning=True,
+        )
+        for file, i, entry in loaded.valuesets
+        if entry["id"] not in named
+    }
 
 
 def _check_ids(file: str, kind: str, entries: list[dict[str, Any]]) -> list[Problem]:
@@ -486,12 +487,6 @@ def load_catalog(directory: Path) -> Catalog:
     problems.extend(_check_vocabulary_ids(loaded))
     terminology = _build_terminology(loaded)
     used: set[str] = set()
-    for module_name, attribute in STAGES_READING_VALUESETS:
-        read_by_stage = _names_read_by_code(module_name, attribute)
-        used |= read_by_stage
-        for missing in sorted(read_by_stage - set(terminology.valuesets)):
-            message = f"value set {missing!r} read by {module_name} is missing"
-            problems.append(Problem("valuesets", "", message))
     trial_ids: dict[str, str] = {}
     for file, doc in loaded.trials:
         if doc["id"] in trial_ids:
@@ -499,12 +494,15 @@ def load_catalog(directory: Path) -> Catalog:
             problems.append(Problem(file, "id", message))
         trial_ids.setdefault(doc["id"], file)
         problems.extend(_check_trial(file, doc, terminology, used))
-    all_trials_read = len(loaded.trials) == len(list((directory / "trials").glob("*.yaml")))
-    problems.extend(_check_valuesets(loaded, terminology, used if all_trials_read else None))
+    problems.extend(_check_valuesets(loaded, terminology))
     problems.extend(_check_ids("services.yaml", "services", [s for _, _, s in loaded.services]))
-    errors = [p for p in problems if not p.warning]
-    if errors:
-        raise CatalogError(errors)
+    for file, i, service in loaded.services:
+        for j, key in enumerate(service.get("requiredPrefetch", ())):
+            if key not in service["prefetch"]:
+                where = f"services/{i}/requiredPrefetch/{j}"
+                problems.append(Problem(file, where, f"no prefetch key {key!r}"))
+    if problems:
+        raise CatalogError(problems)
     return Catalog(
         trials=tuple(_build_trial(doc) for _, doc in loaded.trials),
         terminology=terminology,
@@ -516,10 +514,11 @@ def load_catalog(directory: Path) -> Catalog:
                 s["description"],
                 s.get("usageRequirements"),
                 dict(s["prefetch"]),
+                tuple(s.get("requiredPrefetch", ())),
             )
             for _, _, s in loaded.services
         ),
         version=catalog_version(directory),
         directory=directory,
-        warnings=tuple(p for p in problems if p.warning),
+        unnamed_valuesets=_unnamed_valuesets(loaded, used),
     )

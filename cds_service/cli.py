@@ -19,22 +19,25 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cds_service.bundle_file import hook_request_for, read_resources
+from cds_service.bundle_file import read_hook_request
+from cds_service.cards import load_card_texts, outcome_label
 from cds_service.catalog import Catalog, Criterion, ServiceDefinition, load_catalog
 from cds_service.config import REPO_ROOT, Settings, load_settings
 from cds_service.ctgov_import import study_to_trial, trial_yaml
+from cds_service.engine.evaluate import Engine, EvaluationPolicy
 from cds_service.errors import (
     BundleFileError,
     CatalogError,
     ConfigError,
-    PatientMismatch,
     PreconditionFailed,
+    RequestError,
     TooManyResources,
 )
 from cds_service.hooks import check_services
 from cds_service.verdicts import RECRUITING_STATUSES, CriterionResult, TrialResult
 
 GUNICORN_CONF = REPO_ROOT / "gunicorn.conf.py"
+WIDE = 120  # columns from which `evaluate` shows the registry text and evidence in columns of their own
 OUTCOME_STYLES = {"met": "green", "not-met": "bold red", "unknown": "yellow", "clinician": "cyan"}
 VERDICT_STYLES = {
     "likely-eligible": "bold green",
@@ -64,13 +67,21 @@ def _settings(overrides: Mapping[str, Any] | None = None) -> Settings:
 
 def _catalog(directory: Path) -> Catalog:
     """The catalog folder, checked as the service checks it at start (exit 1 with every problem listed)."""
+    return _compiled(directory).catalog
+
+
+def _compiled(directory: Path, settings: Settings | None = None) -> Engine:
+    """The catalog folder loaded and its rules compiled, as at the service's start (exit 1 on a problem)."""
+    settings = settings or _settings()
     try:
         catalog = load_catalog(directory)
         check_services(catalog.services)
+        return Engine(catalog, EvaluationPolicy(settings.lab_max_age_days, settings.performance_max_age_days))
     except CatalogError as exc:
         _print_problems(exc)
-        sys.exit(1)
-    return catalog
+    except ConfigError as exc:  # a rule that cannot be compiled
+        Console(stderr=True, highlight=False).print(f"problem in the catalog: {exc}")
+    sys.exit(1)
 
 
 def _print_problems(error: CatalogError) -> None:
@@ -104,29 +115,43 @@ def _patient_view_service(catalog: Catalog, service_id: str | None) -> ServiceDe
     return services[0]
 
 
-def _criteria_table(criteria: tuple[CriterionResult, ...]) -> Table:
-    table = Table(show_lines=False, expand=True)
-    table.add_column("criterion", overflow="fold", ratio=4)
-    table.add_column("type", no_wrap=True)
+def _criteria_table(criteria: tuple[CriterionResult, ...], texts: Mapping[str, Any], wide: bool) -> Table:
+    """Every criterion with its outcome as it reads for its type ("Not excluded"), reason and evidence: in
+    columns when the console is wide, else the outcome beside id, reason and evidence (no registry text)."""
+    table = Table(show_lines=not wide, expand=True)
+    if wide:
+        table.add_column("criterion", overflow="fold", ratio=4)
+        table.add_column("type", no_wrap=True)
     table.add_column("outcome", no_wrap=True)
-    table.add_column("reason", overflow="fold", ratio=3)
-    table.add_column("evidence", overflow="fold", ratio=2)
+    if wide:
+        table.add_column("reason", overflow="fold", ratio=3)
+        table.add_column("evidence", overflow="fold", ratio=2)
+    else:
+        table.add_column("criterion: reason, evidence", overflow="fold", ratio=1)
     for criterion in criteria:
+        label = outcome_label(texts, criterion.type, criterion.outcome.value)
+        outcome = Text(label, style=OUTCOME_STYLES[criterion.outcome.value])
+        evidence = ", ".join(criterion.evidence)
+        if wide:
+            text = Text(criterion.id, style="bold")
+            if criterion.heading:
+                text.append(f"\n{criterion.heading}", style="italic")
+            text.append(f"\n{criterion.text}")
+            table.add_row(text, criterion.type, outcome, criterion.reason, evidence)
+            continue
         text = Text(criterion.id, style="bold")
-        if criterion.heading:
-            text.append(f"\n{criterion.heading}", style="italic")
-        text.append(f"\n{criterion.text}")
-        table.add_row(
-            text,
-            criterion.type,
-            Text(criterion.outcome.value, style=OUTCOME_STYLES[criterion.outcome.value]),
-            criterion.reason,
-            ", ".join(criterion.evidence),
-        )
+        text.append(f" ({criterion.type})", style="dim")
+        text.append(f"\n{criterion.reason}")
+        if evidence:
+            text.append(f"\n{evidence}", style="dim")
+        table.add_row(outcome, text)
     return table
 
 
-def _print_results(console: Console, results: tuple[TrialResult, ...], notes: tuple[str, ...]) -> None:
+def _print_results(
+    console: Console, results: tuple[TrialResult, ...], notes: tuple[str, ...], texts: Mapping[str, Any]
+) -> None:
+    wide = console.width >= WIDE
     for note in notes:
         console.print(Text(f"note: {note}", style="yellow"))
     for result in results:
@@ -135,17 +160,17 @@ def _print_results(console: Console, results: tuple[TrialResult, ...], notes: tu
         title.append(f" {trial.acronym}" if trial.acronym else "")
         title.append(f" - {trial.short_title} ({trial.status})\n")
         title.append("verdict: ")
-        title.append(result.verdict.value, style=VERDICT_STYLES[result.verdict.value])
+        title.append(
+            texts["verdict_labels"][result.verdict.value], style=VERDICT_STYLES[result.verdict.value]
+        )
         if result.arm:
-            title.append(f"   arm: {result.arm}")
+            title.append(f"\narm: {result.arm}")
         console.print()
         console.print(title)
-        console.print(_criteria_table(result.criteria))
-    cards = [r for r in results if r.gets_card]
+        console.print(_criteria_table(result.criteria, texts, wide))
+    cards = [r.trial.nct_id or r.trial.key for r in results if r.gets_card]
     console.print()
-    console.print(
-        f"{len(cards)} card(s): " + (", ".join(r.trial.nct_id or r.trial.key for r in cards) or "none")
-    )
+    console.print(f"cards: {', '.join(cards)}" if cards else "no card")
 
 
 @main.command()
@@ -163,11 +188,14 @@ def _print_results(console: Console, results: tuple[TrialResult, ...], notes: tu
     help="Service id of the catalog to run (default: the first patient-view service).",
 )
 def evaluate(bundle: Path, as_json: bool, today: Any, uuid_seed: int | None, service_id: str | None) -> None:
-    """Run the patient-view hook on a FHIR file and show each trial's verdict and criteria.
+    """Run the patient-view hook on FHIR data or a CDS Hooks request; show each trial's verdict and criteria.
 
     BUNDLE is a JSON file: a Bundle (collection, searchset, transaction...), a single resource, or a list of
-    resources, holding exactly one Patient. Its resources fill the service's prefetch by type, as an EHR
-    would, and go through the same pipeline as the hook: same data, date and uuids give the same cards.
+    resources, holding exactly one Patient; its resources fill the service's prefetch by type, as an EHR
+    would. Or a CDS Hooks patient-view request (e.g. examples/requests/*.json), read as the service reads it:
+    its prefetch, and what it lacks fetched from its fhirServer. Both go through the same pipeline as the
+    hook: same data, date and uuids give the same cards. Below 120 columns the criteria are shown without
+    their registry text.
     """
     from cds_service.patient_data import gather_patient_data
     from cds_service.pipeline import Matcher
@@ -177,10 +205,13 @@ def evaluate(bundle: Path, as_json: bool, today: Any, uuid_seed: int | None, ser
     service = _patient_view_service(catalog, service_id)
     uuid_factory = seeded_uuids(uuid_seed) if uuid_seed is not None else None
     try:
-        resources = read_resources(bundle)
-        request = hook_request_for(service.hook, service.prefetch, resources, str(uuid.uuid4()))
-        data = gather_patient_data(request, service.prefetch, settings)
-    except (BundleFileError, PatientMismatch, PreconditionFailed, TooManyResources) as exc:
+        request = read_hook_request(
+            bundle, service.hook, service.prefetch, str(uuid.uuid4()), settings.max_json_depth
+        )
+        data = gather_patient_data(request, service, settings)
+    except RequestError as exc:
+        raise click.ClickException(f"{bundle}: not a request this service answers: {exc}") from None
+    except (BundleFileError, PreconditionFailed, TooManyResources) as exc:
         raise click.ClickException(str(exc)) from None
     output = Matcher(catalog, settings, uuid_factory).match(
         data.resources, request.patient_id, settings.current_date(), data.notes, data.unavailable
@@ -192,7 +223,7 @@ def evaluate(bundle: Path, as_json: bool, today: Any, uuid_seed: int | None, ser
     console.print(
         f"Patient/{request.patient_id}: {len(data.resources)} resources, today {settings.current_date()}"
     )
-    _print_results(console, output.results, data.notes)
+    _print_results(console, output.results, data.notes, load_card_texts(settings.cards_dir))
 
 
 # --- prescreen
@@ -322,7 +353,8 @@ def check_mappings(directory: Path | None) -> None:
     warnings (a value set no rule uses) are printed and leave the status 0.
     """
     directory = directory or _settings().mappings_dir
-    catalog = _catalog(directory)
+    engine = _compiled(directory)
+    catalog = engine.catalog
     valuesets = len(catalog.terminology.valuesets)
     _console().print(
         Text(
@@ -331,7 +363,7 @@ def check_mappings(directory: Path | None) -> None:
             style="green",
         )
     )
-    for warning in catalog.warnings:
+    for warning in engine.warnings:
         _console().print(Text(f"warning: {warning}", style="yellow"))
 
 
@@ -377,13 +409,10 @@ def import_ctgov(study: Path, out_dir: Path, force: bool) -> None:
 
 def _database_url(settings: Settings) -> str:
     """The service's database: CDS_DATABASE_URL, else the SQLite file in the web app's instance folder."""
-    from flask import Flask
-
     from cds_service.storage import default_database_url
+    from cds_service.web import default_instance_path
 
-    if settings.database_url:
-        return settings.database_url
-    return default_database_url(Flask("cds_service.web").instance_path)  # the folder create_app uses
+    return settings.database_url or default_database_url(default_instance_path())
 
 
 @main.command()

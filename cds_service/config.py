@@ -16,9 +16,11 @@ from typing import Any
 
 from cds_service.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MAPPINGS_DIR = REPO_ROOT / "mappings"
-DEFAULT_CARDS_DIR = REPO_ROOT / "cards"
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+# The catalog and card texts ship inside the package (in the repository: links to mappings/ and cards/).
+DEFAULT_MAPPINGS_DIR = PACKAGE_DIR / "mappings"
+DEFAULT_CARDS_DIR = PACKAGE_DIR / "cards"
 DEFAULT_EXAMPLES_DIR = REPO_ROOT / "examples"
 
 

@@ -24,14 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from cds_service.catalog import ServiceDefinition
 from cds_service.config import Settings
 from cds_service.errors import PatientMismatch, PreconditionFailed, TooManyResources
 from cds_service.fhir import bundles
 from cds_service.fhir_fetch import FetchJob, FetchResult, FhirFetcher, next_link
 from cds_service.hook_request import HookRequest
-
-# The trials' anchors (diagnosis and stage) come from these keys: without them no trial can be considered.
-REQUIRED_KEYS = ("patient", "conditions")
 
 _LABELS = {
     "Patient": "the patient record",
@@ -73,10 +71,10 @@ def expand_template(template: str, context: Mapping[str, Any]) -> str | None:
     return None if unresolved else expanded
 
 
-def gather_patient_data(
-    request: HookRequest, templates: Mapping[str, str], settings: Settings
-) -> PatientData:
-    """Collect the resources of every prefetch key, fetching what the EHR did not send."""
+def gather_patient_data(request: HookRequest, service: ServiceDefinition, settings: Settings) -> PatientData:
+    """Collect the resources of every prefetch key of the service, fetching what the EHR did not send; raise
+    PreconditionFailed when a key of `service.required_prefetch` can be neither prefetched nor fetched."""
+    templates = service.prefetch
     gathered: dict[str, list[dict[str, Any]]] = {}
     jobs: dict[str, FetchJob] = {}
     notes: dict[str, str] = {}
@@ -98,7 +96,7 @@ def gather_patient_data(
                 notes[key] = f"Not all {label} could be read (stopped after {settings.fhir_max_pages} pages)"
             else:
                 jobs[key] = FetchJob(url, pages_left)
-    _check_required(templates, gathered, jobs, notes)
+    _check_required(service, gathered, jobs, notes)
     if fetcher is not None and jobs:
         for key, result in fetcher.fetch_all(jobs).items():
             fetched = list(_resources_of_pages(result))
@@ -106,7 +104,7 @@ def gather_patient_data(
                 gathered[key] = gathered.get(key, []) + fetched
             if result.problem:
                 notes[key] = _fetch_note(_label(templates[key]), result, partial=key in gathered)
-        _check_required(templates, gathered, {}, notes)
+        _check_required(service, gathered, {}, notes)
     resources = tuple(unique_resources(gathered[key] for key in templates if key in gathered))
     if len(resources) > settings.max_resources:
         raise TooManyResources(f"the request holds more than {settings.max_resources} FHIR resources")
@@ -161,14 +159,15 @@ def _fetcher(request: HookRequest, settings: Settings) -> FhirFetcher | None:
 
 
 def _check_required(
-    templates: Mapping[str, str],
+    service: ServiceDefinition,
     gathered: Mapping[str, list[dict[str, Any]]],
     pending: Mapping[str, FetchJob],
     notes: Mapping[str, str],
 ) -> None:
-    for key in REQUIRED_KEYS:
-        if key in templates and key not in gathered and key not in pending:
-            raise PreconditionFailed(notes.get(key) or f"{_cap(_label(templates[key]))} could not be read.")
+    for key in service.required_prefetch:
+        if key not in gathered and key not in pending:
+            label = _label(service.prefetch[key])
+            raise PreconditionFailed(notes.get(key) or f"{_cap(label)} could not be read.")
 
 
 def _check_patient(request: HookRequest) -> None:

@@ -7,7 +7,6 @@ so the same resources, date and catalog always give the same results. `Matcher` 
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 from cds_service.cards import CardBuilder, CardContext
 from cds_service.catalog import Catalog
 from cds_service.config import Settings
-from cds_service.evaluate import Engine, EvaluationPolicy
+from cds_service.engine.evaluate import Engine, EvaluationPolicy
 from cds_service.facts import PatientFacts, build_facts
 from cds_service.verdicts import TrialResult
 
@@ -47,16 +46,8 @@ def evaluate(
     `cards_only`, the results are only those of the trials that get a card (see `Engine.evaluate`).
     """
     facts = build_facts(
-        resources,
-        engine.catalog.terminology,
-        today,
-        patient_id,
-        windows=engine.measurement_windows,
-        newest_only=True,
-        readable_only=True,
+        resources, engine.catalog.terminology, today, patient_id, engine.read_plan, unavailable
     )
-    if unavailable:
-        facts = dataclasses.replace(facts, unavailable=frozenset(unavailable))
     return Evaluation(facts, engine.evaluate(facts, cards_only=cards_only))
 
 
@@ -82,7 +73,7 @@ class Matcher:
                 performance_max_age_days=settings.performance_max_age_days,
             ),
         )
-        self.cards = CardBuilder(settings.cards_dir, uuid_factory or random_uuid)
+        self.cards = CardBuilder(settings.cards_dir, uuid_factory or random_uuid, catalog.services)
 
     def match(
         self,
@@ -99,11 +90,6 @@ class Matcher:
         With `cards_only`, the results are only those of the trials that get a card: the cards are the
         same."""
         evaluation = evaluate(self.engine, resources, patient_id, today, unavailable, cards_only=cards_only)
-        context = CardContext(
-            patient_id=patient_id,
-            notes=tuple(notes),
-            lab_max_age_days=self.settings.lab_max_age_days,
-            performance_max_age_days=self.settings.performance_max_age_days,
-        )
+        context = CardContext(patient_id=patient_id, notes=tuple(notes))
         cards = self.cards.build_all(evaluation.results, context)
         return MatchOutput(facts=evaluation.facts, results=evaluation.results, cards=cards)

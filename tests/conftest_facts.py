@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Collection, Iterable, Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from cds_service import catalog
+from cds_service.facts import PatientFacts, ReadPlan, build_facts, needs, read_plan
 from cds_service.terminology import Terminology
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,6 +20,28 @@ THIRDPARTY = Path(__file__).resolve().parents[2] / "shared" / "thirdparty-fhir"
 def load_terminology(directory: Path = MAPPINGS) -> Terminology:
     """The vocabulary of the catalog folder, loaded and checked by the catalog module itself."""
     return catalog.load_terminology(directory)
+
+
+# Every PatientFacts field built from a chart (not today, skipped, unavailable).
+ALL_FIELDS = tuple(
+    f.name for f in dataclasses.fields(PatientFacts) if f.name not in ("today", "skipped", "unavailable")
+)
+
+
+def read_everything(terminology: Terminology) -> ReadPlan:
+    """A plan that reads every field and every analyte of the catalog (as if every operator were used)."""
+    return read_plan(needs(*ALL_FIELDS, analytes=terminology.analytes), terminology)
+
+
+def facts_of(
+    resources: Iterable[Mapping[str, Any]],
+    terminology: Terminology,
+    today: date,
+    patient_id: str | None = None,
+    unavailable: Collection[str] = (),
+) -> PatientFacts:
+    """The facts of a chart read with `read_everything` (a repeated measurement: its newest usable value)."""
+    return build_facts(resources, terminology, today, patient_id, read_everything(terminology), unavailable)
 
 
 # --- FHIR JSON builders -------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Build PatientFacts, a small Terminology and synthetic trials by hand, for tests of the evaluation core.
 
 `Patient` is a fluent builder: every fact gets a generated reference ("Observation/3") unless one is
-given, dates are given as "days before today", and `build()` returns frozen `PatientFacts`. Nothing here reads
-the real mapping files, so the tests stay independent of the catalog being edited.
+given, dates are given as "days before today", and `build()` returns frozen `PatientFacts` (with the
+evidence of metastasis built from its other facts, as `build_facts` does). Nothing here reads the real
+mapping files, so the tests stay independent of the catalog being edited.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cds_service.catalog import Anchor, Catalog, Cohort, Criterion, Trial
+from cds_service.engine.registry import EvaluationContext
 from cds_service.facts import (
     BloodPressureFact,
     ConditionFact,
@@ -28,7 +30,9 @@ from cds_service.facts import (
     TherapyLine,
     TumourSizeFact,
 )
-from cds_service.rules import EvaluationContext
+from cds_service.facts.conditions import metastasis_evidence
+from cds_service.facts.medications import SYSTEMIC_ANTICANCER
+from cds_service.facts.observations import KINDS
 from cds_service.terminology import (
     ICD10CM,
     INGREDIENT,
@@ -95,6 +99,15 @@ def terminology() -> Terminology:
             "pembrolizumab",
         ),
         _ingredients("vegf-tki", "VEGF tyrosine kinase inhibitor", "axitinib", "cabozantinib", "sunitinib"),
+        _valueset("tumour-site-kidney", "Kidney structure (body site)", (SNOMED, "64033007")),
+        # Read by name by the facts stage (an Engine checks that they exist). The facts here are built by
+        # hand, so these hold no codes; the anticancer drugs are those the tests name.
+        _ingredients(
+            SYSTEMIC_ANTICANCER,
+            "Systemic anticancer therapy",
+            *("nivolumab", "ipilimumab", "pembrolizumab", "axitinib", "cabozantinib", "sunitinib"),
+        ),
+        *(_valueset(vs_id, vs_id) for kind in KINDS for vs_id in sorted(kind.valuesets)),
     ]
     analytes = [
         _analyte(
@@ -343,8 +356,16 @@ class Patient:
         unconverted = {
             name: tuple(sorted(values, key=_newest_first)) for name, values in self._unconverted.items()
         }
+        metastasis = metastasis_evidence(
+            lists.get("conditions", ()), lists.get("staging", ()), lists.get("disease_status", ())
+        )
         return PatientFacts(
-            today=self._today, labs=labs, unconverted_labs=unconverted, **self._fields, **lists
+            today=self._today,
+            labs=labs,
+            unconverted_labs=unconverted,
+            metastasis=metastasis,
+            **self._fields,
+            **lists,
         )
 
 

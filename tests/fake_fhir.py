@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import responses
-import yaml
 
-from cds_service.config import REPO_ROOT
+from cds_service.catalog import ServiceDefinition, load_catalog
+from cds_service.config import DEFAULT_MAPPINGS_DIR
 from cds_service.patient_data import expand_template
 
 BASE = "https://fhir.example.org/r4"
@@ -24,8 +24,12 @@ def load_request(name: str) -> dict[str, Any]:
 
 def service_templates() -> dict[str, str]:
     """Prefetch templates of the bundled service, read straight from the catalog file."""
-    services = yaml.safe_load((REPO_ROOT / "mappings" / "services.yaml").read_text(encoding="utf-8"))
-    return dict(services["services"][0]["prefetch"])
+    return dict(bundled_service().prefetch)
+
+
+def bundled_service() -> ServiceDefinition:
+    """The bundled patient-view service, as the catalog loads it."""
+    return load_catalog(DEFAULT_MAPPINGS_DIR).services[0]
 
 
 def key_url(key: str, context: Mapping[str, Any]) -> str:

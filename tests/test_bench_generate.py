@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest_facts import facts_of, read_everything
 
 from bench.generate import (
     BENCH_VALUESETS_FILE,
@@ -21,8 +23,8 @@ from bench.generate import (
 )
 from cds_service.catalog import load_catalog
 from cds_service.config import DEFAULT_MAPPINGS_DIR
-from cds_service.facts import build_facts
-from cds_service.fhir_records import read_records
+from cds_service.fhir.reader import read_chart
+from cds_service.terminology import LOINC
 
 
 @pytest.fixture(scope="module")
@@ -100,11 +102,16 @@ def test_large_chart_is_valid_fhir_and_mostly_history() -> None:
     catalog = load_catalog(DEFAULT_MAPPINGS_DIR)
     resources = chart(240)
 
-    records = read_records(resources, frozenset({("http://loinc.org", "2160-0")}), PATIENT_ID)
-    facts = build_facts(resources, catalog.terminology, TODAY, PATIENT_ID)
+    # every resource a plan reading everything selects, and every coded one (not only those a rule reads)
+    selection = replace(read_everything(catalog.terminology).selection, readable=lambda *_: True)
+    records = read_chart(resources, selection, PATIENT_ID)
+    for candidate in (c for group in records.candidates.values() for c in group):
+        candidate.valid()
+    facts = facts_of(resources, catalog.terminology, TODAY, PATIENT_ID)
 
-    assert records.skipped == ()
+    assert records.skipped() == ()
     assert facts.skipped == ()
     assert facts.sex == "male" and facts.ecog and facts.therapy_lines
-    creatinine = facts.labs["creatinine"]
-    assert len(creatinine) > 5 and creatinine[0].date is not None and (TODAY - creatinine[0].date).days <= 30
+    creatinine = facts.labs["creatinine"]  # the newest value only
+    assert creatinine[0].date is not None and (TODAY - creatinine[0].date).days <= 30
+    assert sum((LOINC, "2160-0") in c.codes for c in records.of("Observation")) > 5

@@ -14,6 +14,7 @@ import yaml
 
 from cds_service.catalog import SCHEMA_DIR, Catalog, load_catalog, load_terminology
 from cds_service.config import DEFAULT_MAPPINGS_DIR
+from cds_service.engine.evaluate import Engine
 from cds_service.errors import CatalogError
 from cds_service.hooks import check_services
 from cds_service.terminology import ICD10CM, INGREDIENT, RXNORM, SNOMED
@@ -284,13 +285,6 @@ DEFECTS: list[tuple[str, Callable[[Path], None], str, str, str]] = [
         "duplicate key 'status'",
     ),
     (
-        "value set a stage reads by name is missing",
-        drop_valueset("pregnancy"),
-        "valuesets",
-        "",
-        "'pregnancy' read by cds_service.",
-    ),
-    (
         "file name differs from the id",
         edit(TRIAL, lambda doc: doc.update(id="NCT06903313")),
         TRIAL,
@@ -479,11 +473,23 @@ def test_load_terminology_names_the_file_of_a_broken_vocabulary(copy: Path) -> N
 
 def test_an_unused_value_set_is_a_warning_not_an_error(copy: Path) -> None:
     add_valueset(UNUSED)(copy)
-    catalog = load_catalog(copy)
+    warnings = Engine(load_catalog(copy)).warnings
     last = len(read(copy, CONDITIONS)["valuesets"]) - 1
-    assert [(w.file, w.path) for w in catalog.warnings] == [(CONDITIONS, f"valuesets/{last}")]
-    assert "'not-used' is used by no rule" in catalog.warnings[0].message
+    assert [(w.file, w.path) for w in warnings] == [(CONDITIONS, f"valuesets/{last}")]
+    assert "'not-used' is used by no rule" in warnings[0].message
 
 
-def test_the_bundled_catalog_has_no_warning(catalog: Catalog) -> None:
-    assert catalog.warnings == ()
+def test_a_value_set_an_operator_reads_by_name_counts_as_used(catalog: Catalog) -> None:
+    assert (
+        "pregnancy" in catalog.unnamed_valuesets
+    )  # no rule parameter names it: the `pregnant` leaf reads it
+    assert Engine(catalog).warnings == ()
+
+
+def test_a_value_set_an_operator_of_the_catalog_reads_by_name_must_exist(copy: Path) -> None:
+    drop_valueset("pregnancy")(copy)
+    catalog = load_catalog(copy)  # the files alone are fine
+    with pytest.raises(CatalogError) as caught:
+        Engine(catalog)
+    (problem,) = caught.value.problems
+    assert problem.message == "value set 'pregnancy' read by a rule is missing"

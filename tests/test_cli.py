@@ -21,13 +21,15 @@ from click.testing import CliRunner, Result
 from flask import Flask
 from flask.testing import FlaskClient
 
+from cds_service.cards import load_card_texts
 from cds_service.catalog import load_catalog
 from cds_service.cli import main, seeded_uuids
-from cds_service.config import DEFAULT_MAPPINGS_DIR, load_settings
+from cds_service.config import DEFAULT_CARDS_DIR, DEFAULT_MAPPINGS_DIR, load_settings
 from cds_service.pipeline import Matcher
 from cds_service.verdicts import Verdict
 
 DATA = Path(__file__).resolve().parent / "data"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PATIENT_FILE = DATA / "cli" / "mrcc-oligoprogression.json"
 STUDY_FILE = DATA / "ctgov" / "NCT04299646.json"
 SEED_FILE = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "NCT04299646-SRT-oligoprogression.txt"
@@ -39,9 +41,9 @@ SEED = 7
 pytestmark = pytest.mark.usefixtures("clean_cds_env")
 
 
-def run(*args: str, **env: str) -> Result:
-    """Invoke the command line with CDS_* variables (wide output, so rich wraps less)."""
-    environment = {"COLUMNS": "200", **{f"CDS_{k.upper()}": v for k, v in env.items()}}
+def run(*args: str, columns: int = 200, **env: str) -> Result:
+    """Invoke the command line with CDS_* variables (wide output by default, so rich wraps less)."""
+    environment = {"COLUMNS": str(columns), **{f"CDS_{k.upper()}": v for k, v in env.items()}}
     return CliRunner().invoke(main, list(args), env=environment, catch_exceptions=False)
 
 
@@ -117,16 +119,76 @@ def test_evaluate_prints_each_trial_verdict_and_its_criteria() -> None:
     result = run("evaluate", str(PATIENT_FILE), "--today", TODAY)
     assert result.exit_code == 0, result.output
     verdicts = expected_results()
+    labels = load_card_texts(DEFAULT_CARDS_DIR)["verdict_labels"]
     for key, verdict in verdicts.items():
-        assert re.search(rf"{re.escape(key)}.*\n\s*verdict: {verdict.value}", result.output), key
+        assert re.search(rf"{re.escape(key)}.*\n\s*verdict: {labels[verdict.value]}", result.output), key
     # the fixture is an oligoprogressive clear-cell mRCC on first-line therapy: the SRT trial may fit
     assert verdicts["NCT04299646"] in (Verdict.LIKELY, Verdict.POSSIBLY)
     trial = next(t for t in load_catalog(DEFAULT_MAPPINGS_DIR).trials if t.info.key == "NCT04299646")
     for criterion in trial.criteria:
         assert criterion.id in result.output
     assert "Observation/cli-ecog" in result.output  # evidence of the ECOG criterion
-    for outcome in ("met", "clinician"):
+    for outcome in ("Met", "Not excluded", "For the clinician"):
         assert re.search(rf"│ {outcome}\s", result.output)
+    flat = " ".join(result.output.replace("│", " ").split())
+    assert all(c.text[:40] in flat for c in trial.criteria)  # wide: the registry text is shown
+
+
+def criterion_rows(output: str) -> dict[str, str]:
+    """Criterion id -> its outcome, from the compact table (outcome | "id (type)" on the row's first line)."""
+    rows = re.findall(r"^│ ([A-Za-z ]+?)\s+│ ([a-z0-9-]+) \((inclusion|exclusion)\)", output, re.MULTILINE)
+    return {f"{cid} ({kind})": outcome for outcome, cid, kind in rows}
+
+
+def test_evaluate_fits_80_columns_and_says_not_excluded() -> None:
+    result = run("evaluate", str(PATIENT_FILE), "--today", TODAY, columns=80)
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+    rows = criterion_rows(result.output)
+    catalog = load_catalog(DEFAULT_MAPPINGS_DIR)
+    trial = next(t for t in catalog.trials if t.info.key == "NCT04299646")
+    for criterion in trial.criteria:
+        assert f"{criterion.id} ({criterion.type})" in rows, criterion.id
+    exclusions = {row: outcome for row, outcome in rows.items() if row.endswith("(exclusion)")}
+    assert "Not excluded" in exclusions.values()
+    assert set(exclusions.values()) <= {"Not excluded", "Excluded", "To check", "For the clinician"}
+    inclusions = {row: outcome for row, outcome in rows.items() if row.endswith("(inclusion)")}
+    assert "Met" in inclusions.values() and "Not excluded" not in inclusions.values()
+    assert "Observation/cli-ecog" in result.output  # evidence, under the reason
+    flat = " ".join(result.output.replace("│", " ").split())
+    assert not any(c.text[:40] in flat for c in trial.criteria)  # no registry text when narrow
+
+
+def test_evaluate_reads_a_cds_hooks_request_file(tmp_path: Path) -> None:
+    """The gallery's request gives the cards of its chart, and the golden cards but for the uuids."""
+    request = EXAMPLES / "requests" / "patient-view-fit-ablation-small-primary.json"
+    chart = EXAMPLES / "patients" / "fit-ablation-small-primary.json"
+    from_request = run("evaluate", str(request), "--json", "--uuid-seed", "1", "--today", TODAY)
+    from_chart = run("evaluate", str(chart), "--json", "--uuid-seed", "1", "--today", TODAY)
+    assert from_request.exit_code == 0, from_request.output
+    assert json.loads(from_request.output) == json.loads(from_chart.output)
+    golden = json.loads((EXAMPLES / "golden" / "fit-ablation-small-primary.cards.json").read_text("utf-8"))
+    assert without_uuids(json.loads(from_request.output)) == without_uuids(golden)
+    table = run("evaluate", str(request), "--today", TODAY, columns=80)
+    assert table.exit_code == 0, table.output
+    assert "verdict: Likely eligible" in table.output
+
+
+def without_uuids(response: dict[str, Any]) -> dict[str, Any]:
+    for card in response["cards"]:
+        card.pop("uuid")
+        for suggestion in card["suggestions"]:
+            suggestion.pop("uuid")
+    return response
+
+
+def test_evaluate_names_what_is_wrong_in_a_request_file(tmp_path: Path) -> None:
+    request = json.loads((EXAMPLES / "requests" / "patient-view-minimal.json").read_text("utf-8"))
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps({**request, "hook": "order-sign"}), encoding="utf-8")
+    result = CliRunner().invoke(main, ["evaluate", str(path)])
+    assert result.exit_code == 1
+    assert "not a request this service answers: $.hook: this service answers patient-view" in result.output
 
 
 def test_evaluate_json_is_the_hooks_response_for_the_same_data(client: FlaskClient) -> None:
@@ -170,7 +232,14 @@ def test_evaluate_accepts_other_bundle_shapes(tmp_path: Path, shape: str) -> Non
     ("content", "message"),
     [
         ("not json", "cannot read JSON"),
-        ('{"hello": "world"}', "expected a FHIR Bundle"),
+        (
+            '{"hello": "world"}',
+            "expected a FHIR Bundle, a FHIR resource or a list of resources (each with a ",
+        ),
+        (
+            '[{"hello": "world"}]',
+            "or a CDS Hooks request (an object with hook, hookInstance, context and prefetch)",
+        ),
         ('{"resourceType": "Bundle", "type": "collection", "entry": []}', "exactly one Patient"),
     ],
 )
@@ -319,7 +388,7 @@ def test_an_imported_draft_never_gets_a_card(catalog_with_new_draft: Path) -> No
     assert any("NCT04299646" in summary for summary in summaries)  # the encoded trial still gets its card
     assert all(NEW_NCT not in summary for summary in summaries)
     table = run("evaluate", str(PATIENT_FILE), today=TODAY, mappings_dir=str(catalog_with_new_draft))
-    assert re.search(rf"{NEW_NCT}.*\n\s*verdict: not-considered", table.output)
+    assert re.search(rf"{NEW_NCT}.*\n\s*verdict: Not considered", table.output)
     draft_part = table.output.split(NEW_NCT, 1)[1].split("verdict:", 2)[1]
     assert "anchor:1" in draft_part and "clinician" in draft_part  # why: the anchor left to the clinician
 

@@ -8,17 +8,18 @@ from datetime import date
 import pytest
 from conftest_facts import load_terminology
 
-from cds_service.derived import (
+from cds_service.domains.kidney import (
+    imdc,
+    imdc_groups_possible,
+    primary_in_place_flag,
+    primary_tumour,
+    synchronous,
+)
+from cds_service.engine.derived import (
     corrected_calcium,
     creatinine_clearance,
-    imdc_groups_possible,
-    imdc_risk,
     limit_multiple,
     limit_of_normal,
-    metastases_synchronous,
-    metastatic_line_count,
-    primary_in_place,
-    primary_tumour_size,
     weeks_on_current_regimen,
 )
 from cds_service.facts import (
@@ -31,6 +32,7 @@ from cds_service.facts import (
     TherapyLine,
     TumourSizeFact,
 )
+from cds_service.facts.conditions import metastasis_evidence
 from cds_service.terminology import SNOMED
 
 TODAY = date(2026, 11, 21)
@@ -73,6 +75,13 @@ def line(
 
 
 MAN = PatientFacts(today=TODAY, birth_date=date(1966, 1, 1), sex="male")  # 60 years old
+
+
+def with_evidence(facts: PatientFacts, **fields) -> PatientFacts:
+    """`facts` with `fields` replaced and the evidence of metastasis built from them, as build_facts does."""
+    changed = replace(facts, **fields)
+    evidence = metastasis_evidence(changed.conditions, changed.staging, changed.disease_status)
+    return replace(changed, metastasis=evidence)
 
 
 # --- Cockcroft-Gault
@@ -174,49 +183,37 @@ def test_no_ongoing_regimen_is_none():
     assert weeks_on_current_regimen(facts) is None
 
 
-def test_metastatic_line_count():
-    lines = (
-        line(1, date(2023, 3, 1), {"pembrolizumab"}, ongoing=False, metastatic=False),
-        line(2, date(2025, 1, 1), {"sunitinib"}, ongoing=False),
-        line(3, date(2026, 1, 1), {"cabozantinib"}),
-    )
-    assert metastatic_line_count(replace(MAN, therapy_lines=lines)).value == 2
-    assert metastatic_line_count(MAN).value == 0
-    unknown_setting = (replace(lines[0], metastatic_setting=None),)
-    assert metastatic_line_count(replace(MAN, therapy_lines=unknown_setting)) is None
-
-
 # --- disease history
 
 
 def test_synchronous_when_metastasis_within_90_days():
-    facts = replace(MAN, conditions=(kidney_cancer(date(2025, 1, 10)), metastasis(date(2025, 3, 1))))
-    flag = metastases_synchronous(facts)
+    facts = with_evidence(MAN, conditions=(kidney_cancer(date(2025, 1, 10)), metastasis(date(2025, 3, 1))))
+    flag = synchronous(facts)
     assert flag.value is True and flag.refs == ("Condition/rcc", "Condition/met")
 
 
 def test_synchronous_from_m1_staging_at_diagnosis():
     m1 = StagingFact(True, (SNOMED, "1229903009"), date(2025, 2, 1), "Observation/m1")
-    facts = replace(MAN, conditions=(kidney_cancer(date(2025, 1, 10)),), staging=(m1,))
-    assert metastases_synchronous(facts).value is True
+    facts = with_evidence(MAN, conditions=(kidney_cancer(date(2025, 1, 10)),), staging=(m1,))
+    assert synchronous(facts).value is True
 
 
 def test_metachronous_from_a_later_metastasis_condition():
-    facts = replace(MAN, conditions=(kidney_cancer(date(2023, 1, 10)), metastasis(date(2026, 1, 1))))
-    assert metastases_synchronous(facts).value is False
+    facts = with_evidence(MAN, conditions=(kidney_cancer(date(2023, 1, 10)), metastasis(date(2026, 1, 1))))
+    assert synchronous(facts).value is False
 
 
 def test_late_m1_staging_alone_is_unknown_but_m0_at_diagnosis_decides():
     m1 = StagingFact(True, (SNOMED, "1229903009"), date(2026, 1, 1), "Observation/m1")
     m0 = StagingFact(False, (SNOMED, "1229901006"), date(2023, 1, 20), "Observation/m0")
     base = replace(MAN, conditions=(kidney_cancer(date(2023, 1, 10)),))
-    assert metastases_synchronous(replace(base, staging=(m1,))).value is None
-    flag = metastases_synchronous(replace(base, staging=(m1, m0)))
+    assert synchronous(with_evidence(base, staging=(m1,))).value is None
+    flag = synchronous(with_evidence(base, staging=(m1, m0)))
     assert flag.value is False and "Observation/m0" in flag.refs
 
 
 def test_synchronous_unknown_without_primary_date():
-    assert metastases_synchronous(replace(MAN, conditions=(metastasis(date(2025, 3, 1)),))).value is None
+    assert synchronous(with_evidence(MAN, conditions=(metastasis(date(2025, 3, 1)),))).value is None
 
 
 def size(cm: float, focus: tuple[str, ...] = ("Condition/rcc",), sites=frozenset()) -> TumourSizeFact:
@@ -228,21 +225,21 @@ def test_primary_in_place():
         "Procedure/nx", frozenset(), frozenset({"nephrectomy"}), None, date(2024, 1, 1)
     )
     base = replace(MAN, conditions=(kidney_cancer(),))
-    assert primary_in_place(replace(base, tumour_sizes=(size(5.0),)), TERMINOLOGY).value is True
-    removed = primary_in_place(
+    assert primary_in_place_flag(replace(base, tumour_sizes=(size(5.0),)), TERMINOLOGY).value is True
+    removed = primary_in_place_flag(
         replace(base, tumour_sizes=(size(5.0),), procedures=(nephrectomy,)), TERMINOLOGY
     )
     assert (removed.value, removed.refs) == (False, ("Procedure/nx",))
-    assert primary_in_place(base, TERMINOLOGY).value is None
+    assert primary_in_place_flag(base, TERMINOLOGY).value is None
     lung_lesion = size(2.0, focus=("Condition/met",))
-    assert primary_in_place(replace(base, tumour_sizes=(lung_lesion,)), TERMINOLOGY).value is None
+    assert primary_in_place_flag(replace(base, tumour_sizes=(lung_lesion,)), TERMINOLOGY).value is None
 
 
 def test_primary_size_found_by_body_site():
     kidney_site = size(6.0, focus=(), sites=frozenset({(SNOMED, "64033007")}))
     facts = replace(MAN, tumour_sizes=(kidney_site,))
-    assert primary_tumour_size(facts, TERMINOLOGY).ref == "Observation/size-6.0"
-    assert primary_tumour_size(replace(MAN, tumour_sizes=(size(6.0, focus=()),)), TERMINOLOGY) is None
+    assert primary_tumour(facts, TERMINOLOGY).ref == "Observation/size-6.0"
+    assert primary_tumour(replace(MAN, tumour_sizes=(size(6.0, focus=()),)), TERMINOLOGY) is None
 
 
 # --- IMDC ---------------------------------------------------------------------------------------------------
@@ -267,7 +264,7 @@ def abnormal_count(risk) -> int:
 
 
 def test_imdc_zero_factors_is_favorable():
-    risk = imdc_risk(FAVOURABLE, TERMINOLOGY)
+    risk = imdc(FAVOURABLE, TERMINOLOGY)
     assert [f.abnormal for f in risk.factors] == [False] * 6
     assert risk.possible == {"favorable"}
     assert "Observation/kps" in risk.refs and "Condition/rcc" in risk.refs
@@ -282,31 +279,31 @@ def test_imdc_zero_factors_is_favorable():
     ],
 )
 def test_imdc_worked_examples(changes, count, group):
-    risk = imdc_risk(with_labs(FAVOURABLE, *changes), TERMINOLOGY)
+    risk = imdc(with_labs(FAVOURABLE, *changes), TERMINOLOGY)
     assert abnormal_count(risk) == count and risk.possible == {group}
 
 
 def test_imdc_uses_the_observation_range_before_the_default():
     low_by_default_only = lab("hemoglobin", 13.0, low=12.0, high=16.0)
-    risk = imdc_risk(with_labs(FAVOURABLE, low_by_default_only), TERMINOLOGY)
+    risk = imdc(with_labs(FAVOURABLE, low_by_default_only), TERMINOLOGY)
     assert risk.factors[2].abnormal is False and "Observation's range" in risk.factors[2].text
 
 
 def test_imdc_time_to_therapy_and_performance_status():
     early = replace(FAVOURABLE, therapy_lines=(line(1, date(2023, 6, 1), {"sunitinib"}),))
-    assert imdc_risk(early, TERMINOLOGY).factors[0].abnormal is True
+    assert imdc(early, TERMINOLOGY).factors[0].abnormal is True
     untreated_recent = replace(FAVOURABLE, conditions=(kidney_cancer(date(2026, 6, 1)),), therapy_lines=())
-    assert imdc_risk(untreated_recent, TERMINOLOGY).factors[0].abnormal is True
+    assert imdc(untreated_recent, TERMINOLOGY).factors[0].abnormal is True
     ecog2 = replace(FAVOURABLE, karnofsky=(), ecog=(ScoreFact("ecog", 2, RECENT, "Observation/ecog"),))
-    assert imdc_risk(ecog2, TERMINOLOGY).factors[1].abnormal is True
+    assert imdc(ecog2, TERMINOLOGY).factors[1].abnormal is True
     ecog0 = replace(ecog2, ecog=(ScoreFact("ecog", 0, RECENT, "Observation/ecog"),))
-    assert imdc_risk(ecog0, TERMINOLOGY).factors[1].abnormal is False
+    assert imdc(ecog0, TERMINOLOGY).factors[1].abnormal is False
 
 
 def test_imdc_computed_corrected_calcium():
     facts = replace(FAVOURABLE, labs={k: v for k, v in FAVOURABLE.labs.items() if k != "calcium-corrected"})
     high = with_labs(facts, lab("calcium", 10.0, high=10.2), lab("albumin", 3.0))  # corrected 10.8
-    factor = imdc_risk(high, TERMINOLOGY).factors[3]
+    factor = imdc(high, TERMINOLOGY).factors[3]
     assert factor.abnormal is True and factor.refs == ("Observation/calcium", "Observation/albumin")
 
 
@@ -316,20 +313,20 @@ def test_imdc_three_known_factors_decide_poor_whatever_the_rest():
         lab("hemoglobin", 10.0),
         lab("platelets", 500),
     )
-    risk = imdc_risk(facts, TERMINOLOGY)
+    risk = imdc(facts, TERMINOLOGY)
     assert [f.abnormal for f in risk.factors] == [None, True, True, None, None, True]
     assert risk.possible == {"poor"}
 
 
 def test_imdc_unknown_factor_keeps_several_groups_possible():
     ecog1 = replace(FAVOURABLE, karnofsky=(), ecog=(ScoreFact("ecog", 1, RECENT, "Observation/ecog"),))
-    assert imdc_risk(ecog1, TERMINOLOGY).possible == {"favorable", "intermediate"}
+    assert imdc(ecog1, TERMINOLOGY).possible == {"favorable", "intermediate"}
     ecog1_kps = replace(ecog1, karnofsky=(ScoreFact("karnofsky", 70, date(2026, 11, 1), "Observation/k"),))
-    assert imdc_risk(ecog1_kps, TERMINOLOGY).possible == {"intermediate"}
+    assert imdc(ecog1_kps, TERMINOLOGY).possible == {"intermediate"}
 
 
 def test_imdc_stale_labs_are_unknown():
-    risk = imdc_risk(FAVOURABLE, TERMINOLOGY, lab_since=date(2026, 11, 20))
+    risk = imdc(FAVOURABLE, TERMINOLOGY, lab_since=date(2026, 11, 20))
     assert [f.abnormal for f in risk.factors[2:]] == [None] * 4
     assert risk.possible == {"favorable", "intermediate", "poor"}
 
@@ -362,4 +359,4 @@ def test_imdc_time_to_therapy_one_year_boundary(diagnosed, treated, abnormal):
     facts = replace(
         MAN, conditions=(kidney_cancer(diagnosed),), therapy_lines=(line(1, treated, {"sunitinib"}),)
     )
-    assert imdc_risk(facts, TERMINOLOGY).factors[0].abnormal is abnormal
+    assert imdc(facts, TERMINOLOGY).factors[0].abnormal is abnormal

@@ -6,15 +6,16 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from conftest_facts import facts_of
 from factories import KIDNEY_CANCER_ANCHOR, METASTATIC_ANCHOR, Patient, catalog, criterion, trial
 
 from bench.generate import PATIENT_ID, TODAY, chart, generate_catalog
-from cds_service import derived, rules
 from cds_service.catalog import Anchor, load_catalog
 from cds_service.config import DEFAULT_MAPPINGS_DIR
+from cds_service.domains import kidney
+from cds_service.engine import rules
+from cds_service.engine.evaluate import Engine, EvaluationPolicy, outcome_of, verdict_of
 from cds_service.errors import RuleError
-from cds_service.evaluate import Engine, EvaluationPolicy, outcome_of, verdict_of
-from cds_service.facts import build_facts
 from cds_service.terminology import ICD10CM, SNOMED, Code, normalize_code
 from cds_service.verdicts import ANCHOR, CriterionResult, Outcome, TrialResult, Truth, Verdict
 
@@ -336,13 +337,13 @@ def test_an_equal_leaf_inside_different_rules_is_evaluated_once_per_patient(leaf
 
 def test_each_derived_value_is_computed_once_per_patient(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: Counter[str] = Counter()
-    original = derived.imdc_risk
+    original = kidney.imdc
 
     def counting(*args: Any) -> Any:
         calls["imdc"] += 1
         return original(*args)
 
-    monkeypatch.setattr(derived, "imdc_risk", counting)
+    monkeypatch.setattr(kidney, "imdc", counting)
     trials = [
         trial("NCT00000001", [RCC, criterion("imdc", {"imdc_risk": {"in": ["favorable", "intermediate"]}})]),
         trial("NCT00000002", [RCC, criterion("imdc", {"imdc_risk": {"in": ["poor"]}})]),
@@ -470,24 +471,13 @@ def test_results_of_trials_not_considered_follow_each_patient() -> None:
     assert engine.evaluate(Patient().aged(60).build()) == first
 
 
-def test_results_of_trials_not_considered_are_kept_past_a_call_only_when_they_cite_no_record() -> None:
-    engine = Engine(catalog(*_many_trials(10)))
-    engine.evaluate(rcc_patient().build())  # kidney cancer cited, metastases not recorded
-    assert not any(group.last for group in engine._groups)
-    engine.evaluate(Patient().aged(60).build())  # no record of either anchor
-    kept = [group.last["call"] for group in engine._groups if group.last]
-    assert kept and all(not value.evidence for key, _ in kept for value in key[1:])
-    engine.evaluate(rcc_patient().build())
-    assert [group.last["call"] for group in engine._groups if group.last] == kept
-
-
 def test_with_cards_only_the_results_are_those_that_get_a_card_in_the_same_order(tmp_path) -> None:
     generated = load_catalog(generate_catalog(tmp_path / "catalog", 60))
     engine = Engine(generated)
-    kidney = build_facts(chart(240), generated.terminology, TODAY, PATIENT_ID)
-    no_cancer = build_facts([{"resourceType": "Patient", "id": "p1"}], generated.terminology, TODAY, "p1")
+    kidney_cancer = facts_of(chart(240), generated.terminology, TODAY, PATIENT_ID)
+    no_cancer = facts_of([{"resourceType": "Patient", "id": "p1"}], generated.terminology, TODAY, "p1")
     verdicts = Counter()
-    for facts in (kidney, no_cancer):
+    for facts in (kidney_cancer, no_cancer):
         every = engine.evaluate(facts)
         verdicts.update(r.verdict for r in every)
         assert engine.evaluate(facts, cards_only=True) == tuple(r for r in every if r.gets_card)

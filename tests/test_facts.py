@@ -17,18 +17,23 @@ from conftest_facts import (
     observation,
     patient,
     quantity,
+    read_everything,
 )
 
-from cds_service.facts import VALUESETS_READ_BY_FACTS, build_facts
+from cds_service.domains import kidney
+from cds_service.facts import build_facts
 from cds_service.terminology import ICD10CM, SNOMED
 
 TODAY = date(2026, 11, 21)
 TERMINOLOGY = load_terminology()
+EVERYTHING = read_everything(TERMINOLOGY)
 AJCC_URI = "http://cancerstaging.org"
 
 
 def facts_of(*resources, patient_id=None):
-    return build_facts(list(resources), TERMINOLOGY, TODAY, patient_id)
+    """Facts read with a plan reading every field and analyte (of a repeated measurement: the newest usable
+    value)."""
+    return build_facts(list(resources), TERMINOLOGY, TODAY, patient_id, EVERYTHING)
 
 
 def status(code: str) -> dict:
@@ -109,11 +114,8 @@ def test_latest_value_comes_first_with_its_date_and_ref():
     )
     first = facts.labs["creatinine"][0]
     assert (first.ref, first.date, first.as_sent) == ("Observation/new", date(2026, 11, 16), "97 umol/L")
-    assert [v.ref for v in facts.labs["creatinine"]] == [
-        "Observation/new",
-        "Observation/mid",
-        "Observation/old",
-    ]
+    # of a repeated measurement, the facts hold the newest usable value only (all that a rule reads)
+    assert [v.ref for v in facts.labs["creatinine"]] == ["Observation/new"]
 
 
 def test_reference_range_from_the_observation():
@@ -159,13 +161,15 @@ def test_ecog_minus_one_is_discarded():
 
 
 def test_ecog_from_answer_code_interpretation_or_quantity():
-    facts = facts_of(
+    readings = [
         observation("a", "89247-1", "2026-11-01", valueCodeableConcept=concept(LOINC_URI, "LA9623-5")),
         observation("b", "89247-1", "2026-10-01", interpretation=[concept(LOINC_URI, "LA9625-0")]),
         observation("c", "89247-1", "2026-09-01", valueQuantity={"value": 2}),
         observation("d", "89247-1", "2026-08-01", valueQuantity={"value": 1.5}),
-    )
-    assert [s.value for s in facts.ecog] == [1, 3, 2]
+    ]
+    # facts hold the newest usable ECOG only: each way of sending it is read from a chart of its own
+    assert [[s.value for s in facts_of(reading).ecog] for reading in readings] == [[1], [3], [2], []]
+    assert [s.value for s in facts_of(*readings).ecog] == [1]
 
 
 @pytest.mark.parametrize(("value", "kept"), [(90, True), (85, False), (110, False), (0, True), (-10, False)])
@@ -259,11 +263,14 @@ def test_blood_pressure_panel_and_standalone_readings():
     )
     systolic = observation("sys", "8480-6", "2026-11-12", valueQuantity=quantity(138, "mm[Hg]"))
     wrong_unit = observation("kpa", "8480-6", "2026-11-13", valueQuantity=quantity(18, "kPa"))
-    facts = facts_of(panel, systolic, wrong_unit)
-    assert [(b.ref, b.systolic, b.diastolic) for b in facts.blood_pressure] == [
-        ("Observation/sys", 138, None),
-        ("Observation/bp", 152, 91),
-    ]
+
+    def readings(*resources):
+        return [(b.ref, b.systolic, b.diastolic) for b in facts_of(*resources).blood_pressure]
+
+    # facts hold the newest usable reading only: the kPa one is not usable, the stand-alone systolic is
+    assert readings(panel, systolic, wrong_unit) == [("Observation/sys", 138, None)]
+    assert readings(panel) == [("Observation/bp", 152, 91)]
+    assert readings(wrong_unit) == []
 
 
 @pytest.mark.parametrize(
@@ -433,31 +440,37 @@ def test_only_completed_procedures_count():
 # --- robustness ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("sent", [{"code": "final"}, ["final"]], ids=["object", "array"])
+def test_an_observation_status_that_is_not_a_code_is_not_used_and_does_not_raise(sent):
+    """A repeated measurement's candidates are picked by status before validation: a status of any JSON
+    type must not make build_facts raise (found by test_facts_properties)."""
+    facts = facts_of(
+        lab("odd", "2160-0", 1.0, "mg/dL", status=sent), lab("ok", "2160-0", 1.2, "mg/dL", "2026-10-01")
+    )
+    assert [v.ref for v in facts.labs["creatinine"]] == ["Observation/ok"]
+
+
 def test_skipped_resources_are_reported():
-    bad = {
-        "resourceType": "Condition",
-        "id": "bad",
-        "code": "not a concept",
-        "subject": {"reference": "Patient/p1"},
-    }
+    # a kidney cancer (a code the rules read, so it is validated) with an onset that is not a dateTime
+    bad = condition("bad", ICD10CM, "C64.1", onset="not a date")
     facts = facts_of(bad, condition("ok", ICD10CM, "C64.9"))
     assert facts.skipped == ("Condition/bad",)
     assert [c.ref for c in facts.conditions] == ["Condition/ok"]
 
 
 def test_every_valueset_read_by_facts_exists_in_the_catalog():
-    assert VALUESETS_READ_BY_FACTS <= set(TERMINOLOGY.valuesets)
+    read_by_facts = EVERYTHING.needs.valuesets  # those the facts stage reads by name, for any field
+    assert {"systemic-anticancer", "metastatic-disease", "staging-m1", "ecog-0"} <= read_by_facts
+    assert read_by_facts <= set(TERMINOLOGY.valuesets)
 
 
 @pytest.mark.parametrize("extreme", ["0001-01-01", "9999-12-31"])
 def test_extreme_dates_do_not_overflow(extreme):
-    from cds_service import derived
-
     facts = facts_of(
         condition("met", SNOMED_URI, "94391008", onset=extreme),
         condition("rcc", SNOMED_URI, "702391001", onset=extreme),
         med_statement("s", "357977", extreme),
     )
     assert facts.therapy_lines[0].metastatic_setting is True
-    assert derived.metastases_synchronous(facts).value is True
-    assert derived.imdc_risk(facts, TERMINOLOGY).factors[0].abnormal is True
+    assert kidney.synchronous(facts).value is True
+    assert kidney.imdc(facts, TERMINOLOGY).factors[0].abnormal is True

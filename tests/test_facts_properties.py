@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from datetime import date
 
-from conftest_facts import load_terminology
+from conftest_facts import load_terminology, read_everything
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cds_service import derived
-from cds_service.facts import MeasurementWindows, PatientFacts, build_facts
+from cds_service.catalog import load_catalog
+from cds_service.config import DEFAULT_MAPPINGS_DIR
+from cds_service.domains import kidney
+from cds_service.engine import derived
+from cds_service.engine.evaluate import Engine
+from cds_service.facts import PatientFacts, build_facts
 
 TERMINOLOGY = load_terminology()
 TYPES = [
@@ -83,6 +87,8 @@ CODES = [
     "2106-3",
     "19080-1",
     "718-7",
+    "17861-6",
+    "1751-7",
     "1657191",
     "C64.1",
     "702391001",
@@ -284,8 +290,12 @@ def plausible_resources(draw):
     return resource
 
 
-# Recency windows as the Matcher passes them (see test_recency_windows): reading old values must not raise.
-WINDOWS = MeasurementWindows(labs={"creatinine": 30, "albumin": 37}, performance=60, blood_pressure=30)
+# Read plans: every field and analyte, and the bundled catalog's as the Matcher passes it (of a repeated
+# measurement only the newest usable value, albumin near the calcium): reading either way must not raise.
+PLANS = {
+    "everything": read_everything(TERMINOLOGY),
+    "bundled catalog": Engine(load_catalog(DEFAULT_MAPPINGS_DIR)).read_plan,
+}
 
 INPUTS = st.lists(
     st.one_of(plausible_resources(), plausible_resources(), random_resources(), JSON), max_size=6
@@ -293,9 +303,9 @@ INPUTS = st.lists(
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(INPUTS, st.sampled_from([None, "p1"]), st.sampled_from([None, WINDOWS]))
-def test_build_facts_and_derived_values_never_raise(items, patient_id, windows):
-    facts = build_facts(items, TERMINOLOGY, date(2026, 11, 21), patient_id, windows)
+@given(INPUTS, st.sampled_from([None, "p1"]), st.sampled_from(sorted(PLANS)))
+def test_build_facts_and_derived_values_never_raise(items, patient_id, plan):
+    facts = build_facts(items, TERMINOLOGY, date(2026, 11, 21), patient_id, PLANS[plan])
     assert isinstance(facts, PatientFacts)
     assert all(score.value in range(6) for score in facts.ecog)
     assert all(
@@ -307,10 +317,9 @@ def test_build_facts_and_derived_values_never_raise(items, patient_id, windows):
         derived.creatinine_clearance,
         derived.corrected_calcium,
         derived.weeks_on_current_regimen,
-        derived.metastatic_line_count,
-        derived.metastases_synchronous,
+        kidney.synchronous,
     ):
         compute(facts)
-    derived.primary_in_place(facts, TERMINOLOGY)
-    derived.primary_tumour_size(facts, TERMINOLOGY)
-    derived.imdc_risk(facts, TERMINOLOGY)
+    kidney.primary_in_place_flag(facts, TERMINOLOGY)
+    kidney.primary_tumour(facts, TERMINOLOGY)
+    kidney.imdc(facts, TERMINOLOGY)

@@ -100,6 +100,22 @@ def test_the_hook_response_is_the_golden_file(slug: str) -> None:
     assert carded == manifest_cards
 
 
+@pytest.mark.parametrize("slug", SLUGS)
+def test_the_chart_says_the_day_it_is_written_for(slug: str) -> None:
+    """The sandbox page evaluates a chart as of its Bundle's timestamp, else meta.lastUpdated: for the
+    gallery, the day of its golden cards, so the page shows them on any day."""
+    bundle = gallery.load_bundle(ENTRIES[slug])
+    stamp = bundle.get("timestamp") or bundle["meta"]["lastUpdated"]
+    assert stamp[:10] == gallery.TODAY
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_every_card_is_short(slug: str) -> None:
+    """A card an oncologist reads in ten seconds: the full criterion list is in the extension."""
+    for card in output_of(slug).cards:
+        assert len(card["detail"]) <= 800, card["summary"]
+
+
 @pytest.mark.parametrize("slug", WITHOUT_THE_DISEASE)
 def test_no_card_for_a_patient_without_metastatic_kidney_cancer(slug: str) -> None:
     output = output_of(slug)
@@ -142,6 +158,18 @@ def test_the_service_answers_the_request_with_the_golden_cards_and_logs_no_name(
     assert caplog.records
     for part in (name["family"], *name["given"]):
         assert part not in logged
+
+
+def test_every_call_gives_a_trial_card_the_same_topic(client: Any) -> None:
+    """New uuids on every call, one stable source.topic per trial: an EHR can suppress a trial on its side."""
+    request = json.loads((gallery.REQUESTS_DIR / "patient-view-fit-ablation-small-primary.json").read_bytes())
+    first, second = (client.post("/cds-services/mrcc-trials", json=request).get_json()["cards"] for _ in "12")
+    assert {card["uuid"] for card in first}.isdisjoint(card["uuid"] for card in second)
+    topics = [card["source"]["topic"] for card in first]
+    assert topics == [card["source"]["topic"] for card in second]
+    assert [topic["code"] for topic in topics] == [
+        card["extension"][EXTENSION_KEY]["nctId"] for card in first
+    ]
 
 
 def _thirdparty_bundles() -> list[Path]:

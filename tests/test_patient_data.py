@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import responses
-from fake_fhir import BASE, TOKEN, bearer_headers, load_request, serve, service_templates
+from fake_fhir import BASE, TOKEN, bearer_headers, bundled_service, load_request, serve, service_templates
 
 from cds_service.config import load_settings
 from cds_service.hook_request import parse_hook_request
@@ -30,7 +30,7 @@ def settings(**overrides):
 
 def gather(document: dict, **setting_overrides):
     request = parse_hook_request(json.dumps(document).encode(), {"patient-view"}, max_depth=64)
-    return gather_patient_data(request, service_templates(), settings(**setting_overrides))
+    return gather_patient_data(request, bundled_service(), settings(**setting_overrides))
 
 
 def references(data) -> list[str]:

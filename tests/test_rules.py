@@ -12,16 +12,12 @@ from typing import Any
 import pytest
 from factories import TODAY, Patient, context, terminology
 
+from cds_service import operators  # noqa: F401 (registers every operator)
+from cds_service.engine.registry import OPERATORS, Labels, LeafResult
+from cds_service.engine.rules import compile_rule
+from cds_service.errors import RuleParameterError, UnknownOperatorError
 from cds_service.facts import PatientFacts
-from cds_service.rules import (
-    OPERATORS,
-    VALUESETS_READ_BY_RULES,
-    Labels,
-    LeafResult,
-    RuleParameterError,
-    UnknownOperatorError,
-    compile_rule,
-)
+from cds_service.facts.plan import closed
 from cds_service.terminology import ICD10CM, SNOMED
 from cds_service.verdicts import Truth
 
@@ -59,7 +55,14 @@ def test_registry_matches_the_trial_schema() -> None:
 
 
 def test_valuesets_read_by_rules_are_the_ones_operators_name() -> None:
-    assert {"kidney-cancer", "metastatic-disease", "pregnancy", "other-malignancy"} <= VALUESETS_READ_BY_RULES
+    """The value sets operators read by name, not through a rule parameter, are declared in their needs."""
+    read_by_name = {
+        valueset
+        for operator in OPERATORS.values()
+        for valueset in closed(operator.needs({"analyte": "alt"})).valuesets
+    }
+    assert {"kidney-cancer", "metastatic-disease", "pregnancy", "other-malignancy"} <= read_by_name
+    assert {"nephrectomy", "tumour-site-kidney"} <= read_by_name
 
 
 def test_unknown_operator_is_named_with_its_path() -> None:
@@ -701,13 +704,18 @@ def test_other_malignancy_exceptions_and_what_is_not_another_cancer() -> None:
         .condition(codes=[(ICD10CM, "C7951")])  # secondary, even without the value set
         .condition("skin-exceptions", codes=[SKIN], onset=100, display="Basal cell carcinoma")
     )
-    result = run({"other_malignancy": {"within_years": 3, "except": "skin-exceptions"}}, patient)
+    rule = {"primary": "kidney-cancer", "within_years": 3}
+    result = run({"other_malignancy": {**rule, "except": "skin-exceptions"}}, patient)
     assert result == LeafResult(
         F,
         "no record of another cancer in the last 3 years (excepted: Basal cell carcinoma)",
         ("Condition/4",),
     )
-    assert run({"other_malignancy": {"within_years": 3}}, patient).truth is T
+    assert run({"other_malignancy": rule}, patient).truth is T
+    # the trial's primary cancer is a parameter: without it, a kidney cancer is another cancer
+    without_primary = Patient().condition("kidney-cancer", codes=[(ICD10CM, "C641")], onset=100)
+    assert run({"other_malignancy": {"within_years": 3}}, without_primary).truth is T
+    assert run({"other_malignancy": rule}, without_primary).truth is F
 
 
 def test_other_malignancy_from_the_snomed_value_set_and_in_situ_codes() -> None:

@@ -70,6 +70,7 @@ def test_page_is_html_with_a_strict_content_security_policy(sandbox_client: Flas
         "/static/sandbox.js",
         "/static/cards.js",
         "/static/prefetch.js",
+        "/static/chart.js",
         "/static/sandbox.css",
         "/static/vendor/marked.esm.js",
         "/static/vendor/purify.min.js",
@@ -85,6 +86,17 @@ def test_vendored_libraries_ship_with_their_licences() -> None:
     vendor = Path(__file__).resolve().parent.parent / "cds_service" / "web" / "static" / "vendor"
     assert "MIT" in (vendor / "marked.LICENSE.md").read_text(encoding="utf-8")
     assert "Apache License" in (vendor / "dompurify.LICENSE").read_text(encoding="utf-8")
+
+
+def test_settings_give_the_page_the_service_today_and_the_outcome_wording(
+    sandbox_client: FlaskClient,
+) -> None:
+    settings = sandbox_client.get("/sandbox/settings").get_json()
+    assert settings["today"] == "2026-11-21"
+    assert settings["outcomeLabels"]["exclusion"]["met"] == "Not excluded"
+    assert settings["outcomeLabels"]["exclusion"]["not-met"] == "Excluded"
+    assert settings["outcomeLabels"]["inclusion"]["met"] == "Met"
+    assert settings["verdictLabels"]["possibly-eligible"] == "Possibly eligible"
 
 
 def test_patients_lists_the_manifest_entries_that_name_a_file(sandbox_client: FlaskClient) -> None:

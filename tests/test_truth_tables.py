@@ -1,7 +1,7 @@
 """Kleene all / any / not with the four values, as data (tests/truth_tables.yaml).
 
-Each case is checked twice: on the plain combinators of cds_service.rules, and end to end on a compiled rule
-whose leaves are real operators chosen to take the wanted value for one fixed patient.
+Each case is checked twice: on the plain combinators of cds_service.engine.logic, and end to end on a compiled
+rule whose leaves are real operators chosen to take the wanted value for one fixed patient.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import pytest
 import yaml
 from factories import Patient, context
 
-from cds_service.rules import compile_rule, kleene_all, kleene_any, kleene_not
+from cds_service import operators  # noqa: F401 (registers every operator)
+from cds_service.engine.logic import kleene_all, kleene_any, kleene_not
+from cds_service.engine.rules import compile_rule
 from cds_service.verdicts import Truth
 
 TABLES = yaml.safe_load((Path(__file__).parent / "truth_tables.yaml").read_text(encoding="utf-8"))

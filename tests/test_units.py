@@ -5,16 +5,14 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from conftest_facts import lab, load_terminology, observation, patient, quantity
-
-from cds_service.facts import build_facts
+from conftest_facts import facts_of, lab, load_terminology, observation, patient, quantity
 
 TODAY = date(2026, 11, 21)
 TERMINOLOGY = load_terminology()
 
 
 def _single(analyte: str, loinc: str, value: float, unit: str) -> float | None:
-    facts = build_facts([patient(), lab("o1", loinc, value, unit)], TERMINOLOGY, TODAY, "p1")
+    facts = facts_of([patient(), lab("o1", loinc, value, unit)], TERMINOLOGY, TODAY, "p1")
     values = facts.labs.get(analyte, ())
     return values[0].value if values else None
 
@@ -75,29 +73,31 @@ def test_unknown_unit_is_not_used(analyte, loinc, unit):
 
 def test_printed_unit_is_tried_when_the_ucum_code_is_unknown():
     q = {"value": 97, "unit": "umol/L", "code": "umol/l-typo", "system": "http://unitsofmeasure.org"}
-    facts = build_facts([observation("o1", "14682-9", valueQuantity=q)], TERMINOLOGY, TODAY)
+    facts = facts_of([observation("o1", "14682-9", valueQuantity=q)], TERMINOLOGY, TODAY)
     assert facts.labs["creatinine"][0].value == pytest.approx(97 / 88.42)
     assert facts.labs["creatinine"][0].as_sent == "97 umol/L"
 
 
 def test_value_with_a_comparator_is_not_used_as_an_exact_value():
     q = quantity(0.2, "mg/dL") | {"comparator": "<"}
-    facts = build_facts([observation("o1", "1975-2", valueQuantity=q)], TERMINOLOGY, TODAY)
+    facts = facts_of([observation("o1", "1975-2", valueQuantity=q)], TERMINOLOGY, TODAY)
     assert "bilirubin" not in facts.labs
 
 
 def test_reference_range_is_converted_too():
     res = lab("o1", "14682-9", 97, "umol/L")
     res["referenceRange"] = [{"low": quantity(53, "umol/L"), "high": quantity(106.1, "umol/L")}]
-    value = build_facts([res], TERMINOLOGY, TODAY).labs["creatinine"][0]
+    value = facts_of([res], TERMINOLOGY, TODAY).labs["creatinine"][0]
     assert value.low == pytest.approx(53 / 88.42)
     assert value.high == pytest.approx(1.2, abs=0.001)
 
 
 def test_tumour_size_in_mm_and_cm():
-    cm = observation("t1", "21889-1", "2026-10-01", valueQuantity=quantity(3.5, "cm"))
-    mm = observation("t2", "33728-7", "2026-11-01", valueQuantity=quantity(52, "mm"))
-    sizes = build_facts([cm, mm], TERMINOLOGY, TODAY).tumour_sizes
+    cm = observation(
+        "t1", "21889-1", "2026-10-01", valueQuantity=quantity(3.5, "cm"), focus=[{"reference": "x"}]
+    )
+    mm = observation("t2", "33728-7", "2026-11-01", valueQuantity=quantity(52, "mm"))  # another lesion
+    sizes = facts_of([cm, mm], TERMINOLOGY, TODAY).tumour_sizes
     assert [(s.ref, s.longest_cm) for s in sizes] == [
         ("Observation/t2", pytest.approx(5.2)),
         ("Observation/t1", 3.5),
@@ -106,4 +106,4 @@ def test_tumour_size_in_mm_and_cm():
 
 def test_tumour_size_in_an_unknown_unit_is_not_used():
     res = observation("t1", "21889-1", valueQuantity=quantity(3, "[in_i]"))
-    assert build_facts([res], TERMINOLOGY, TODAY).tumour_sizes == ()
+    assert facts_of([res], TERMINOLOGY, TODAY).tumour_sizes == ()

@@ -6,8 +6,10 @@ the records stage. Anything that is not a JSON object with a string `resourceTyp
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any, NamedTuple
+
+from cds_service.fhir.concepts import is_object
 
 MAX_BUNDLE_DEPTH = 8  # Bundles nested deeper are not opened
 
@@ -19,7 +21,7 @@ class Entry(NamedTuple):
 
 def is_resource(value: Any) -> bool:
     """A JSON object with a string `resourceType`."""
-    return isinstance(value, Mapping) and isinstance(value.get("resourceType"), str)
+    return is_object(value) and isinstance(value.get("resourceType"), str)
 
 
 def entries(document: Any, full_url: str | None = None, depth: int = 0) -> Iterator[Entry]:
@@ -33,9 +35,15 @@ def entries(document: Any, full_url: str | None = None, depth: int = 0) -> Itera
     if depth >= MAX_BUNDLE_DEPTH or not isinstance(items, list):
         return
     for item in items:
-        if isinstance(item, Mapping):
-            url = item.get("fullUrl")
-            yield from entries(item.get("resource"), url if isinstance(url, str) else None, depth + 1)
+        resource = item.get("resource") if is_object(item) else None
+        if not is_resource(resource):
+            continue
+        url = item.get("fullUrl")
+        url = url if isinstance(url, str) else None
+        if resource["resourceType"] == "Bundle":
+            yield from entries(resource, url, depth + 1)
+        else:  # most entries: one generator less each
+            yield Entry(resource, url)
 
 
 def resources(document: Any) -> Iterator[dict[str, Any]]:

@@ -91,7 +91,7 @@ def prepare(
     check(request.context, HOOKS[request.hook].validator, "$.context")
     service = next(s for s in services if s.hook == request.hook)
     authorize_fhir_server(request.fhir_server)
-    return HookCall(request, service, gather_patient_data(request, service.prefetch, settings), today)
+    return HookCall(request, service, gather_patient_data(request, service, settings), today)
 
 
 def check_services(services: Sequence[ServiceDefinition]) -> None:

@@ -27,25 +27,10 @@ from typing import Any, NamedTuple
 
 from cds_service.catalog import Catalog, load_catalog
 from cds_service.config import Settings
-from cds_service.evaluate import Engine
+from cds_service.engine.evaluate import Engine
 from cds_service.patient_data import unique_resources
 from cds_service.pipeline import Matcher, evaluate
 from cds_service.verdicts import Outcome
-
-# The resource types the catalog's rules read (today: what the records stage validates, fhir_records.MODELS);
-# the export's other types are never read. The one place that names them: to be replaced by
-# `engine.read_plan.resource_types` once the core's read plan is on main.
-RESOURCE_TYPES_READ = frozenset(
-    {
-        "Patient",
-        "Condition",
-        "Observation",
-        "MedicationStatement",
-        "MedicationRequest",
-        "Medication",
-        "Procedure",
-    }
-)
 
 
 class TrialRow(NamedTuple):
@@ -71,15 +56,19 @@ class ScreenSpec:
 
     settings: Settings
     today: date
-    types: frozenset[str]  # the resource types read
+    # the resource types the rules read (the engine's read plan): the export's others are never read
+    types: frozenset[str]
     unavailable: frozenset[str]  # types read that the export does not hold: their absence proves nothing
     catalog_version: str
     files: Mapping[str, bytes]  # "mappings/<path>" and "cards/<path>" -> bytes
 
     @classmethod
     def of(cls, catalog: Catalog, settings: Settings, today: date, exported: frozenset[str]) -> ScreenSpec:
-        """The spec of screening an export that holds the types `exported` with this catalog and settings."""
-        types = RESOURCE_TYPES_READ
+        """The spec of screening an export that holds the types `exported` with this catalog and settings.
+
+        The engine compiled here to learn what the rules read stays this process's Screener for the spec."""
+        engine = Matcher(catalog, settings).engine
+        types = engine.read_plan.resource_types
         folders = {"mappings": catalog.directory, "cards": settings.cards_dir}
         files = {
             f"{name}/{path.relative_to(folder).as_posix()}": path.read_bytes()
@@ -87,7 +76,9 @@ class ScreenSpec:
             for path in sorted(folder.rglob("*"))
             if path.is_file() and "__pycache__" not in path.parts
         }
-        return cls(settings, today, types, types - exported, catalog.version, files)
+        spec = cls(settings, today, types, types - exported, catalog.version, files)
+        _SCREENERS[spec.key] = Screener(engine, today, spec.unavailable)
+        return spec
 
     @property
     def key(self) -> tuple[Any, ...]:

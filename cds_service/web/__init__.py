@@ -25,6 +25,11 @@ from cds_service.web.request_log import init_request_log
 log = logging.getLogger(__name__)
 
 
+def default_instance_path() -> str:
+    """The folder of the default SQLite database when `create_app` is given no INSTANCE_PATH."""
+    return Flask(__name__).instance_path
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the service: settings (defaults < CDS_* env < `config`), catalog, matcher, storage, routes.
 
@@ -44,14 +49,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     catalog = load_catalog(settings.mappings_dir)  # a bad catalog stops the start, naming file and path
     check_services(catalog.services)
-    for warning in catalog.warnings:
+    matcher = Matcher(catalog, settings, uuid_factory)  # compiles the rules: a bad rule stops the start too
+    for warning in matcher.engine.warnings:
         log.warning("catalog: %s", warning)
     storage = Storage(settings.database_url or default_database_url(app.instance_path))
     app.extensions[hooks.STATE_KEY] = hooks.ServiceState(
-        settings=settings,
-        catalog=catalog,
-        runtime=Runtime(Matcher(catalog, settings, uuid_factory), settings),
-        storage=storage,
+        settings=settings, catalog=catalog, runtime=Runtime(matcher, settings), storage=storage
     )
 
     init_request_log(app)  # first: every request is logged and starts without a stale request id

@@ -2,6 +2,8 @@
 
 The page itself is static (web/static/sandbox.html and its JS modules); it calls discovery, the service and
 feedback like any CDS client. Only files named in the manifest are served, so no path reaches outside it.
+GET /sandbox/settings tells the page the service's "today" (the page moves a chart's dates to evaluate it as
+of another day: the service's date is never taken from a request) and the wording of outcomes and verdicts.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 import yaml
 from flask import Blueprint, Response, current_app, jsonify, send_from_directory
 
+from cds_service.cards import load_card_texts
 from cds_service.errors import GalleryError
 from cds_service.web.hooks import STATE_KEY
 
@@ -56,6 +59,17 @@ def page() -> Response:
     response = send_from_directory(current_app.static_folder, "sandbox.html", max_age=0)
     response.headers["Content-Security-Policy"] = PAGE_POLICY
     return response
+
+
+@bp.get("/sandbox/settings")
+def settings() -> Response:
+    service_settings = current_app.extensions[STATE_KEY].settings
+    texts = load_card_texts(service_settings.cards_dir)
+    return jsonify(
+        today=service_settings.current_date().isoformat(),
+        outcomeLabels=texts["outcome_labels"],
+        verdictLabels=texts["verdict_labels"],
+    )
 
 
 @bp.get("/sandbox/patients")

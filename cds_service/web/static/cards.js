@@ -1,10 +1,15 @@
 // Render CDS Hooks cards the way an EHR shows them: indicator, summary, Markdown detail, source, links,
 // suggestions, Dismiss with override reasons, and the trial's criteria from the eligibility extension.
+// `view` holds what the page knows beyond the cards: the service's wording of outcomes and verdicts
+// (card.yaml, from /sandbox/settings) and the chart it sent, to label the evidence.
+import { evidenceLabel } from "./chart.js";
 import { marked } from "./vendor/marked.esm.js";
 
 export const ELIGIBILITY_EXTENSION = "org.trialmatch.eligibility";
 const INDICATOR_ORDER = { critical: 0, warning: 1, info: 2 };
-const OUTCOME_LABELS = { met: "Met", "not-met": "Not met", unknown: "Unknown", clinician: "Clinician" };
+const VERDICT_CLASSES = { "likely-eligible": "likely", "possibly-eligible": "possibly" };
+// Sorted by outcome: what needs the clinician first (to check, not met or excluded, left to them), then met.
+const OUTCOME_RANK = { unknown: 0, "not-met": 1, clinician: 2, met: 3 };
 
 const purifier = window.DOMPurify;
 purifier.addHook("afterSanitizeAttributes", (node) => {
@@ -52,35 +57,66 @@ function renderLinks(links) {
   return list;
 }
 
-function renderCriteria(extension, cardIndex) {
+function outcomeLabel(view, criterion) {
+  const labels = view.labels.outcome[criterion.type] || view.labels.outcome.inclusion;
+  return labels[criterion.outcome] || criterion.outcome;
+}
+
+function renderEvidence(view, reference) {
+  const resource = view.index.get(reference);
+  return el("span", { class: "evidence", title: reference }, resource ? evidenceLabel(resource, view.index) : reference);
+}
+
+/** A header button that sorts the rows by outcome, and back to the registry's order. */
+function sortButton(tbody) {
+  const button = el("button", { type: "button", class: "sort", "aria-pressed": "false" }, "Outcome");
+  button.addEventListener("click", () => {
+    const byOutcome = button.getAttribute("aria-pressed") !== "true";
+    const rows = [...tbody.rows].sort((a, b) =>
+      byOutcome ? a.dataset.rank - b.dataset.rank || a.dataset.index - b.dataset.index : a.dataset.index - b.dataset.index);
+    tbody.replaceChildren(...rows);
+    button.setAttribute("aria-pressed", String(byOutcome));
+    button.closest("th").setAttribute("aria-sort", byOutcome ? "ascending" : "none");
+  });
+  return button;
+}
+
+function renderCriteria(extension, cardIndex, view) {
   const criteria = extension.criteria || [];
-  const rows = criteria.map((criterion) =>
+  const rows = criteria.map((criterion, index) =>
     el(
       "tr",
-      { class: `outcome-${criterion.outcome}` },
+      { class: `outcome-${criterion.outcome}`, "data-index": index, "data-rank": OUTCOME_RANK[criterion.outcome] ?? 9 },
       el("td", {}, criterion.type),
       el("td", {}, criterion.heading ? el("span", { class: "heading" }, `${criterion.heading} `) : null, criterion.text),
-      el("td", {}, el("span", { class: `badge badge-${criterion.outcome}` }, OUTCOME_LABELS[criterion.outcome] || criterion.outcome)),
+      el("td", {}, el("span", { class: `badge badge-${criterion.outcome}` }, outcomeLabel(view, criterion))),
       el("td", {}, criterion.reason || ""),
-      el("td", {}, ...(criterion.evidence || []).map((ref) => el("span", { class: "evidence" }, ref))),
+      el("td", {}, ...(criterion.evidence || []).map((reference) => renderEvidence(view, reference))),
     ),
   );
   const captionId = `criteria-caption-${cardIndex}`;
-  const counts = criteria.reduce((acc, c) => ({ ...acc, [c.outcome]: (acc[c.outcome] || 0) + 1 }), {});
-  const countText = Object.entries(counts).map(([outcome, n]) => `${n} ${OUTCOME_LABELS[outcome] || outcome}`).join(", ");
+  const counts = new Map();
+  for (const criterion of criteria) {
+    const label = outcomeLabel(view, criterion);
+    counts.set(label, (counts.get(label) || 0) + 1);
+  }
+  const countText = [...counts].map(([label, n]) => `${n} ${label.toLowerCase()}`).join(", ");
+  const tbody = el("tbody", {}, ...rows);
+  const headers = ["Type", "Criterion", sortButton(tbody), "Reason", "Evidence"].map((h) =>
+    el("th", { scope: "col", ...(typeof h === "string" ? {} : { "aria-sort": "none" }) }, h));
   return el(
     "details",
     { class: "criteria" },
     el("summary", {}, `Eligibility criteria (${criteria.length}: ${countText})`),
     el("p", { class: "meta" },
-      `Verdict: ${extension.verdict} · Status: ${extension.recruitmentStatus} · Catalog ${String(extension.catalogVersion || "").slice(0, 12)}`,
-      extension.arm ? ` · Suggested arm: ${extension.arm}` : null),
+      `${view.labels.verdict[extension.verdict] || extension.verdict} · ${extension.recruitmentStatus} · Catalog ${String(extension.catalogVersion || "").slice(0, 12)}`,
+      extension.arm ? ` · Suggested cohort: ${extension.arm}` : null),
     el(
       "table",
       { "aria-describedby": captionId },
       el("caption", { id: captionId }, `Criteria of ${extension.nctId || "the trial"}`),
-      el("thead", {}, el("tr", {}, ...["Type", "Criterion", "Outcome", "Reason", "Evidence"].map((h) => el("th", { scope: "col" }, h)))),
-      el("tbody", {}, ...rows),
+      el("thead", {}, el("tr", {}, ...headers)),
+      tbody,
     ),
   );
 }
@@ -110,13 +146,26 @@ function renderDismiss(card, cardIndex, onFeedback) {
     button);
 }
 
-function renderCard(card, cardIndex, onFeedback) {
+/** The verdict as a badge: likely and possibly cards look different at a glance. */
+function verdictBadge(extension, view) {
+  const kind = VERDICT_CLASSES[extension.verdict];
+  if (!kind) {
+    return null;
+  }
+  return el("span", { class: `verdict verdict-${kind}` }, view.labels.verdict[extension.verdict] || extension.verdict);
+}
+
+function renderCard(card, cardIndex, onFeedback, view) {
   const indicator = ["info", "warning", "critical"].includes(card.indicator) ? card.indicator : "info";
   const extension = card.extension && card.extension[ELIGIBILITY_EXTENSION];
-  const article = el("article", { class: `card card-${indicator}`, "data-uuid": card.uuid, "aria-label": card.summary },
-    el("p", { class: "card-head" },
-      el("span", { class: `indicator indicator-${indicator}` }, indicator),
-      el("span", { class: "summary" }, card.summary)));
+  const kind = extension && VERDICT_CLASSES[extension.verdict];
+  const article = el("article", {
+    class: `card card-${indicator}${kind ? ` card-${kind}` : ""}`, "data-uuid": card.uuid, "aria-label": card.summary,
+  },
+  el("p", { class: "card-head" },
+    extension ? verdictBadge(extension, view) : null,
+    el("span", { class: `indicator indicator-${indicator}` }, indicator),
+    el("span", { class: "summary" }, card.summary)));
   if (card.detail) {
     const detail = el("div", { class: "detail" });
     detail.innerHTML = safeMarkdown(card.detail);
@@ -140,7 +189,7 @@ function renderCard(card, cardIndex, onFeedback) {
     article.append(row);
   }
   if (extension) {
-    article.append(renderCriteria(extension, cardIndex));
+    article.append(renderCriteria(extension, cardIndex, view));
   }
   if (card.uuid) {
     article.append(renderDismiss(card, cardIndex, onFeedback));
@@ -149,14 +198,14 @@ function renderCard(card, cardIndex, onFeedback) {
 }
 
 /** Replace the contents of `container` with the cards, most urgent first. */
-export function renderCards(container, cards, onFeedback) {
+export function renderCards(container, cards, onFeedback, view) {
   container.replaceChildren();
   if (!cards.length) {
     container.append(el("p", { class: "hint" }, "No cards: the service found no trial this patient may fit."));
     return;
   }
   const sorted = [...cards].sort((a, b) => (INDICATOR_ORDER[a.indicator] ?? 3) - (INDICATOR_ORDER[b.indicator] ?? 3));
-  sorted.forEach((card, index) => container.append(renderCard(card, index, onFeedback)));
+  sorted.forEach((card, index) => container.append(renderCard(card, index, onFeedback, view)));
 }
 
 /** Mark a card as answered (feedback sent) and take its buttons away. */

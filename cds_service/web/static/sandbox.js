@@ -1,5 +1,12 @@
 // The sandbox page: discovery, the example gallery, firing patient-view, and feedback on cards.
+//
+// The evaluation date: the service evaluates on its own "today" (CDS_TODAY, else the real date), never on a
+// date a request names. A chart is evaluated as of the date it was written for (its Bundle's timestamp or
+// meta.lastUpdated, e.g. the gallery's 2026-11-21), or as of the date set on the page: the page moves every
+// date of the chart by (service's today - evaluation date) before sending it, so the gallery gives its golden
+// verdicts on any day.
 import { markAnswered, renderCards } from "./cards.js";
+import { chartDate, daysBetween, resourceIndex, shiftDates } from "./chart.js";
 import { patientViewRequest, resourcesOf } from "./prefetch.js";
 
 // Paths are resolved from this module's URL, so the page works when the service is mounted under a prefix.
@@ -13,6 +20,8 @@ const ui = {
   galleryDescription: byId("gallery-description"),
   bundle: byId("bundle"),
   upload: byId("upload"),
+  date: byId("evaluation-date"),
+  dateNote: byId("date-note"),
   fire: byId("fire"),
   status: byId("status"),
   cards: byId("cards"),
@@ -22,6 +31,7 @@ const ui = {
 };
 let services = [];
 let gallery = [];
+let settings = { today: null, outcomeLabels: {}, verdictLabels: {} };
 
 function say(text, isError = false) {
   ui.status.textContent = text;
@@ -64,6 +74,41 @@ async function loadServices() {
   }
 }
 
+async function loadSettings() {
+  settings = await getJson("sandbox/settings");
+  ui.date.value = settings.today;
+  describeDate();
+}
+
+/** Days the chart's dates move so that the service, on its today, evaluates it as of the date set. */
+function shiftDays() {
+  return ui.date.value ? daysBetween(ui.date.value, settings.today) : 0;
+}
+
+function describeDate() {
+  const days = shiftDays();
+  if (!days) {
+    ui.dateNote.textContent = `The service evaluates on its own date, ${settings.today}.`;
+    return;
+  }
+  const direction = days > 0 ? "later" : "earlier";
+  const n = Math.abs(days);
+  ui.dateNote.textContent = `The service evaluates on ${settings.today}: the page moves every date of the chart ` +
+    `${n} day${n === 1 ? "" : "s"} ${direction}, so the chart reads as on ${ui.date.value}. Dates on the cards are moved too.`;
+}
+
+/** Set the evaluation date to the date the chart was written for, if it says. */
+function dateFromChart(text) {
+  let date = null;
+  try {
+    date = chartDate(JSON.parse(text));
+  } catch {
+    return;
+  }
+  ui.date.value = date || settings.today;
+  describeDate();
+}
+
 async function loadGallery() {
   gallery = await getJson("sandbox/patients");
   for (const entry of gallery) {
@@ -79,6 +124,7 @@ async function choosePatient() {
   }
   const bundle = await getJson(`sandbox/patients/${encodeURIComponent(entry.file)}`);
   ui.bundle.value = JSON.stringify(bundle, null, 2);
+  dateFromChart(ui.bundle.value);
   say(`Loaded ${entry.title || entry.file}. Fire patient-view to see its cards.`);
 }
 
@@ -86,6 +132,7 @@ async function uploadFile() {
   const [file] = ui.upload.files;
   if (file) {
     ui.bundle.value = await file.text();
+    dateFromChart(ui.bundle.value);
     ui.gallery.value = "";
     ui.galleryDescription.textContent = "";
     say(`Loaded ${file.name}.`);
@@ -116,9 +163,15 @@ async function fire() {
     say("Choose a CDS service first.", true);
     return;
   }
+  if (!ui.date.value) {
+    say("Set the evaluation date first.", true);
+    return;
+  }
   let request;
+  let resources;
   try {
-    request = patientViewRequest(service, resourcesOf(JSON.parse(ui.bundle.value)));
+    resources = shiftDates(resourcesOf(JSON.parse(ui.bundle.value)), shiftDays());
+    request = patientViewRequest(service, resources);
   } catch (error) {
     say(`Cannot use this data: ${error.message}`, true);
     return;
@@ -130,8 +183,12 @@ async function fire() {
     const response = await postJson(`cds-services/${encodeURIComponent(service.id)}`, request);
     ui.responseJson.textContent = JSON.stringify(response, null, 2);
     const cards = response.cards || [];
-    renderCards(ui.cards, cards, sendFeedback);
-    say(`${cards.length} card${cards.length === 1 ? "" : "s"} returned.`);
+    const view = {
+      labels: { outcome: settings.outcomeLabels, verdict: settings.verdictLabels },
+      index: resourceIndex(resources),
+    };
+    renderCards(ui.cards, cards, sendFeedback, view);
+    say(`${cards.length} card${cards.length === 1 ? "" : "s"} returned, evaluated as of ${ui.date.value}.`);
   } catch (error) {
     ui.responseJson.textContent = error.message;
     say(error.message, true);
@@ -142,8 +199,10 @@ async function fire() {
 
 ui.gallery.addEventListener("change", () => choosePatient().catch((error) => say(error.message, true)));
 ui.upload.addEventListener("change", () => uploadFile().catch((error) => say(error.message, true)));
+ui.bundle.addEventListener("change", () => dateFromChart(ui.bundle.value));
+ui.date.addEventListener("change", describeDate);
 ui.fire.addEventListener("click", fire);
 
-Promise.all([loadServices(), loadGallery()])
+Promise.all([loadSettings(), loadServices(), loadGallery()])
   .then(() => document.body.classList.add("ready"))
   .catch((error) => say(error.message, true));

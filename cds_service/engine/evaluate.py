@@ -8,17 +8,22 @@ its result lists the anchor evaluations (type `anchor`, id `anchor:<n>` counted 
 label) to show why; a considered trial's result lists its registry criteria only, so cards (which only
 considered trials get) never show an anchor. Derived values are memoised in the per-patient
 `EvaluationContext`.
+
+The engine also derives the catalog's `read_plan` from what its leaves declare they read, and checks that
+every value set a leaf reads by name is in the catalog (a `CatalogError` otherwise).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from cds_service.catalog import Anchor, Catalog, Criterion, Trial
-from cds_service.facts import MeasurementWindows, PatientFacts
-from cds_service.rules import EvaluationContext, Labels, LeafResult, Rule, compile_rule, measurement_windows
+from cds_service import operators  # noqa: F401 (registers every operator)
+from cds_service.catalog import Anchor, Catalog, Criterion, Problem, Trial
+from cds_service.engine.registry import EvaluationContext, Labels, LeafResult
+from cds_service.engine.rules import Rule, compile_rule, leaves
+from cds_service.errors import CatalogError
+from cds_service.facts import Needs, PatientFacts, ReadPlan, read_plan
 from cds_service.verdicts import (
     ANCHOR,
     RECRUITING_STATUSES,
@@ -143,12 +148,6 @@ class _Group:
     # Distinct anchor label lists of the group's trials; for each trial: (index into that list, verdict).
     label_lists: tuple[tuple[str, ...], ...]
     unconsidered: tuple[tuple[int, Verdict], ...]
-    # The last call's anchor values and results when no value names a record: patients without the group's
-    # disease give equal values ("no record of ..."), so the (immutable) results are reused; one entry,
-    # replaced at once. Values that cite a patient's records are never kept past their call.
-    last: dict[str, tuple[tuple[Any, ...], list[TrialResult]]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
 
     @classmethod
     def of(cls, trials: list[_Trial]) -> _Group:
@@ -163,10 +162,6 @@ class _Group:
 
     def not_considered(self, values: list[LeafResult], catalog_version: str) -> list[TrialResult]:
         """The results when the anchors are not all met: built from the prepared parts."""
-        key = (catalog_version, *values)
-        last = self.last.get("call")
-        if last is not None and last[0] == key:
-            return last[1]
         criteria = [
             tuple(
                 _anchor_result(n, label, value)
@@ -174,13 +169,10 @@ class _Group:
             )
             for labels in self.label_lists
         ]
-        results = [
+        return [
             TrialResult(trial.source.info, verdict, criteria[index], None, catalog_version)
             for trial, (index, verdict) in zip(self.trials, self.unconsidered, strict=True)
         ]
-        if not any(value.evidence for value in values):
-            self.last["call"] = (key, results)
-        return results
 
 
 class Engine:
@@ -200,9 +192,23 @@ class Engine:
         # Positions of the results (made group by group) in trial-key order, the order within a verdict.
         keys = [trial.source.info.key for group in self._groups for trial in group.trials]
         self._key_order = sorted(range(len(keys)), key=keys.__getitem__)
-        # What the rules can read of each repeated measurement: older values need not be validated.
-        self.measurement_windows: MeasurementWindows = measurement_windows(
-            self._rules.values(), self.policy.lab_max_age_days, self.policy.performance_max_age_days
+        wanted = Needs()
+        for leaf in leaves(self._rules.values()):
+            wanted = wanted | leaf.needs
+        self.read_plan: ReadPlan = read_plan(wanted, catalog.terminology)
+        missing = sorted(self.read_plan.needs.valuesets - catalog.terminology.valuesets.keys())
+        if missing:
+            raise CatalogError(
+                [
+                    Problem("valuesets", "", f"value set {name!r} read by a rule is missing")
+                    for name in missing
+                ]
+            )
+        # Value sets that neither a rule parameter nor an operator names: reported, the catalog still works.
+        self.warnings = tuple(
+            problem
+            for valueset_id, problem in catalog.unnamed_valuesets.items()
+            if valueset_id not in self.read_plan.needs.valuesets
         )
 
     @property

@@ -1,14 +1,15 @@
-"""Newest-only reading: of a repeated measurement, only the values the rules can read are validated.
+"""Of a repeated measurement only the values the rules can read are validated (cds_service.facts.build).
 
-The Matcher builds facts with `newest_only`: for each kind of measurement, candidates are validated newest
-first until one is usable, plus, for a corrected calcium, the albumin closest to the newest calcium. The
-facts then hold fewer values, but every trial gets the same results (outcomes, reasons, evidence) as when
-every value within the windows is read: checked on the gallery, every criterion case, the benchmark chart
-and random series of measurements.
+Candidates of a lab analyte, a performance score, blood pressure or a pregnancy test are validated newest
+first until one gives a fact; an analyte read near another (the albumin of a corrected calcium) also reads
+the candidate closest to its anchor's newest value. The facts then hold fewer values, but every trial gets the
+same results (outcomes, reasons, evidence) as with the plain reading of every candidate (the same plan with
+no repeated slot): checked on the gallery, every criterion case, the benchmark chart and random series.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import date, timedelta
 from typing import Any
@@ -21,17 +22,31 @@ from test_trial_criteria import CASES, chart, matcher
 
 from bench.generate import PATIENT_ID as BENCH_PATIENT
 from bench.generate import hook_request
-from cds_service import derived
-from cds_service.facts import MeasurementWindows, PatientFacts, build_facts
+from cds_service.domains import kidney
+from cds_service.engine.derived import corrected_calcium
+from cds_service.engine.registry import EvaluationContext
+from cds_service.engine.rules import compile_rule
+from cds_service.facts import PatientFacts, ReadPlan, build_facts, needs, read_plan
 from cds_service.pipeline import Matcher
-from cds_service.rules import EvaluationContext, compile_rule
 
 TODAY = date(2026, 11, 21)
 TERMINOLOGY = load_terminology()
 CREATININE, CALCIUM, ALBUMIN = "2160-0", "17861-6", "1751-7"
-WINDOWS = MeasurementWindows(
-    labs={"creatinine": 30, "calcium": 30, "albumin": 37}, pairs={"albumin": ("calcium", 7)}
+PLAN = read_plan(
+    needs(
+        "tumour_sizes",
+        "conditions",
+        "disease_status",
+        analytes=["creatinine", "calcium"],
+        near={"albumin": ("calcium", 7)},
+    ),
+    TERMINOLOGY,
 )
+
+
+def every_value(plan: ReadPlan) -> ReadPlan:
+    """The plain reading: the same plan, every candidate of every slot validated."""
+    return dataclasses.replace(plan, repeated=frozenset())
 
 
 def days_ago(days: int) -> str:
@@ -44,8 +59,8 @@ def lab(oid: str, loinc: str, days: int, value: Any, unit: str, status: str = "f
     return res
 
 
-def newest_only(resources: list[dict[str, Any]], windows: MeasurementWindows = WINDOWS) -> PatientFacts:
-    return build_facts([patient(), *resources], TERMINOLOGY, TODAY, "p1", windows, newest_only=True)
+def read(resources: list[dict[str, Any]], plan: ReadPlan = PLAN) -> PatientFacts:
+    return build_facts([patient(), *resources], TERMINOLOGY, TODAY, "p1", plan)
 
 
 def refs(facts: PatientFacts, analyte: str) -> list[str]:
@@ -58,81 +73,21 @@ def refs(facts: PatientFacts, analyte: str) -> list[str]:
 def test_values_older_than_the_newest_usable_one_are_never_validated(caplog):
     chart = [lab("d3", CREATININE, 3, 1.1, "mg/dL"), lab("bad", CREATININE, 10, "not a number", "mg/dL")]
     with caplog.at_level(logging.WARNING, logger="cds_service.fhir"):
-        facts = newest_only(chart)
+        facts = read(chart)
     assert refs(facts, "creatinine") == ["Observation/d3"]
     assert facts.skipped == ()
     assert "Observation/bad" not in caplog.text
-    # read in full, the same chart validates (and skips) the older value
-    every = build_facts([patient(), *chart], TERMINOLOGY, TODAY, "p1", WINDOWS)
-    assert every.skipped == ("Observation/bad",)
-
-
-def size(oid: str, days: int, cm: Any, **about: Any) -> dict[str, Any]:
-    value = {"value": cm, "unit": "cm", "code": "cm"}
-    return observation(oid, "21889-1", days_ago(days), valueQuantity=value, **about)
-
-
-def test_tumour_sizes_are_read_newest_first_down_to_the_primary_kidney_tumour(caplog):
-    kidney_cancer = condition("rcc", "http://snomed.info/sct", "254915003")
-    lung = {"bodySite": concept("http://snomed.info/sct", "39607008")}
-    chart = [
-        kidney_cancer,
-        size("lung-new", 5, 2.0, **lung),  # newest, of a metastasis: read, passed over
-        size("kidney-bad", 20, "large", focus=[{"reference": "Condition/rcc"}]),  # invalid: skipped
-        size("kidney", 40, 6.5, focus=[{"reference": "Condition/rcc"}]),  # the one the rules read
-        size("kidney-old", 90, "not read", focus=[{"reference": "Condition/rcc"}]),  # older: never validated
-    ]
-    with caplog.at_level(logging.WARNING, logger="cds_service.fhir"):
-        facts = newest_only(chart)
-    assert [s.ref for s in facts.tumour_sizes] == ["Observation/lung-new", "Observation/kidney"]
-    assert facts.skipped == ("Observation/kidney-bad",)
-    assert "kidney-old" not in caplog.text
-    every = build_facts([patient(), *chart], TERMINOLOGY, TODAY, "p1", WINDOWS)
-    assert every.skipped == ("Observation/kidney-bad", "Observation/kidney-old")
-    assert derived.primary_tumour_size(facts, TERMINOLOGY) == derived.primary_tumour_size(every, TERMINOLOGY)
-    assert derived.primary_tumour_size(facts, TERMINOLOGY).ref == "Observation/kidney"
-
-
-def status(oid: str, days: int, value: Any) -> dict[str, Any]:
-    coded = concept("http://snomed.info/sct", value) if isinstance(value, str) else value
-    return observation(oid, "97509-4", days_ago(days), valueCodeableConcept=coded)
-
-
-STABLE, METASTATIC = "359746009", "399409002"
-
-
-def test_disease_statuses_read_are_the_latest_and_every_one_that_may_say_metastatic(caplog):
-    chart = [
-        status("unusable-new", 2, STABLE) | {"status": "preliminary"},  # newest, not usable: passed over
-        status("latest", 10, STABLE),  # the latest status the rules read
-        status("old-stable", 200, STABLE) | {"issued": "not an instant"},  # invalid, never validated
-        status("metastatic", 300, METASTATIC),  # when metastases were first seen: read, cited
-        status("odd", 400, {"coding": "not a list"}),  # unusual shape: read (and skipped as invalid)
-    ]
-    with caplog.at_level(logging.WARNING, logger="cds_service.fhir"):
-        facts = newest_only(chart)
-    assert [(d.ref, d.status) for d in facts.disease_status] == [
-        ("Observation/latest", "stable"),
-        ("Observation/metastatic", "metastatic"),
-    ]
-    assert facts.skipped == ("Observation/odd",)
-    assert "old-stable" not in caplog.text
-    every = build_facts([patient(), *chart], TERMINOLOGY, TODAY, "p1", WINDOWS)
-    assert every.skipped == ("Observation/old-stable", "Observation/odd")
-    for rule in ({"metastatic": {}}, {"disease_status": {"true_if": ["stable"], "max_age_days": 90}}):
-        compiled = compile_rule(rule)
-        results = [compiled.evaluate(f, EvaluationContext(terminology=TERMINOLOGY)) for f in (facts, every)]
-        assert results[0] == results[1]
+    assert read(chart, every_value(PLAN)).skipped == ("Observation/bad",)  # the plain reading validates it
 
 
 def test_an_analyte_no_rule_reads_is_not_read_at_all(caplog):
     chart = [lab("cr", CREATININE, 3, 1.1, "mg/dL"), lab("height", "8302-2", 3, "tall", "cm")]
     with caplog.at_level(logging.WARNING, logger="cds_service.fhir"):
-        facts = newest_only(chart)  # WINDOWS: creatinine, calcium and albumin only
+        facts = read(chart)
     assert set(facts.labs) == {"creatinine"}
     assert facts.skipped == () and "height" not in caplog.text
-    read_by_a_rule = MeasurementWindows(labs={**WINDOWS.labs, "height": 30}, pairs=WINDOWS.pairs)
-    assert newest_only(chart, read_by_a_rule).skipped == ("Observation/height",)
+    with_height = read_plan(PLAN.needs | needs(analytes=["height"]), TERMINOLOGY)
+    assert read(chart, with_height).skipped == ("Observation/height",)
 
 
 def test_unusable_newer_values_are_passed_over_until_a_usable_one(caplog):
@@ -144,15 +99,14 @@ def test_unusable_newer_values_are_passed_over_until_a_usable_one(caplog):
         lab("older", CREATININE, 5, 1.3, "mg/dL"),
     ]
     chart[2]["valueQuantity"]["comparator"] = "<"
-    with caplog.at_level(logging.WARNING, logger="cds_service.fhir"):
-        facts = newest_only(chart)
+    facts = read(chart)
     assert refs(facts, "creatinine") == ["Observation/usable"]
     assert facts.skipped == ("Observation/invalid",)
 
 
 def test_a_newer_value_in_an_unknown_unit_is_still_reported():
     chart = [lab("odd", CREATININE, 2, 1.1, "furlongs"), lab("usable", CREATININE, 6, 1.0, "mg/dL")]
-    facts = newest_only(chart)
+    facts = read(chart)
     assert [v.ref for v in facts.unconverted_labs["creatinine"]] == ["Observation/odd"]
     result = compile_rule({"lab": {"analyte": "creatinine", "le": 1.5}}).evaluate(
         facts, EvaluationContext(terminology=TERMINOLOGY)
@@ -161,14 +115,10 @@ def test_a_newer_value_in_an_unknown_unit_is_still_reported():
     assert "unit cannot be converted" in result.reason
 
 
-def test_the_newest_older_value_is_read_only_when_nothing_in_the_window_is_usable():
+def test_the_newest_usable_value_is_read_whatever_its_age():
     stale = [lab("d40", CREATININE, 40, 1.1, "mg/dL"), lab("d50", CREATININE, 50, 1.1, "mg/dL")]
-    assert refs(newest_only([lab("bad", CREATININE, 5, "x", "mg/dL"), *stale]), "creatinine") == [
-        "Observation/d40"
-    ]
-    assert refs(newest_only([lab("d5", CREATININE, 5, 1.0, "mg/dL"), *stale]), "creatinine") == [
-        "Observation/d5"
-    ]
+    assert refs(read([lab("bad", CREATININE, 5, "x", "mg/dL"), *stale]), "creatinine") == ["Observation/d40"]
+    assert refs(read([lab("d5", CREATININE, 5, 1.0, "mg/dL"), *stale]), "creatinine") == ["Observation/d5"]
 
 
 def test_the_albumin_closest_to_the_newest_calcium_is_read_too():
@@ -180,13 +130,63 @@ def test_the_albumin_closest_to_the_newest_calcium_is_read_too():
         lab("alb-nearer-but-invalid", ALBUMIN, 11, "x", "g/dL"),
         lab("alb-next", ALBUMIN, 14, 3.1, "g/dL"),
     ]
-    facts = newest_only(chart)
+    facts = read(chart)
     assert refs(facts, "albumin") == ["Observation/alb-newest", "Observation/alb-near"]
-    every = build_facts([patient(), *chart], TERMINOLOGY, TODAY, "p1", WINDOWS)
-    from cds_service import derived
+    every = read(chart, every_value(PLAN))
+    assert corrected_calcium(facts) == corrected_calcium(every)
+    assert corrected_calcium(facts) is not None
 
-    assert derived.corrected_calcium(facts) == derived.corrected_calcium(every)
-    assert derived.corrected_calcium(facts) is not None
+
+def size(oid: str, days: int, cm: Any, **about: Any) -> dict[str, Any]:
+    value = {"value": cm, "unit": "cm", "code": "cm"}
+    return observation(oid, "21889-1", days_ago(days), valueQuantity=value, **about)
+
+
+def test_the_newest_usable_size_of_each_lesion_is_read_and_the_kidney_domain_picks_the_primary_tumour(caplog):
+    kidney_cancer = condition("rcc", "http://snomed.info/sct", "254915003")
+    lung = {"bodySite": concept("http://snomed.info/sct", "39607008")}
+    primary = {"focus": [{"reference": "Condition/rcc"}]}
+    chart = [
+        kidney_cancer,
+        size("lung-new", 5, 2.0, **lung),  # newest, of a metastasis: its own lesion
+        size("lung-old", 50, "not read", **lung),  # older, of the same lesion: never validated
+        size("kidney-bad", 20, "large", **primary),  # the primary's newest: invalid, skipped
+        size("kidney", 40, 6.5, **primary),  # the primary's newest usable: the one the rules read
+        size("kidney-old", 90, "not read", **primary),  # older: never validated
+    ]
+    with caplog.at_level(logging.WARNING, logger="cds_service.fhir"):
+        facts = read(chart)
+    assert [s.ref for s in facts.tumour_sizes] == ["Observation/lung-new", "Observation/kidney"]
+    assert facts.skipped == ("Observation/kidney-bad",)
+    assert "not read" not in caplog.text and "-old" not in caplog.text
+    found = kidney.primary_tumour(facts, TERMINOLOGY)
+    assert found is not None and found.ref == "Observation/kidney"
+    every = read(chart, every_value(PLAN))
+    assert kidney.primary_tumour(every, TERMINOLOGY) == found
+
+
+def status(oid: str, days: int, value: Any) -> dict[str, Any]:
+    coded = concept("http://snomed.info/sct", value) if isinstance(value, str) else value
+    return observation(oid, "97509-4", days_ago(days), valueCodeableConcept=coded)
+
+
+STABLE, METASTATIC = "359746009", "399409002"
+
+
+def test_every_disease_status_is_read():
+    chart = [
+        status("unusable-new", 2, STABLE) | {"status": "preliminary"},  # newest, not usable: no fact
+        status("latest", 10, STABLE),  # the latest status the rules read
+        status("metastatic", 300, METASTATIC),  # when metastases were first seen
+        status("odd", 400, {"coding": "not a list"}),  # invalid: skipped
+    ]
+    facts = read(chart)
+    assert [(d.ref, d.status) for d in facts.disease_status] == [
+        ("Observation/latest", "stable"),
+        ("Observation/metastatic", "metastatic"),
+    ]
+    assert facts.skipped == ("Observation/odd",)
+    assert [s.ref for s in facts.metastasis.statuses] == ["Observation/metastatic"]
 
 
 # --- same results as reading every value --------------------------------------------------------------------
@@ -195,8 +195,8 @@ def test_the_albumin_closest_to_the_newest_calcium_is_read_too():
 def assert_same_results(engine_of: Matcher, resources: list[Any], patient_id: str | None) -> None:
     engine = engine_of.engine
     args = (resources, engine_of.catalog.terminology, TODAY, patient_id)
-    newest = build_facts(*args, engine.measurement_windows, newest_only=True)
-    every = build_facts(*args, engine.measurement_windows)
+    newest = build_facts(*args, engine.read_plan)
+    every = build_facts(*args, every_value(engine.read_plan))
     assert engine.evaluate(newest) == engine.evaluate(every)
 
 
@@ -233,7 +233,7 @@ SERIES_CODES = [
 
 
 @st.composite
-def measurement(draw):
+def measurement(draw: Any) -> dict[str, Any]:
     loinc, units = draw(st.sampled_from(SERIES_CODES))
     days = draw(st.one_of(st.none(), st.integers(-3, 120)))
     res = observation(
