@@ -29,6 +29,7 @@ from cds_service.errors import (
     BundleFileError,
     CatalogError,
     ConfigError,
+    ExportError,
     PreconditionFailed,
     RequestError,
     TooManyResources,
@@ -258,7 +259,6 @@ def prescreen(export_dir: Path, out_dir: Path, engine: str, today: Any) -> None:
     patient-view call with its resources would give; a resource type missing from the export makes the
     criteria that need it "to check". Writes OUT_DIR/worklist.csv, summary.json and report.html.
     """
-    from cds_service.errors import ExportError
     from cds_service.prescreen.job import prescreen as run_prescreen
 
     settings = _settings({"today": today.date() if today else None})
