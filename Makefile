@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make run` serves the sandbox, `make test` runs the suite.
+# Two commands on a fresh machine: `make run` serves the sandbox, `make test` runs the suite (it installs
+# Debian's chromium and postgresql when missing: the browser test and the PostgreSQL tests need them).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -17,6 +18,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	bash tests/browser/ensure-chromium.sh
+	bash tests/pg/ensure-postgresql.sh
 	bash tests/spark/ensure-java.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest

@@ -11,6 +11,7 @@ import random
 import sys
 import uuid
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +261,7 @@ def prescreen(export_dir: Path, out_dir: Path, engine: str, today: Any) -> None:
     criteria that need it "to check". Writes OUT_DIR/worklist.csv, summary.json and report.html.
     """
     from cds_service.prescreen.job import prescreen as run_prescreen
+    from cds_service.prescreen.outputs import print_summary
 
     settings = _settings({"today": today.date() if today else None})
     catalog = _catalog(settings.mappings_dir)
@@ -270,23 +272,7 @@ def prescreen(export_dir: Path, out_dir: Path, engine: str, today: Any) -> None:
         )
     except ExportError as exc:
         raise click.ClickException(str(exc)) from None
-    patients, worklist = found["patients"], found["worklist"]
-    console.print(
-        f"{patients['screened']} patients screened in {found['duration_seconds']:.1f} s: "
-        f"{worklist['likely-eligible']} likely and {worklist['possibly-eligible']} possibly eligible rows "
-        f"for {patients['with_a_card']} patients"
-    )
-    for note, count in (
-        ("malformed line(s) skipped", found["malformed_lines"]["count"]),
-        ("patient(s) failed", patients["failed"]),
-        ("patient id(s) without a Patient resource", patients["without_patient_resource"]),
-    ):
-        if count:
-            console.print(Text(f"{count} {note} (see summary.json)", style="yellow"))
-    if found["resource_types"]["unavailable"]:
-        missing = ", ".join(found["resource_types"]["unavailable"])
-        console.print(Text(f"not in the export, so to check: {missing}", style="yellow"))
-    console.print(f"wrote {out_dir / 'worklist.csv'}, summary.json and report.html")
+    print_summary(console, found, out_dir)
 
 
 # --- trials / check-mappings
@@ -474,3 +460,129 @@ def feedback_export() -> None:
             click.echo(json.dumps(item, ensure_ascii=False, sort_keys=True))
     finally:
         storage.close()
+
+
+@feedback.command("unquiet")
+@click.option(
+    "--patient", "patient_id", required=True, help="The patient's id (the hook's context.patientId)."
+)
+@click.option("--trial", "nct_id", help="Only the card of this trial (NCT number) [default: every trial's].")
+def feedback_unquiet(patient_id: str, nct_id: str | None) -> None:
+    """Let a patient's quiet trial cards show again at the next patient-view.
+
+    A card answered with feedback (accepted or overridden) stays away for CDS_QUIET_DAYS days; this lifts
+    that now. The lift is recorded, the feedback stays stored, and feedback given later quiets the card again.
+    """
+    from cds_service.storage import Storage
+
+    settings = _settings()
+    storage = Storage(_database_url(settings))
+    now = datetime.now(UTC)
+    try:
+        quiet = storage.quieted(patient_id, now, settings.quiet_days)
+        storage.lift_quiet(patient_id, nct_id, now)
+    finally:
+        storage.close()
+    lifted = sorted(trial for trial in quiet if nct_id in (None, trial))
+    click.echo(
+        f"Patient/{patient_id}: "
+        + (f"quiet lifted for {', '.join(lifted)}" if lifted else "no card was quiet")
+    )
+
+
+@feedback.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Print the numbers as one JSON object.")
+def feedback_stats(as_json: bool) -> None:
+    """Per trial: cards shown, accepted, overridden by reason, patients for whom the card is quiet now.
+
+    Then, per trial, the criteria that were still to check on the cards dismissed because the chart data was
+    out of date, and on how many of those cards (criteria ids only; cards shown before the service recorded
+    them count as dismissed without criteria).
+    """
+    from cds_service.storage import Storage
+
+    settings = _settings()
+    storage = Storage(_database_url(settings))
+    try:
+        trials = storage.feedback_stats(datetime.now(UTC), settings.quiet_days)
+    finally:
+        storage.close()
+    if as_json:
+        document = {
+            "quietDays": settings.quiet_days,
+            "trials": [
+                {
+                    "nctId": trial.nct_id,
+                    "shown": trial.shown,
+                    "accepted": trial.accepted,
+                    "overridden": trial.overridden,
+                    "quietedPatients": trial.quieted_patients,
+                    "outOfDate": trial.out_of_date,
+                    "stillToCheck": trial.still_to_check,
+                }
+                for trial in trials
+            ],
+        }
+        click.echo(json.dumps(document, indent=2))
+        return
+    console = _console()
+    table = Table(title="Feedback by trial", title_justify="left")
+    for column in (
+        "NCT",
+        "shown",
+        "accepted",
+        "overridden (by reason)",
+        f"quiet ({settings.quiet_days} days)",
+    ):
+        table.add_column(column, overflow="fold")
+    for trial in trials:
+        reasons = ", ".join(f"{code or '(no reason)'} {n}" for code, n in trial.overridden.items())
+        overridden = f"{sum(trial.overridden.values())}" + (f": {reasons}" if reasons else "")
+        table.add_row(
+            trial.nct_id, str(trial.shown), str(trial.accepted), overridden, str(trial.quieted_patients)
+        )
+    console.print(table)
+    dismissed = [trial for trial in trials if trial.out_of_date]
+    if not dismissed:
+        console.print("No card was dismissed because the chart data was out of date.")
+        return
+    table = Table(
+        title="Still to check on the cards dismissed as chart data out of date", title_justify="left"
+    )
+    for column in ("NCT", "dismissed", "criterion", "still to check"):
+        table.add_column(column, overflow="fold")
+    for trial in dismissed:
+        criteria = list(trial.still_to_check.items()) or [("(none recorded)", 0)]
+        for n, (criterion, count) in enumerate(criteria):
+            first = n == 0
+            table.add_row(
+                trial.nct_id if first else "", str(trial.out_of_date) if first else "", criterion, str(count)
+            )
+    console.print(table)
+
+
+# --- db
+
+
+@main.group()
+def db() -> None:
+    """The service's database: CDS_DATABASE_URL, else the SQLite file in the instance folder."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database schema to the newest revision (each worker of the service also does it at start).
+
+    Schema changes are serialised (a PostgreSQL advisory lock, SQLite's write lock), so this may run while
+    workers start. A database made before migrations keeps its rows: it is taken as the first revision.
+    """
+    from cds_service.storage import Storage
+
+    storage = Storage(_database_url(_settings()), upgrade=False)
+    try:
+        before, after = storage.upgrade()
+    finally:
+        storage.close()
+    click.echo(
+        f"database schema at revision {after}" + ("" if before == after else f" (was {before or 'empty'})")
+    )

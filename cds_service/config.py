@@ -45,6 +45,7 @@ class Settings:
     performance_max_age_days: int = 60
     jwt_leeway_seconds: int = 60
     jwt_max_lifetime_seconds: int = 3600
+    quiet_days: int = 30
     log_level: str = "INFO"
 
     def current_date(self) -> date:

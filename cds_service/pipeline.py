@@ -7,6 +7,7 @@ so the same resources, date and catalog always give the same results. `Matcher` 
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from cds_service.cards import CardBuilder, CardContext
 from cds_service.catalog import Catalog
 from cds_service.config import Settings
 from cds_service.engine.evaluate import Engine, EvaluationPolicy
-from cds_service.facts import PatientFacts, build_facts
+from cds_service.facts import PatientFacts, ReadPlan, build_facts
 from cds_service.verdicts import TrialResult
 
 
@@ -58,13 +59,35 @@ class MatchOutput:
     cards: list[dict[str, Any]]
 
 
+OBSERVATION_CODES = "{{catalog.observationCodes}}"
+"""A prefetch template token (mappings/services.yaml): the codes of every Observation the rules read."""
+
+
+def with_observation_codes(catalog: Catalog, plan: ReadPlan) -> Catalog:
+    """The catalog with OBSERVATION_CODES in its services' prefetch templates replaced by the plan's codes, so
+    that the prefetch asks for exactly what is read."""
+    codes = ",".join(code for _, code in sorted(plan.selection.observation_elements))
+    services = tuple(
+        dataclasses.replace(
+            service,
+            prefetch={
+                key: template.replace(OBSERVATION_CODES, codes) for key, template in service.prefetch.items()
+            },
+        )
+        for service in catalog.services
+    )
+    return dataclasses.replace(catalog, services=services)
+
+
 class Matcher:
-    """Everything prepared once at start (compiled rules, templates); `match` runs per patient."""
+    """Everything prepared once at start (compiled rules, templates); `match` runs per patient.
+
+    `catalog` is the catalog given, its services' prefetch templates completed (`with_observation_codes`).
+    """
 
     def __init__(
         self, catalog: Catalog, settings: Settings, uuid_factory: Callable[[], str] | None = None
     ) -> None:
-        self.catalog = catalog
         self.settings = settings
         self.engine = Engine(
             catalog,
@@ -73,7 +96,8 @@ class Matcher:
                 performance_max_age_days=settings.performance_max_age_days,
             ),
         )
-        self.cards = CardBuilder(settings.cards_dir, uuid_factory or random_uuid, catalog.services)
+        self.catalog = with_observation_codes(catalog, self.engine.read_plan)
+        self.cards = CardBuilder(settings.cards_dir, uuid_factory or random_uuid, self.catalog.services)
 
     def match(
         self,

@@ -1,13 +1,21 @@
 """Durable storage (SQLAlchemy Core): feedback, the audit trail of cards shown, and seen JWT ids.
 
-Works on SQLite (default; WAL and a busy timeout so several gunicorn workers can write) and PostgreSQL.
+Works on SQLite (default; WAL and a busy timeout so several gunicorn workers can write) and PostgreSQL, with
+one code path: every read and write is a SQLAlchemy Core statement on an engine; what SQLite needs besides
+(WAL, busy timeout, synchronous level) is set once per connection when the pool opens it. The schema is
+made and changed by the Alembic revisions of `cds_service/migrations`, applied when a Storage opens the
+database (`upgrade`); the tables below are what the statements use, and a test checks that the two agree.
 Nothing here stores names, clinical values or tokens: only ids, codes, verdicts and clinicians' feedback.
 
 Durability on SQLite: feedback and seen JWT ids are committed with synchronous=FULL (an acknowledged item
 survives a power loss); the audit row of a hook call with synchronous=NORMAL, the usual WAL trade-off: it
 survives a crash of the process, but the last rows before a power loss or OS crash may roll back (the
-database stays consistent). Each level is set once per connection, in two engines on the same file (no
-PRAGMA per transaction). PostgreSQL commits every transaction durably.
+database stays consistent). NORMAL is kept because the audit row is written on every hook call before it is
+answered: FULL adds an fsync of the WAL to each call's time, for rows that only record what was shown. The
+feedback loses nothing by it: a FULL commit syncs the whole WAL up to it, so once feedback on a card is
+durable, so is the earlier audit row that showed the card (its patient and trial). The two levels are two
+engines on the same file, running the same statements (no PRAGMA per transaction). PostgreSQL commits every
+transaction durably: there both names are one engine.
 """
 
 from __future__ import annotations
@@ -16,13 +24,16 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import (
     JSON,
     Column,
@@ -35,19 +46,32 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    exists,
+    func,
+    insert,
+    inspect,
+    or_,
     select,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import Insert
 
 WAL_SWITCH_PATIENCE_SECONDS = 10.0
+MIGRATIONS = Path(__file__).with_name("migrations")
+BASELINE_REVISION = "0001"  # the tables as the service created them before it had migrations
+SCHEMA_LOCK_KEY = int.from_bytes(b"cdstrial", "big")  # PostgreSQL advisory lock (bigint) of schema changes
 
 DATABASE_FILE = "cds.sqlite3"
 ELIGIBILITY_EXTENSION = "org.trialmatch.eligibility"
+QUIETING_OUTCOMES = ("accepted", "overridden")  # an answered card stays quiet (contract: "Quiet cards")
+VERDICT_RANKS = {"possibly-eligible": 1, "likely-eligible": 2}  # of two verdicts of a trial, the better one
+# Override reason codes that mean "chart data out of date": the code of cards/card.yaml, and the code it may
+# be renamed to (a CDS Hooks 3.0 ballot code) added beside it, as feedback stored under the old one remains.
+OUT_OF_DATE_REASON_CODES = frozenset({"data-out-of-date"})
 
 metadata = MetaData()
 
@@ -72,7 +96,7 @@ audit = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("hook_instance", String(256), nullable=False, index=True),
     Column("service_id", String(200), nullable=False),
-    Column("patient_id", String(64)),
+    Column("patient_id", String(64), index=True),
     Column("cards", JSON, nullable=False),  # [{uuid, nctId, verdict}]
     Column("catalog_version", String(128), nullable=False),
     Column("duration_ms", Integer, nullable=False),
@@ -84,9 +108,21 @@ audit_card = Table(
     "audit_card",
     metadata,
     Column("card_uuid", String(256), primary_key=True),
-    Column("audit_id", Integer, nullable=False),
+    Column("audit_id", Integer, nullable=False, index=True),
     Column("nct_id", String(64)),
     Column("verdict", String(40)),
+    Column("unknown_criteria", JSON),  # ids of the card's criteria still to check; NULL: shown before 0003
+)
+
+# An operator's lift of a patient's quiet cards (one trial, or every trial when nct_id is NULL): feedback
+# received up to lifted_at no longer quiets them. Feedback itself is never deleted.
+quiet_lift = Table(
+    "quiet_lift",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("patient_id", String(64), nullable=False, index=True),
+    Column("nct_id", String(64)),
+    Column("lifted_at", DateTime, nullable=False),
 )
 
 seen_jti = Table(
@@ -104,86 +140,70 @@ def default_database_url(instance_path: str | Path) -> str:
     return f"sqlite:///{folder / DATABASE_FILE}"
 
 
+@dataclass
+class TrialFeedback:
+    """What became of one trial's cards: each count is of cards (a card answered twice counts once)."""
+
+    nct_id: str
+    shown: int = 0
+    accepted: int = 0
+    overridden: dict[str, int] = field(default_factory=dict)  # by reason code ("" when none was given)
+    quieted_patients: int = 0  # patients for whom the trial's card is quiet now
+    out_of_date: int = 0  # cards overridden with a reason of OUT_OF_DATE_REASON_CODES
+    # of those, how many had each criterion still to check (cards shown before revision 0003 have none)
+    still_to_check: dict[str, int] = field(default_factory=dict)
+
+
 # Built once: a statement built per call costs more CPU in SQLAlchemy than the INSERT costs in SQLite.
 AUDIT_INSERT = audit.insert()  # its id: lastrowid on SQLite, RETURNING on PostgreSQL
-AUDIT_COLUMNS = (
-    "hook_instance",
-    "service_id",
-    "patient_id",
-    "cards",
-    "catalog_version",
-    "duration_ms",
-    "created_at",
-)
-AUDIT_CARD_COLUMNS = ("card_uuid", "audit_id", "nct_id", "verdict")
-
-
-@dataclass(frozen=True)
-class _DriverInsert:
-    """An INSERT compiled once by SQLAlchemy, run on the DB-API cursor itself with positional values made
-    ready by the columns' own types (JSON as text, DATETIME as SQLite's text)."""
-
-    sql: str
-    columns: tuple[str, ...]
-    processors: tuple[Callable[[Any], Any] | None, ...]
-
-    @classmethod
-    def of(cls, statement: Insert, table: Table, columns: tuple[str, ...], dialect: Dialect) -> _DriverInsert:
-        compiled = statement.compile(dialect=dialect, column_keys=list(columns))
-        if list(compiled.positiontup or ()) != list(columns):  # a driver with named parameters
-            raise ValueError(f"{dialect.name}: the INSERT does not take {columns} in this order")
-        types = (table.c[name].type.dialect_impl(dialect) for name in columns)
-        return cls(compiled.string, columns, tuple(kind.bind_processor(dialect) for kind in types))
-
-    def values(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
-        return tuple(
-            row[name] if process is None else process(row[name])
-            for name, process in zip(self.columns, self.processors, strict=True)
-        )
 
 
 class Storage:
     """Feedback, audit trail and JWT replay cache in one database."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, *, upgrade: bool = True) -> None:
+        """Open the database; with `upgrade`, bring its schema to the newest revision (see `upgrade`)."""
         self.engine = _engine(database_url, durable=True)  # feedback, seen JWT ids, reads
+        # The audit rows: on SQLite the same file with synchronous=NORMAL (see the module docstring).
         self._audit_engine = (
             _engine(database_url, durable=False) if self.engine.dialect.name == "sqlite" else self.engine
         )
-        _create_tables(self.engine)
-        self._insert_ignore_statements = {
-            table: _insert_ignore_statement(self.engine.dialect.name, table)
-            for table in (feedback, audit_card, seen_jti)
+        dialect = self.engine.dialect.name
+        # Whether a row was new is told by the key it RETURNs, never by rowcount: drivers differ there
+        # (psycopg reports -1 for an INSERT run as executemany).
+        self._insert_new = {
+            table: _insert_ignore_statement(dialect, table).returning(*table.primary_key.columns)
+            for table in (feedback, seen_jti)
         }
-        # SQLite: the audit of a hook call goes straight to the driver (see `_record_audit_on_driver`).
-        dialect = self._audit_engine.dialect
-        self._driver_audit = (
-            (
-                _DriverInsert.of(AUDIT_INSERT, audit, AUDIT_COLUMNS, dialect),
-                _DriverInsert.of(
-                    self._insert_ignore_statements[audit_card], audit_card, AUDIT_CARD_COLUMNS, dialect
-                ),
-            )
-            if dialect.name == "sqlite"
-            else None
-        )
+        self._insert_cards = _insert_ignore_statement(dialect, audit_card)
+        if upgrade:
+            self.upgrade()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
-        """One transaction on the durable engine (on SQLite, synchronous=FULL; the audit row of a hook call
-        goes through `_record_audit_on_driver` instead)."""
-        with self.engine.begin() as connection:
-            yield connection
+    def upgrade(self) -> tuple[str | None, str | None]:
+        """Bring the schema to the newest revision; return the revisions before and after.
 
-    def _insert_ignore_rows(
-        self, connection: Connection, table: Table, rows: Mapping[str, Any] | list[dict[str, Any]]
-    ) -> int:
-        """Insert a row (or several: one executemany) unless its unique key exists.
-
-        Return the number inserted (for one row; several rows give the driver's count, -1 if it has none).
+        Workers starting together on a new database must not both create the tables: the version check and
+        the migrations run in one transaction that holds a lock until it commits (see `_lock_schema`). A
+        database made before migrations (its tables, no alembic_version) is stamped at the baseline first.
         """
-        statement = self._insert_ignore_statements[table]
-        return connection.execute(statement, rows if isinstance(rows, list) else [dict(rows)]).rowcount
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        head = ScriptDirectory.from_config(config).get_current_head()
+        with self.engine.connect() as connection:
+            _lock_schema(connection)
+            config.attributes["connection"] = connection  # env.py runs the revisions on it
+            before = MigrationContext.configure(connection).get_current_revision()
+            if before is None and inspect(connection).has_table(feedback.name):
+                command.stamp(config, BASELINE_REVISION)
+                before = BASELINE_REVISION
+            if before != head:
+                command.upgrade(config, "head")
+            connection.commit()
+        return before, head
+
+    def _inserted(self, connection: Connection, table: Table, row: Mapping[str, Any]) -> bool:
+        """Insert a row unless its unique key exists; tell whether it was inserted."""
+        return connection.execute(self._insert_new[table], row).first() is not None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -202,8 +222,8 @@ class Storage:
         """Store validated CDS Hooks feedback items; return how many were new (a repeated item is ignored)."""
         received_at = _utc_naive(datetime.now(UTC))
         rows = [_feedback_row(service_id, item, received_at) for item in items]
-        with self._transaction() as connection:
-            return sum(self._insert_ignore_rows(connection, feedback, row) for row in rows)
+        with self.engine.begin() as connection:
+            return sum(self._inserted(connection, feedback, row) for row in rows)
 
     def record_audit(
         self,
@@ -226,49 +246,101 @@ class Storage:
             "duration_ms": duration_ms,
             "created_at": _utc_naive(datetime.now(UTC)),
         }
-        if self._driver_audit is not None:
-            self._record_audit_on_driver(self._driver_audit, row, shown)
-            return
-        with self._transaction() as connection:  # not SQLite: one engine, durable commits
+        with self._audit_engine.begin() as connection:
             audit_id = connection.execute(AUDIT_INSERT, row).inserted_primary_key[0]
-            rows = _audit_card_rows(shown, audit_id)
+            rows = _audit_card_rows(cards, audit_id)
             if rows:  # one statement for every card of the call
-                self._insert_ignore_rows(connection, audit_card, rows)
-
-    def _record_audit_on_driver(
-        self,
-        inserts: tuple[_DriverInsert, _DriverInsert],
-        row: Mapping[str, Any],
-        shown: list[dict[str, Any]],
-    ) -> None:
-        """SQLite: the audit row and its card rows on the pooled DB-API connection, in one transaction.
-
-        Through SQLAlchemy's execution layer these two INSERTs cost a hook call 0.3-0.5 ms, several times what
-        SQLite takes for them (bench/PROFILE.md); the statements and values are still SQLAlchemy's.
-        """
-        audit_insert, card_insert = inserts
-        connection = self._audit_engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            cursor.execute(audit_insert.sql, audit_insert.values(row))
-            rows = _audit_card_rows(shown, cursor.lastrowid)
-            if rows:
-                cursor.executemany(card_insert.sql, [card_insert.values(card) for card in rows])
-            cursor.close()
-            connection.commit()
-        except BaseException:
-            connection.rollback()
-            raise
-        finally:
-            connection.close()  # back to the pool
+                connection.execute(self._insert_cards, rows)
 
     def remember_jti(self, jti: str, expires_at: datetime, now: datetime | None = None) -> bool:
         """Record a JWT id; False when it was already seen and has not expired (a replay)."""
         current = _utc_naive(now or datetime.now(UTC))
-        with self._transaction() as connection:
+        with self.engine.begin() as connection:
             connection.execute(delete(seen_jti).where(seen_jti.c.expires_at <= current))
             row = {"jti": jti, "expires_at": _utc_naive(expires_at)}
-            return self._insert_ignore_rows(connection, seen_jti, row) == 1
+            return self._inserted(connection, seen_jti, row)
+
+    def quieted(self, patient_id: str, now: datetime, quiet_days: int) -> dict[str, str]:
+        """The trials whose card for this patient must stay away from patient-view, each with its verdict.
+
+        A trial is quiet when feedback `accepted` or `overridden` on a card of it shown to this patient was
+        received within the `quiet_days` days before `now`, and no lift (`lift_quiet`) came after it. The
+        verdict is the one the answered card had (of several, the best): the caller shows the trial's card
+        again only when its verdict now is better than that one.
+        """
+        quiet: dict[str, str] = {}
+        query = _quiet_cards(now, quiet_days).where(audit.c.patient_id == patient_id)
+        with self.engine.connect() as connection:
+            for _, nct_id, verdict in connection.execute(query):
+                quiet[nct_id] = max(quiet.get(nct_id, verdict), verdict, key=_verdict_rank)
+        return quiet
+
+    def lift_quiet(self, patient_id: str, nct_id: str | None, now: datetime) -> None:
+        """Let this patient's quieted card for one trial (`nct_id`), or for every trial (None), show again.
+
+        Feedback received up to `now` no longer quiets it; later feedback does. The feedback stays stored.
+        """
+        row = {"patient_id": patient_id, "nct_id": nct_id, "lifted_at": _utc_naive(now)}
+        with self.engine.begin() as connection:
+            connection.execute(insert(quiet_lift), row)
+
+    def feedback_stats(self, now: datetime, quiet_days: int) -> list[TrialFeedback]:
+        """Per trial (by NCT id): cards shown, accepted, overridden by reason, patients quieted at `now`, and
+        which criteria were still to check on the cards dismissed as "chart data out of date"."""
+        quiet = _quiet_cards(now, quiet_days).subquery()
+        with self.engine.connect() as connection:
+            shown = connection.execute(
+                select(audit_card.c.nct_id, func.count())
+                .where(audit_card.c.nct_id.is_not(None))
+                .group_by(audit_card.c.nct_id)
+            ).all()
+            quieted = connection.execute(
+                select(quiet.c.nct_id, func.count(func.distinct(quiet.c.patient_id))).group_by(quiet.c.nct_id)
+            ).all()
+            answered = connection.execute(
+                select(
+                    audit_card.c.nct_id,
+                    audit_card.c.card_uuid,
+                    audit_card.c.unknown_criteria,
+                    feedback.c.outcome,
+                    feedback.c.override_reason,
+                )
+                .select_from(feedback.join(audit_card, audit_card.c.card_uuid == feedback.c.card_uuid))
+                .where(audit_card.c.nct_id.is_not(None))
+            ).all()
+        trials: dict[str, TrialFeedback] = {}
+
+        def trial(nct_id: str) -> TrialFeedback:
+            return trials.setdefault(nct_id, TrialFeedback(nct_id))
+
+        for nct_id, count in shown:
+            trial(nct_id).shown = count
+        for nct_id, count in quieted:
+            trial(nct_id).quieted_patients = count
+        # Counts are of cards: (trial, outcome, reason code, card) once, however often the card was answered.
+        answers: set[tuple[str, str, str, str]] = set()
+        out_of_date: dict[tuple[str, str], list[str]] = {}  # (trial, card) -> its criteria still to check
+        for nct_id, card_uuid, unknown_criteria, outcome, reason in answered:
+            code = (reason or {}).get("code", "") if outcome == "overridden" else ""
+            answers.add((nct_id, outcome, code, card_uuid))
+            if code in OUT_OF_DATE_REASON_CODES:
+                out_of_date[nct_id, card_uuid] = unknown_criteria or []
+        for nct_id, outcome, code, _ in sorted(answers):
+            entry = trial(nct_id)
+            if outcome == "accepted":
+                entry.accepted += 1
+            else:
+                entry.overridden[code] = entry.overridden.get(code, 0) + 1
+        for (nct_id, _), unknown in out_of_date.items():
+            entry = trial(nct_id)
+            entry.out_of_date += 1
+            for criterion in set(unknown):
+                entry.still_to_check[criterion] = entry.still_to_check.get(criterion, 0) + 1
+        for entry in trials.values():  # the criteria most often still to check first
+            entry.still_to_check = dict(
+                sorted(entry.still_to_check.items(), key=lambda item: (-item[1], item[0]))
+            )
+        return [trials[nct_id] for nct_id in sorted(trials)]
 
     def iter_feedback(self) -> Iterator[dict[str, Any]]:
         """Yield stored feedback, oldest first, with the trial of the card when the audit trail knows it."""
@@ -293,9 +365,12 @@ class Storage:
 
 def _engine(database_url: str, *, durable: bool) -> Engine:
     """An engine; on SQLite its connections commit with synchronous=FULL if `durable`, else NORMAL."""
-    if not database_url.startswith("sqlite"):
-        return create_engine(database_url, pool_pre_ping=True)
-    engine = create_engine(database_url, connect_args={"timeout": 30})
+    url = make_url(database_url)
+    if url.drivername == "postgresql":  # SQLAlchemy's default driver for this name is psycopg2
+        url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": 30})
     synchronous = "FULL" if durable else "NORMAL"
 
     @event.listens_for(engine, "connect")
@@ -328,13 +403,47 @@ def enable_wal(cursor: Any, patience_seconds: float = WAL_SWITCH_PATIENCE_SECOND
             time.sleep(0.05)
 
 
-def _create_tables(engine: Engine) -> None:
-    """Create missing tables and indexes with IF NOT EXISTS, so workers starting together never collide."""
-    with engine.begin() as connection:
-        for table in metadata.sorted_tables:
-            connection.execute(CreateTable(table, if_not_exists=True))
-            for index in table.indexes:
-                connection.execute(CreateIndex(index, if_not_exists=True))
+def _quiet_cards(now: datetime, quiet_days: int) -> Select[tuple[str, str, str]]:
+    """(patient id, NCT id, verdict) of each card whose feedback quiets its trial for its patient at `now`."""
+    until = _utc_naive(now)
+    lifted = exists().where(
+        quiet_lift.c.patient_id == audit.c.patient_id,
+        or_(quiet_lift.c.nct_id.is_(None), quiet_lift.c.nct_id == audit_card.c.nct_id),
+        quiet_lift.c.lifted_at >= feedback.c.received_at,
+        quiet_lift.c.lifted_at <= until,
+    )
+    return (
+        select(audit.c.patient_id, audit_card.c.nct_id, audit_card.c.verdict)
+        .select_from(
+            audit.join(audit_card, audit_card.c.audit_id == audit.c.id).join(
+                feedback, feedback.c.card_uuid == audit_card.c.card_uuid
+            )
+        )
+        .where(
+            feedback.c.outcome.in_(QUIETING_OUTCOMES),
+            feedback.c.received_at > until - timedelta(days=quiet_days),
+            feedback.c.received_at <= until,
+            audit_card.c.nct_id.is_not(None),
+            audit_card.c.verdict.is_not(None),
+            ~lifted,
+        )
+    )
+
+
+def _verdict_rank(verdict: str) -> int:
+    return VERDICT_RANKS.get(verdict, 0)
+
+
+def _lock_schema(connection: Connection) -> None:
+    """Begin the transaction of a schema change with a lock that keeps other processes waiting until it ends.
+
+    PostgreSQL: a transaction-level advisory lock (released by the commit or rollback, even if the process
+    dies). SQLite: BEGIN IMMEDIATE takes the database's write lock at once (others wait in the busy timeout).
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _insert_ignore_statement(dialect: str, table: Table) -> Insert:
@@ -347,40 +456,56 @@ def _insert_ignore_statement(dialect: str, table: Table) -> Insert:
 
 
 def _feedback_row(service_id: str, item: Mapping[str, Any], received_at: datetime) -> dict[str, Any]:
+    """The row of a validated feedback item. Its override reason is under overrideReason (CDS Hooks 2.0), or
+    under overrideReasons as some EHRs send it (one such object or a list): the first reason coding and the
+    first comment are kept."""
     canonical = json.dumps({"serviceId": service_id, "item": item}, sort_keys=True, separators=(",", ":"))
-    override = item.get("overrideReason") or {}
+    given = item.get("overrideReason") or item.get("overrideReasons") or {}
+    overrides = given if isinstance(given, list) else [given]  # overrideReasons may be a list
     return {
         "item_hash": hashlib.sha256(canonical.encode()).hexdigest(),
         "service_id": service_id,
         "card_uuid": item["card"],
         "outcome": item["outcome"],
-        "override_reason": override.get("reason"),
-        "user_comment": override.get("userComment"),
+        "override_reason": next((o["reason"] for o in overrides if "reason" in o), None),
+        "user_comment": next((o["userComment"] for o in overrides if "userComment" in o), None),
         "accepted_suggestions": [s["id"] for s in item.get("acceptedSuggestions") or ()] or None,
         "outcome_timestamp": item["outcomeTimestamp"],
         "received_at": received_at,
     }
 
 
+def _eligibility(card: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (card.get("extension") or {}).get(ELIGIBILITY_EXTENSION) or {}
+
+
 def _card_summary(card: Mapping[str, Any]) -> dict[str, Any]:
-    eligibility = (card.get("extension") or {}).get(ELIGIBILITY_EXTENSION) or {}
+    eligibility = _eligibility(card)
     summary = {"uuid": card.get("uuid"), "nctId": eligibility.get("nctId")}
     summary["verdict"] = eligibility.get("verdict")
     return {key: value for key, value in summary.items() if value is not None}
 
 
-def _audit_card_rows(shown: list[dict[str, Any]], audit_id: int | None) -> list[dict[str, Any]]:
-    """One row per shown card with a uuid: feedback names only the card, this row names its trial."""
-    return [
-        {
-            "card_uuid": card["uuid"],
-            "audit_id": audit_id,
-            "nct_id": card.get("nctId"),
-            "verdict": card.get("verdict"),
-        }
-        for card in shown
-        if card.get("uuid")
-    ]
+def _audit_card_rows(cards: Sequence[Mapping[str, Any]], audit_id: int | None) -> list[dict[str, Any]]:
+    """One row per shown card with a uuid: feedback names only the card, this row names its trial (and the
+    ids of its criteria still to check)."""
+    rows = []
+    for card in cards:
+        if not card.get("uuid"):
+            continue
+        eligibility = _eligibility(card)
+        criteria = eligibility.get("criteria") or ()
+        unknown = [criterion["id"] for criterion in criteria if criterion.get("outcome") == "unknown"]
+        rows.append(
+            {
+                "card_uuid": card["uuid"],
+                "audit_id": audit_id,
+                "nct_id": eligibility.get("nctId"),
+                "verdict": eligibility.get("verdict"),
+                "unknown_criteria": unknown,
+            }
+        )
+    return rows
 
 
 def _utc_naive(moment: datetime) -> datetime:

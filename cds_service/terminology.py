@@ -17,6 +17,10 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 ICDO3 = "http://terminology.hl7.org/CodeSystem/icd-o-3"
 UCUM = "http://unitsofmeasure.org"
 AJCC = "http://cancerstaging.org"
+# HL7 Terminology (THO): CodeSystem CPT, and NamingSystem icd10PCS, which marks this URI preferred (mCODE STU4
+# uses both).
+CPT = "http://www.ama-assn.org/go/cpt"
+ICD10PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
 # Our own system for medication ingredients after RxNorm product -> ingredient mapping.
 INGREDIENT = "urn:trialmatch:ingredient"
 
@@ -28,7 +32,9 @@ SYSTEM_ALIASES: Mapping[str, str] = {
     "urn:oid:2.16.840.1.113883.6.1": LOINC,
     "urn:oid:2.16.840.1.113883.6.88": RXNORM,
     "urn:oid:2.16.840.1.113883.6.43.1": ICDO3,
-    "http://www.ama-assn.org/go/cpt": "http://www.ama-assn.org/go/cpt",
+    "urn:oid:2.16.840.1.113883.6.12": CPT,
+    "urn:oid:2.16.840.1.113883.6.4": ICD10PCS,
+    "http://terminology.hl7.org/CodeSystem/icd10PCS": ICD10PCS,  # THO's non-preferred URI for ICD-10-PCS
     "https://snomed.info/sct": SNOMED,
     "http://snomed.info/sct/": SNOMED,
     "http://loinc.org/": LOINC,

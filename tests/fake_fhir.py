@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import responses
 
 from cds_service.catalog import ServiceDefinition, load_catalog
-from cds_service.config import DEFAULT_MAPPINGS_DIR
+from cds_service.config import DEFAULT_MAPPINGS_DIR, load_settings
 from cds_service.patient_data import expand_template
+from cds_service.pipeline import Matcher
 
 BASE = "https://fhir.example.org/r4"
 TOKEN = "test-access-token"
@@ -27,9 +29,10 @@ def service_templates() -> dict[str, str]:
     return dict(bundled_service().prefetch)
 
 
+@cache
 def bundled_service() -> ServiceDefinition:
-    """The bundled patient-view service, as the catalog loads it."""
-    return load_catalog(DEFAULT_MAPPINGS_DIR).services[0]
+    """The bundled patient-view service as discovery lists it (the Observation codes the rules read)."""
+    return Matcher(load_catalog(DEFAULT_MAPPINGS_DIR), load_settings({}, environ={})).catalog.services[0]
 
 
 def key_url(key: str, context: Mapping[str, Any]) -> str:

@@ -165,6 +165,18 @@ def test_replayed_jti_is_rejected(client):
     assert_bare_401(client.get(DISCOVERY, headers=headers))
 
 
+def test_a_token_is_accepted_once_on_each_database(tmp_path, database_url):
+    app = create_app(secure_app_config(tmp_path, *TRUSTED_ISSUERS, database_url=database_url))
+    feedback = f"/cds-services/{SERVICE_ID}/feedback"
+    headers = bearer_header(sign(claims_for(PUBLIC_BASE_URL + feedback), EC_KEY))
+    try:
+        client = app.test_client()
+        assert client.post(feedback, json=feedback_body(), headers=headers).status_code == 200
+        assert_bare_401(client.post(feedback, json=feedback_body(), headers=headers))
+    finally:
+        app.extensions["cds"].storage.close()
+
+
 def test_same_jti_from_another_issuer_is_not_a_replay(client, jwks_server):
     shared_jti = "same-nonce"
     first = bearer_header(sign(claims_for(DISCOVERY_AUD, jti=shared_jti), EC_KEY))

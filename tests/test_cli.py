@@ -12,11 +12,13 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from alembic.script import ScriptDirectory
 from click.testing import CliRunner, Result
 from flask import Flask
 from flask.testing import FlaskClient
@@ -26,6 +28,7 @@ from cds_service.catalog import load_catalog
 from cds_service.cli import main, seeded_uuids
 from cds_service.config import DEFAULT_CARDS_DIR, DEFAULT_MAPPINGS_DIR, load_settings
 from cds_service.pipeline import Matcher
+from cds_service.storage import MIGRATIONS
 from cds_service.verdicts import Verdict
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -104,6 +107,10 @@ def expected_results() -> dict[str, Verdict]:
         ["serve"],
         ["feedback"],
         ["feedback", "export"],
+        ["feedback", "unquiet"],
+        ["feedback", "stats"],
+        ["db"],
+        ["db", "upgrade"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
@@ -502,6 +509,143 @@ def test_feedback_export_of_an_empty_store_prints_nothing(tmp_path: Path) -> Non
     result = run("feedback", "export", database_url=f"sqlite:///{tmp_path / 'empty.sqlite3'}")
     assert result.exit_code == 0
     assert result.output == ""
+
+
+# --- feedback unquiet
+
+
+@pytest.fixture
+def app_on_database(database_url: str) -> Iterator[Flask]:
+    """The sandbox app on a new database, SQLite then PostgreSQL."""
+    from cds_service.web import create_app
+
+    application = create_app({"SANDBOX": True, "TODAY": TODAY, "DATABASE_URL": database_url})
+    yield application
+    application.extensions["cds"].storage.close()
+
+
+def test_feedback_unquiet_lets_a_patients_answered_card_show_again(
+    app_on_database: Flask, database_url: str
+) -> None:
+    client = app_on_database.test_client()
+    body = hook_request_body(bundle_resources())
+    card = client.post("/cds-services/mrcc-trials", json=body).get_json()["cards"][0]
+    item = {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:05:31Z"}
+    assert client.post("/cds-services/mrcc-trials/feedback", json={"feedback": [item]}).status_code == 200
+    patient, trial = body["context"]["patientId"], card["extension"]["org.trialmatch.eligibility"]["nctId"]
+    storage = app_on_database.extensions["cds"].storage
+    assert list(storage.quieted(patient, datetime.now(UTC), 30)) == [trial]
+    other = run(
+        "feedback", "unquiet", "--patient", patient, "--trial", "NCT00000000", database_url=database_url
+    )
+    assert (other.exit_code, other.output) == (0, f"Patient/{patient}: no card was quiet\n")
+    assert list(storage.quieted(patient, datetime.now(UTC), 30)) == [trial]
+    lifted = run("feedback", "unquiet", "--patient", patient, "--trial", trial, database_url=database_url)
+    assert (lifted.exit_code, lifted.output) == (0, f"Patient/{patient}: quiet lifted for {trial}\n")
+    assert storage.quieted(patient, datetime.now(UTC), 30) == {}
+
+
+def test_feedback_unquiet_without_a_trial_lifts_every_trial_of_the_patient(
+    app_on_database: Flask, database_url: str
+) -> None:
+    storage = app_on_database.extensions["cds"].storage
+    cards = [
+        {
+            "uuid": uuid,
+            "extension": {"org.trialmatch.eligibility": {"nctId": nct, "verdict": "likely-eligible"}},
+        }
+        for uuid, nct in (("u-1", "NCT1"), ("u-2", "NCT2"))
+    ]
+    storage.record_audit(
+        hook_instance="h",
+        service_id="mrcc-trials",
+        patient_id="pt-9",
+        cards=cards,
+        catalog_version="v",
+        duration_ms=1,
+    )
+    items = [
+        {"card": c["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:05:31Z"}
+        for c in cards
+    ]
+    storage.record_feedback("mrcc-trials", items)
+    result = run("feedback", "unquiet", "--patient", "pt-9", database_url=database_url, quiet_days="7")
+    assert (result.exit_code, result.output) == (0, "Patient/pt-9: quiet lifted for NCT1, NCT2\n")
+    assert storage.quieted("pt-9", datetime.now(UTC), 7) == {}
+
+
+# --- feedback stats
+
+
+def dismiss_as_out_of_date(app: Flask) -> dict[str, Any]:
+    """Show the CLI patient's card, dismiss it as "chart data out of date"; return the card's eligibility."""
+    client = app.test_client()
+    card = client.post("/cds-services/mrcc-trials", json=hook_request_body(bundle_resources())).get_json()[
+        "cards"
+    ][0]
+    reason = {"system": "urn:trialmatch:override-reason", "code": "data-out-of-date"}
+    item = {
+        "card": card["uuid"],
+        "outcome": "overridden",
+        "overrideReasons": [{"reason": reason}],
+        "outcomeTimestamp": "2026-11-21T10:05:31Z",
+    }
+    assert client.post("/cds-services/mrcc-trials/feedback", json={"feedback": [item]}).status_code == 200
+    return card["extension"]["org.trialmatch.eligibility"]
+
+
+def test_feedback_stats_json_counts_per_trial_and_the_criteria_still_to_check(
+    app_on_database: Flask, database_url: str
+) -> None:
+    eligibility = dismiss_as_out_of_date(app_on_database)
+    unknown = [c["id"] for c in eligibility["criteria"] if c["outcome"] == "unknown"]
+    assert unknown  # the CLI patient's card has criteria still to check
+    result = run("feedback", "stats", "--json", database_url=database_url, quiet_days="10")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {
+        "quietDays": 10,
+        "trials": [
+            {
+                "nctId": eligibility["nctId"],
+                "shown": 1,
+                "accepted": 0,
+                "overridden": {"data-out-of-date": 1},
+                "quietedPatients": 1,
+                "outOfDate": 1,
+                "stillToCheck": dict.fromkeys(sorted(unknown), 1),
+            }
+        ],
+    }
+
+
+def test_feedback_stats_prints_tables(app_on_database: Flask, database_url: str) -> None:
+    eligibility = dismiss_as_out_of_date(app_on_database)
+    result = run("feedback", "stats", database_url=database_url)
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if eligibility["nctId"] in line]
+    assert len(rows) == 2
+    assert re.search(r"\b1\b.*\b0\b.*1: data-out-of-date 1.*\b1\b", rows[0]), rows[0]
+    unknown = [c["id"] for c in eligibility["criteria"] if c["outcome"] == "unknown"]
+    assert all(criterion in result.output for criterion in unknown)
+
+
+def test_feedback_stats_of_an_empty_store(tmp_path: Path) -> None:
+    result = run("feedback", "stats", database_url=f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+    assert result.exit_code == 0
+    assert "No card was dismissed because the chart data was out of date." in result.output
+    empty = run("feedback", "stats", "--json", database_url=f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+    assert json.loads(empty.output) == {"quietDays": 30, "trials": []}
+
+
+# --- db upgrade
+
+
+def test_db_upgrade_brings_a_new_database_to_the_newest_revision(database_url: str) -> None:
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    first = run("db", "upgrade", database_url=database_url)
+    assert (first.exit_code, first.output) == (0, f"database schema at revision {head} (was empty)\n")
+    again = run("db", "upgrade", database_url=database_url)
+    assert (again.exit_code, again.output) == (0, f"database schema at revision {head}\n")
 
 
 # --- serve

@@ -171,9 +171,11 @@ def _feedback(base_url: str, token: str) -> requests.Response:
     return requests.post(base_url + FEEDBACK, json=body, headers=bearer_header(token), timeout=30)
 
 
-def test_a_jwt_replayed_in_parallel_is_accepted_once(tmp_path):
+def test_a_jwt_replayed_in_parallel_is_accepted_once(tmp_path, database_url):
+    """On SQLite and PostgreSQL; both workers start on the new database together."""
     copies = 8
-    with gunicorn(tmp_path, **_secure_env(tmp_path, FHIR_SERVER)) as base_url:
+    env = {**_secure_env(tmp_path, FHIR_SERVER), "CDS_DATABASE_URL": database_url}
+    with gunicorn(tmp_path, **env) as base_url:
         for _ in range(3):  # several rounds of copies racing on both workers
             token = sign(claims_for(PUBLIC_BASE_URL + FEEDBACK), KEY)
             body = {"feedback": [_item(uuid.uuid4().int % 10**12)]}

@@ -26,7 +26,7 @@ from conftest_facts import (
 from cds_service.fhir import reader, records
 from cds_service.fhir.concepts import day
 from cds_service.fhir.reader import Chart, read_chart
-from cds_service.terminology import ICD10CM, RXNORM
+from cds_service.terminology import CPT, ICD10CM, RXNORM
 
 TODAY = date(2026, 11, 21)
 TERMINOLOGY = load_terminology()
@@ -301,12 +301,12 @@ def test_an_observation_whose_code_another_kind_reads_is_validated_with_that_kin
 # --- only coded resources something can read are validated -------------------------------------------------
 
 
-def procedure(pid: str, code: str) -> dict[str, Any]:
+def procedure(pid: str, code: str, system: str = SNOMED_URI) -> dict[str, Any]:
     return {
         "resourceType": "Procedure",
         "id": pid,
         "status": "completed",
-        "code": concept(SNOMED_URI, code),
+        "code": concept(system, code),
         "subject": {"reference": "Patient/p1"},
         "performedDateTime": "2025-03-01",
     }
@@ -336,6 +336,7 @@ IRRELEVANT = [
     condition("bleeding", SNOMED_URI, "6072007"),
     condition("hypertension", SNOMED_URI, "38341003"),
     procedure("ct", "77477000"),
+    procedure("prostatectomy", "55866", CPT),  # laparoscopic radical prostatectomy: in no value set
     med_statement("ondansetron", "26225", "2026-01-01", text="ondansetron"),
     med_request("amlodipine-order", medicationReference={"reference": "Medication/amlodipine"}),
     medication("amlodipine", "17767", "amlodipine"),
@@ -348,6 +349,8 @@ RELEVANT = [
     condition("in-situ", ICD10CM, "D03.9"),
     condition("histology-only", SNOMED_URI, "6072007", extension=[HISTOLOGY]),
     procedure("nephrectomy", "116033007"),
+    procedure("nephrectomy-cpt", "50545", CPT),
+    procedure("nephrectomy-icd10pcs", "0TT10ZZ", "urn:oid:2.16.840.1.113883.6.4"),  # the ICD-10-PCS OID
     med_statement("sunitinib", "357977", "2026-01-01"),  # RxNorm code -> ingredient
     med_statement("sutent-by-name", None, "2026-01-01", text="Sutent 50 mg"),  # name -> ingredient
     med_request(
@@ -369,6 +372,7 @@ def ref(resource: dict[str, Any]) -> str:
 
 def test_the_chosen_codes_are_what_the_tests_say():
     assert not TERMINOLOGY.memberships([(ICD10CM, "C189"), (ICD10CM, "D039"), (SNOMED_URI, "6072007")])
+    assert not TERMINOLOGY.memberships([(SNOMED_URI, "77477000"), (CPT, "55866")])
     assert not TERMINOLOGY.ingredients_for([(RXNORM_URI, "26225"), (RXNORM_URI, "17767")], "amlodipine")
 
 
@@ -382,7 +386,11 @@ def test_only_readable_resources_are_validated(validated: list[str]):
         "Condition/in-situ",
         "Condition/histology-only",
     }
-    assert [p.ref for p in facts.procedures] == ["Procedure/nephrectomy"]
+    assert sorted(p.ref for p in facts.procedures) == [
+        "Procedure/nephrectomy",
+        "Procedure/nephrectomy-cpt",
+        "Procedure/nephrectomy-icd10pcs",
+    ]
     assert {m.ref: m.ingredients for m in facts.medications} == {
         "MedicationStatement/sunitinib": {"sunitinib"},
         "MedicationStatement/sutent-by-name": {"sunitinib"},

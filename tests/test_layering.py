@@ -19,7 +19,19 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("facts", ("facts",)),
     ("engine", ("engine", "operators", "domains")),
     ("pipeline", ("pipeline", "cards")),
-    ("hooks", ("hooks", "hook_request", "patient_data", "fhir_fetch", "bundle_file", "storage", "trust")),
+    (
+        "hooks",
+        (
+            "hooks",
+            "hook_request",
+            "patient_data",
+            "fhir_fetch",
+            "bundle_file",
+            "storage",
+            "migrations",
+            "trust",
+        ),
+    ),
     ("batch", ("prescreen",)),  # population pre-screening: the pipeline as a hook call runs it, for an export
     ("top", ("web", "cli")),
 )

@@ -1,10 +1,8 @@
-"""Storage on SQLite: idempotent feedback, audit trail, JWT replay cache, several writers at once."""
+"""Storage on SQLite and PostgreSQL: idempotent feedback, audit trail, JWT replay cache, several writers at
+once; and what SQLite needs besides (WAL, busy timeout, synchronous levels)."""
 
 from __future__ import annotations
 
-import json
-import multiprocessing
-import multiprocessing.synchronize
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -12,10 +10,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import Table, event, select
 from sqlalchemy.pool import Pool
 
-from cds_service.storage import DATABASE_FILE, Storage, default_database_url, enable_wal
+from cds_service.storage import (
+    DATABASE_FILE,
+    Storage,
+    audit,
+    audit_card,
+    default_database_url,
+    enable_wal,
+    seen_jti,
+)
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 CARD_UUID = "00000000-0000-4000-8000-000000000001"
@@ -32,18 +38,28 @@ OVERRIDDEN = {
 
 
 @pytest.fixture
-def storage(tmp_path: Path):
+def sqlite_storage(tmp_path: Path) -> Iterator[Storage]:
     store = Storage(default_database_url(tmp_path / "instance"))
     yield store
     store.close()
 
 
-def card(uuid: str, nct_id: str, verdict: str = "possibly-eligible") -> dict:
-    return {
-        "uuid": uuid,
-        "summary": "s",
-        "extension": {"org.trialmatch.eligibility": {"nctId": nct_id, "verdict": verdict, "criteria": []}},
+def rows(storage: Storage, table: Table) -> list[tuple]:
+    """Every row of a table as the database returns it through SQLAlchemy, in key order."""
+    with storage.engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(select(table).order_by(*table.primary_key))]
+
+
+def card(uuid: str, nct_id: str, verdict: str = "possibly-eligible", criteria: tuple = ()) -> dict:
+    """A trial card; `criteria` as (id, outcome) pairs."""
+    eligibility = {
+        "nctId": nct_id,
+        "verdict": verdict,
+        "criteria": [
+            {"id": id_, "text": "t", "outcome": outcome, "reason": "r"} for id_, outcome in criteria
+        ],
     }
+    return {"uuid": uuid, "summary": "s", "extension": {"org.trialmatch.eligibility": eligibility}}
 
 
 def test_default_database_is_a_file_in_a_created_instance_folder(tmp_path: Path):
@@ -52,8 +68,8 @@ def test_default_database_is_a_file_in_a_created_instance_folder(tmp_path: Path)
     assert (tmp_path / "a" / "instance").is_dir()
 
 
-def test_sqlite_runs_in_wal_mode(storage: Storage, tmp_path: Path):
-    assert storage.ping()
+def test_sqlite_runs_in_wal_mode(sqlite_storage: Storage, tmp_path: Path):
+    assert sqlite_storage.ping()
     with sqlite3.connect(tmp_path / "instance" / DATABASE_FILE) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -99,7 +115,7 @@ def test_feedback_export_names_the_trial_of_the_card(storage: Storage):
     assert exported[1]["nctId"] is None
 
 
-def test_the_audit_row_holds_ids_and_verdicts_only(storage: Storage, tmp_path: Path):
+def test_the_audit_row_holds_ids_and_verdicts_only(storage: Storage):
     storage.record_audit(
         hook_instance="hi-1",
         service_id="mrcc-trials",
@@ -108,18 +124,22 @@ def test_the_audit_row_holds_ids_and_verdicts_only(storage: Storage, tmp_path: P
         catalog_version="v1",
         duration_ms=12,
     )
-    with sqlite3.connect(tmp_path / "instance" / DATABASE_FILE) as connection:
-        row = connection.execute(
-            "SELECT hook_instance, service_id, patient_id, cards, catalog_version, duration_ms FROM audit"
-        ).fetchone()
-    assert row == (
+    [row] = rows(storage, audit)
+    assert row[1:-1] == (
         "hi-1",
         "mrcc-trials",
         "pt-1",
-        f'[{{"uuid": "{CARD_UUID}", "nctId": "NCT06903312", "verdict": "possibly-eligible"}}]',
+        [{"uuid": CARD_UUID, "nctId": "NCT06903312", "verdict": "possibly-eligible"}],
         "v1",
         12,
     )
+
+
+def test_the_audit_row_is_json_text_with_ids_and_verdicts_only_on_sqlite(sqlite_storage: Storage, tmp_path):
+    audit_once(sqlite_storage, "hi-1", [card(CARD_UUID, "NCT06903312")])
+    with sqlite3.connect(tmp_path / "instance" / DATABASE_FILE) as connection:
+        [(cards,)] = connection.execute("SELECT cards FROM audit").fetchall()
+    assert cards == f'[{{"uuid": "{CARD_UUID}", "nctId": "NCT06903312", "verdict": "possibly-eligible"}}]'
 
 
 def test_a_jti_is_accepted_once_until_it_expires(storage: Storage):
@@ -131,16 +151,14 @@ def test_a_jti_is_accepted_once_until_it_expires(storage: Storage):
     assert storage.remember_jti("jti-1", later + timedelta(minutes=5), now=later) is True
 
 
-def test_expired_jtis_are_purged(storage: Storage, tmp_path: Path):
+def test_expired_jtis_are_purged(storage: Storage):
     storage.remember_jti("old", NOW, now=NOW - timedelta(minutes=1))
     storage.remember_jti("new", NOW + timedelta(hours=1), now=NOW)
-    with sqlite3.connect(tmp_path / "instance" / DATABASE_FILE) as connection:
-        assert connection.execute("SELECT jti FROM seen_jti").fetchall() == [("new",)]
+    assert rows(storage, seen_jti) == [("new", (NOW + timedelta(hours=1)).replace(tzinfo=None))]
 
 
-def test_several_storages_write_the_same_file_at_once(tmp_path: Path):
-    url = default_database_url(tmp_path / "instance")
-    stores = [Storage(url) for _ in range(4)]
+def test_several_storages_write_the_same_database_at_once(database_url: str):
+    stores = [Storage(database_url) for _ in range(4)]
     errors: list[BaseException] = []
 
     def write(store: Storage, worker: int) -> None:
@@ -169,8 +187,7 @@ SYNCHRONOUS_FULL, SYNCHRONOUS_NORMAL = 2, 1
 def inserts_seen() -> Iterator[list[tuple[str, sqlite3.Connection]]]:
     """(table, DB-API connection) of each INSERT SQLite runs on a connection opened while this is active.
 
-    A trace callback on every new pooled connection of every engine sees the statements whoever sends them:
-    SQLAlchemy or the storage on the driver's own cursor.
+    A trace callback on every new pooled connection of every engine sees the statements SQLite runs.
     """
     seen: list[tuple[str, sqlite3.Connection]] = []
 
@@ -213,8 +230,9 @@ def test_feedback_and_jtis_commit_durably_the_audit_row_with_normal_sync(
         audit_once(storage, f"i-{round_}", [card(f"w-{round_}", "NCT06903312")])
         storage.remember_jti(f"jti-{round_}", NOW + timedelta(minutes=5), now=NOW)
     level = {"audit": SYNCHRONOUS_NORMAL, "audit_card": SYNCHRONOUS_NORMAL}
-    level |= {"feedback": SYNCHRONOUS_FULL, "seen_jti": SYNCHRONOUS_FULL}
-    tables = ["audit", "audit_card", "audit_card", "feedback", "audit", "audit_card", "seen_jti"] * 2
+    level |= {"feedback": SYNCHRONOUS_FULL, "seen_jti": SYNCHRONOUS_FULL, "alembic_version": SYNCHRONOUS_FULL}
+    tables = ["alembic_version"]  # the schema, created when the storage opens the database
+    tables += ["audit", "audit_card", "audit_card", "feedback", "audit", "audit_card", "seen_jti"] * 2
     assert [(table, *settings(connection)) for table, connection in inserts_seen] == [
         (table, level[table], 30000, "wal") for table in tables
     ]
@@ -231,38 +249,35 @@ def test_closing_the_storage_closes_every_connection(tmp_path: Path):
         assert connection.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
 
 
-def test_each_shown_card_gets_one_audit_card_row_and_a_repeated_uuid_keeps_the_first(
-    storage: Storage, tmp_path: Path
-):
+def test_each_shown_card_gets_one_audit_card_row_and_a_repeated_uuid_keeps_the_first(storage: Storage):
     before = datetime.now(UTC).replace(tzinfo=None)
-    audit_once(storage, "h-1", [card(CARD_UUID, "NCT06903312"), card("u-2", "NCT04394975", "unknown")])
+    to_check = (("ecog", "unknown"), ("age", "met"), ("hemoglobin", "unknown"), ("consent", "clinician"))
+    audit_once(
+        storage, "h-1", [card(CARD_UUID, "NCT06903312", criteria=to_check), card("u-2", "NCT04394975")]
+    )
     no_extension = {"uuid": "u-4", "summary": "no eligibility extension"}
     audit_once(storage, "h-2", [card(CARD_UUID, "NCT06903312", "likely-eligible"), {"summary": "no uuid"}])
     audit_once(storage, "h-3", [no_extension])
     after = datetime.now(UTC).replace(tzinfo=None)
-    with sqlite3.connect(tmp_path / "instance" / DATABASE_FILE) as connection:
-        audits = connection.execute(
-            "SELECT id, hook_instance, cards, created_at FROM audit ORDER BY id"
-        ).fetchall()
-        cards = connection.execute("SELECT * FROM audit_card ORDER BY card_uuid").fetchall()
-    assert [(row[0], row[1], json.loads(row[2])) for row in audits] == [
+    audits = rows(storage, audit)
+    assert [(row[0], row[1], row[4]) for row in audits] == [
         (
             1,
             "h-1",
             [
                 {"uuid": CARD_UUID, "nctId": "NCT06903312", "verdict": "possibly-eligible"},
-                {"uuid": "u-2", "nctId": "NCT04394975", "verdict": "unknown"},
+                {"uuid": "u-2", "nctId": "NCT04394975", "verdict": "possibly-eligible"},
             ],
         ),
         (2, "h-2", [{"uuid": CARD_UUID, "nctId": "NCT06903312", "verdict": "likely-eligible"}, {}]),
         (3, "h-3", [{"uuid": "u-4"}]),
     ]
-    created = [datetime.fromisoformat(row[3]) for row in audits]
+    created = [row[-1] for row in audits]
     assert before <= created[0] <= created[1] <= created[2] <= after  # naive UTC
-    assert cards == [
-        (CARD_UUID, 1, "NCT06903312", "possibly-eligible"),
-        ("u-2", 1, "NCT04394975", "unknown"),
-        ("u-4", 3, None, None),
+    assert rows(storage, audit_card) == [  # ids of the criteria still to check, never a value
+        (CARD_UUID, 1, "NCT06903312", "possibly-eligible", ["ecog", "hemoglobin"]),
+        ("u-2", 1, "NCT04394975", "possibly-eligible", []),
+        ("u-4", 3, None, None, []),
     ]
 
 
@@ -306,46 +321,14 @@ def test_wal_switch_is_skipped_when_the_file_is_already_in_wal() -> None:
     assert "PRAGMA journal_mode=WAL" not in cursor.statements
 
 
-def _open_storage(url: str, barrier: multiprocessing.synchronize.Barrier) -> None:
-    barrier.wait()
-    Storage(url)
-
-
-def test_workers_opening_a_new_database_together_all_start(tmp_path: Path) -> None:
-    for attempt in range(3):
-        url = f"sqlite:///{tmp_path / f'race-{attempt}.sqlite3'}"
-        context = multiprocessing.get_context("spawn")
-        barrier = context.Barrier(4)
-        workers = [context.Process(target=_open_storage, args=(url, barrier)) for _ in range(4)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(60)
-        assert [worker.exitcode for worker in workers] == [0, 0, 0, 0]
-
-
-def test_the_audit_through_sqlalchemy_as_on_postgresql_stores_what_the_sqlite_driver_path_stores(
-    tmp_path: Path,
-):
-    stored = {}
-    for path in ("driver", "sqlalchemy"):
-        storage = Storage(default_database_url(tmp_path / path))
-        if path == "sqlalchemy":
-            storage._driver_audit = None  # as for any database but SQLite
-        audit_once(storage, "h-1", [card(CARD_UUID, "NCT06903312"), {"summary": "no uuid"}])
-        audit_once(storage, "h-2", [card(CARD_UUID, "NCT06903312", "likely-eligible")])
-        storage.record_feedback("trials", [OVERRIDDEN])
-        exported = list(storage.iter_feedback())
+def test_a_postgresql_url_without_a_driver_is_served_by_psycopg(postgresql_server):
+    name = postgresql_server.create_database()
+    storage = Storage(
+        postgresql_server.url(name, driver="postgresql")
+    )  # SQLAlchemy alone would pick psycopg2
+    try:
+        assert (storage.engine.dialect.driver, storage.ping()) == ("psycopg", True)
+        assert storage.remember_jti("jti-1", NOW + timedelta(minutes=5), now=NOW) is True
+    finally:
         storage.close()
-        with sqlite3.connect(tmp_path / path / DATABASE_FILE) as connection:
-            audits = connection.execute("SELECT * FROM audit ORDER BY id").fetchall()
-            cards = connection.execute("SELECT * FROM audit_card").fetchall()
-        created = [row[-1] for row in audits]
-        assert all(len(value) == len("2026-11-21 09:00:00.000000") for value in created)  # SQLAlchemy's text
-        stored[path] = ([row[:-1] for row in audits], cards, exported)
-    assert stored["driver"] == stored["sqlalchemy"]
-    audits, cards, exported = stored["driver"]
-    assert [row[1] for row in audits] == ["h-1", "h-2"] and cards == [
-        (CARD_UUID, 1, "NCT06903312", "possibly-eligible")
-    ]
-    assert exported[0]["nctId"] == "NCT06903312"
+        postgresql_server.drop_database(name)

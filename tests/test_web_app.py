@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -29,7 +30,12 @@ def test_discovery_lists_the_catalog_services(client):
     service = services[0]
     assert service["description"] == SERVICES[0]["description"]
     assert service["usageRequirements"] == SERVICES[0]["usageRequirements"]
-    assert service["prefetch"] == SERVICES[0]["prefetch"]
+    written = dict(SERVICES[0]["prefetch"])
+    observation_codes = service["prefetch"]["observations"].split("code=")[1].split("&")[0]
+    token = "{{catalog.observationCodes}}"
+    written["observations"] = written["observations"].replace(token, observation_codes)
+    assert service["prefetch"] == written  # as written, the catalog's token replaced by the codes read
+    assert "2160-0" in observation_codes.split(",") and "{{catalog" not in json.dumps(services)
     assert empty_values(response.get_json()) == []
 
 

@@ -1,12 +1,16 @@
-"""POST /cds-services/{id}/feedback: validated, stored durably and idempotently, answered 200 {}."""
+"""POST /cds-services/{id}/feedback: validated, stored durably and idempotently, answered 200 {}; on SQLite
+and on PostgreSQL."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
 from fake_fhir import load_request
+from flask import Flask
 
 FEEDBACK = "/cds-services/mrcc-trials/feedback"
 OVERRIDDEN = {
@@ -22,6 +26,13 @@ OVERRIDDEN = {
     },
     "outcomeTimestamp": "2026-11-21T10:05:31Z",
 }
+
+
+@pytest.fixture
+def app(
+    make_sandbox_app: Callable[..., Flask], today: date, uuid_factory: Callable[[], str], database_url: str
+) -> Flask:
+    return make_sandbox_app(TODAY=today.isoformat(), UUID_FACTORY=uuid_factory, DATABASE_URL=database_url)
 
 
 def post(client, body: Any, path: str = FEEDBACK):
@@ -48,6 +59,18 @@ def test_feedback_on_a_card_shown_is_stored_with_its_trial(app, client):
     )
 
 
+def test_feedback_on_a_card_shown_quiets_its_trial_for_that_patient(app, client):
+    request = load_request("full-prefetch")
+    card = client.post("/cds-services/mrcc-trials", json=request).get_json()["cards"][0]
+    eligibility = card["extension"]["org.trialmatch.eligibility"]
+    storage = app.extensions["cds"].storage
+    patient = request["context"]["patientId"]
+    assert storage.quieted(patient, datetime.now(UTC), 30) == {}
+    assert post(client, {"feedback": [{**OVERRIDDEN, "card": card["uuid"]}]}).status_code == 200
+    assert storage.quieted(patient, datetime.now(UTC), 30) == {eligibility["nctId"]: eligibility["verdict"]}
+    assert storage.quieted("another-patient", datetime.now(UTC), 30) == {}
+
+
 def test_a_repeated_item_is_stored_once(app, client):
     accepted = {
         "card": "00000000-0000-4000-8000-000000000002",
@@ -63,6 +86,44 @@ def test_a_repeated_item_is_stored_once(app, client):
         (accepted["card"], "accepted"),
     ]
     assert stored(app)[1]["acceptedSuggestions"] == ["00000000-0000-4000-8000-000000000003"]
+
+
+NOT_INTERESTED = {"system": "urn:trialmatch:override-reason", "code": "not-interested"}
+OUT_OF_DATE = {
+    "system": "urn:trialmatch:override-reason",
+    "code": "data-out-of-date",
+    "display": "Out of date",
+}
+OVERRIDE_FORMS = [
+    pytest.param(
+        {"overrideReason": {"reason": NOT_INTERESTED, "userComment": "No"}},
+        (NOT_INTERESTED, "No"),
+        id="overrideReason (CDS Hooks 2.0)",
+    ),
+    pytest.param(
+        {"overrideReasons": {"reason": NOT_INTERESTED, "userComment": "No"}},
+        (NOT_INTERESTED, "No"),
+        id="overrideReasons object",
+    ),
+    pytest.param(
+        {"overrideReasons": [{"reason": OUT_OF_DATE}, {"reason": NOT_INTERESTED, "userComment": "No"}]},
+        (OUT_OF_DATE, "No"),
+        id="overrideReasons array: the first reason",
+    ),
+    pytest.param(
+        {"overrideReasons": [{"userComment": "Labs from May"}, {"reason": OUT_OF_DATE}]},
+        (OUT_OF_DATE, "Labs from May"),
+        id="overrideReasons array: a first item with only a comment",
+    ),
+]
+
+
+@pytest.mark.parametrize(("override", "expected"), OVERRIDE_FORMS)
+def test_the_override_reason_is_stored_from_either_form(app, client, override, expected):
+    item = {"card": "card-1", "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:05:31Z", **override}
+    assert post(client, {"feedback": [item]}).status_code == 200
+    [row] = stored(app)
+    assert (row["reason"], row["comment"]) == expected
 
 
 def _item(**changes: Any) -> dict[str, Any]:
@@ -100,6 +161,24 @@ INVALID = [
         "invalid-request",
         "'system' is a required property",
         id="reason Coding without system",
+    ),
+    pytest.param(
+        _item(overrideReason=None, overrideReasons=[]),
+        "invalid-request",
+        "$.feedback[0].overrideReasons",
+        id="empty overrideReasons list",
+    ),
+    pytest.param(
+        _item(overrideReason=None, overrideReasons=[{"reason": NOT_INTERESTED}, {}]),
+        "invalid-request",
+        "$.feedback[0].overrideReasons",
+        id="an empty item in overrideReasons",
+    ),
+    pytest.param(
+        _item(overrideReason=None, overrideReasons="not-interested"),
+        "invalid-request",
+        "$.feedback[0].overrideReasons",
+        id="overrideReasons a string",
     ),
 ]
 

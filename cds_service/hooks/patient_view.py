@@ -38,7 +38,7 @@ def patient_view(call: HookCall, runtime: Runtime) -> list[Card]:
         call.data.unavailable,
         cards_only=True,
     )
-    quiet = runtime.quieted(patient_id, call.today) if patient_id else {}
+    quiet = runtime.quieted(patient_id) if patient_id else {}
     return [card for card in output.cards if not is_quiet(card, quiet)]
 
 

@@ -35,7 +35,7 @@ class HookCall:
     today: date
 
 
-def never_quiet(patient_id: str, today: date) -> Mapping[str, str]:
+def never_quiet(patient_id: str) -> Mapping[str, str]:
     """No card is quiet (no feedback store: the command line, the warm-up)."""
     return {}
 
@@ -46,8 +46,8 @@ class Runtime:
 
     matcher: Matcher
     settings: Settings
-    # patient id, today -> {NCT number: verdict of the card a clinician answered}: those cards stay quiet
-    quieted: Callable[[str, date], Mapping[str, str]] = field(default=never_quiet)
+    # patient id -> {NCT number: verdict of the card a clinician answered lately}: those cards stay quiet
+    quieted: Callable[[str], Mapping[str, str]] = field(default=never_quiet)
 
 
 class Handler(Protocol):

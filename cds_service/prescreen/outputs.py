@@ -10,10 +10,14 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+from rich.text import Text
 
 from cds_service.catalog import Catalog
 from cds_service.prescreen.report import render_report
@@ -111,3 +115,24 @@ def _criteria_texts(catalog: Catalog) -> dict[str, dict[str, tuple[str, str]]]:
         trial.info.nct_id or trial.info.key: {c.id: (c.heading or "", c.text) for c in trial.criteria}
         for trial in catalog.trials
     }
+
+
+def print_summary(console: Console, found: Mapping[str, Any], out_dir: Path) -> None:
+    """What the command prints once the files are written: the counts, and what could not be used."""
+    patients, worklist = found["patients"], found["worklist"]
+    console.print(
+        f"{patients['screened']} patients screened in {found['duration_seconds']:.1f} s: "
+        f"{worklist['likely-eligible']} likely and {worklist['possibly-eligible']} possibly eligible rows "
+        f"for {patients['with_a_card']} patients"
+    )
+    for note, count in (
+        ("malformed line(s) skipped", found["malformed_lines"]["count"]),
+        ("patient(s) failed", patients["failed"]),
+        ("patient id(s) without a Patient resource", patients["without_patient_resource"]),
+    ):
+        if count:
+            console.print(Text(f"{count} {note} (see summary.json)", style="yellow"))
+    if found["resource_types"]["unavailable"]:
+        missing = ", ".join(found["resource_types"]["unavailable"])
+        console.print(Text(f"not in the export, so to check: {missing}", style="yellow"))
+    console.print(f"wrote {out_dir / 'worklist.csv'}, summary.json and report.html")

@@ -54,7 +54,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         log.warning("catalog: %s", warning)
     storage = Storage(settings.database_url or default_database_url(app.instance_path))
     app.extensions[hooks.STATE_KEY] = hooks.ServiceState(
-        settings=settings, catalog=catalog, runtime=Runtime(matcher, settings), storage=storage
+        settings=settings,
+        catalog=matcher.catalog,
+        runtime=Runtime(matcher, settings, hooks.quiet_cards(storage, settings)),
+        storage=storage,
     )
 
     init_request_log(app)  # first: every request is logged and starts without a stale request id

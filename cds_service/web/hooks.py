@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -100,6 +102,20 @@ def call_service(service_id: str) -> Response:
         },
     )
     return jsonify(cards=cards)
+
+
+def quiet_cards(storage: Storage, settings: Settings) -> Callable[[str], Mapping[str, str]]:
+    """What quiets a patient's cards: answered cards (feedback) within CDS_QUIET_DAYS, by real time since that
+    is when feedback was received. If the database does not answer, every card is shown (and it is logged)."""
+
+    def quieted(patient_id: str) -> Mapping[str, str]:
+        try:
+            return storage.quieted(patient_id, datetime.now(UTC), settings.quiet_days)
+        except Exception:
+            log.exception("quiet cards could not be read: every card is shown")
+            return {}
+
+    return quieted
 
 
 def _record_audit(storage: Storage, **row: Any) -> None:
