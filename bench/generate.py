@@ -549,7 +549,14 @@ PREFETCH_KEY = {
     "Medication": ("medicationRequests", "include"),
     "Procedure": ("procedures", "match"),
 }
-SEARCHSET_KEYS = ("conditions", "observations", "medicationStatements", "medicationRequests", "procedures")
+SEARCHSET_KEYS = (
+    "conditions",
+    "observations",
+    "medicationStatements",
+    "medicationRequests",
+    "medicationAdministrations",
+    "procedures",
+)
 
 
 def prefetch(resources: list[Resource]) -> dict[str, Any]:

@@ -47,6 +47,7 @@ VERDICT_STYLES = {
     "not-eligible": "red",
     "not-considered": "dim",
     "not-recruiting": "dim",
+    "patient-deceased": "dim",
 }
 
 
@@ -225,6 +226,8 @@ def evaluate(bundle: Path, as_json: bool, today: Any, uuid_seed: int | None, ser
     console.print(
         f"Patient/{request.patient_id}: {len(data.resources)} resources, today {settings.current_date()}"
     )
+    if output.facts.deceased:
+        console.print(Text("The patient is recorded as deceased: no trial is offered.", style="bold"))
     _print_results(console, output.results, data.notes, load_card_texts(settings.cards_dir))
 
 

@@ -4,7 +4,10 @@ Per prefetch key of the service:
 
     key absent                                  -> fetch `{fhirServer}/{template with tokens replaced}`
     null, or a Bundle without entries           -> no data; not fetched
-    OperationOutcome, or a Bundle of only those -> the EHR failed: fetch
+    a Bundle of only informational OperationOutcomes (severity information or warning; Epic's answer to a
+      search with no results)                   -> no data; not fetched
+    an OperationOutcome, or a Bundle with one of severity error or fatal
+                                                -> the EHR failed: fetch
     JSON that is not a FHIR resource            -> the EHR failed: fetch
     searchset Bundle with a `next` link         -> keep its entries, follow `next` on fhirServer
     any other resource or Bundle                -> its resources
@@ -37,8 +40,10 @@ _LABELS = {
     "Observation": "observations",
     "MedicationStatement": "medication statements",
     "MedicationRequest": "medication requests",
+    "MedicationAdministration": "medication administrations",
     "Procedure": "procedures",
 }
+FAILED_SEVERITIES = frozenset({"error", "fatal"})  # of an OperationOutcome issue: the search failed
 _TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
 _USER_TOKENS = {
     "userPractitionerId": "Practitioner",
@@ -99,8 +104,10 @@ def gather_patient_data(request: HookRequest, service: ServiceDefinition, settin
     _check_required(service, gathered, jobs, notes)
     if fetcher is not None and jobs:
         for key, result in fetcher.fetch_all(jobs).items():
-            fetched = list(_resources_of_pages(result))
-            if result.pages:
+            fetched, failed = _search_result([r for page in result.pages for r in bundles.resources(page)])
+            if failed:
+                result = FetchResult(result.pages, result.problem or "the server reported an error")
+            if result.pages and (fetched or not failed):
                 gathered[key] = gathered.get(key, []) + fetched
             if result.problem:
                 notes[key] = _fetch_note(_label(templates[key]), result, partial=key in gathered)
@@ -123,16 +130,27 @@ def _read_prefetch(key: str, request: HookRequest) -> tuple[list[dict[str, Any]]
         return None, None
     if value["resourceType"] != "Bundle":
         return [value], None
-    entries = list(bundles.resources(value))
-    resources = [r for r in entries if r["resourceType"] != "OperationOutcome"]
-    if entries and not resources:
+    resources, failed = _search_result(list(bundles.resources(value)))
+    if failed:
         return None, None
     return resources, next_link(value)
 
 
-def _resources_of_pages(result: FetchResult) -> Iterator[dict[str, Any]]:
-    for page in result.pages:
-        yield from (r for r in bundles.resources(page) if r["resourceType"] != "OperationOutcome")
+def _search_result(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+    """The resources of a search, without its OperationOutcomes, and whether one of those says it failed.
+
+    An OperationOutcome of severity `information` or `warning` beside (or instead of) the results is a note
+    about the search: Epic answers a search with no results by a searchset holding only one ("Resource request
+    returns no results"). Only an issue of severity `error` or `fatal` means the search failed.
+    """
+    resources = [r for r in entries if r["resourceType"] != "OperationOutcome"]
+    failed = any(
+        isinstance(issue, Mapping) and issue.get("severity") in FAILED_SEVERITIES
+        for r in entries
+        if r["resourceType"] == "OperationOutcome" and isinstance(r.get("issue"), list)
+        for issue in r["issue"]
+    )
+    return resources, failed
 
 
 def unique_resources(groups: Iterable[list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:

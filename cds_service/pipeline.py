@@ -19,7 +19,7 @@ from cds_service.catalog import Catalog
 from cds_service.config import Settings
 from cds_service.engine.evaluate import Engine, EvaluationPolicy
 from cds_service.facts import PatientFacts, ReadPlan, build_facts
-from cds_service.verdicts import TrialResult
+from cds_service.verdicts import TrialResult, Verdict
 
 
 def random_uuid() -> str:
@@ -44,11 +44,14 @@ def evaluate(
     """Evaluate every trial of `engine`'s catalog for one patient on `today`.
 
     `unavailable` names the resource types that could not be read (their absence proves nothing). With
-    `cards_only`, the results are only those of the trials that get a card (see `Engine.evaluate`).
+    `cards_only`, the results are only those of the trials that get a card (see `Engine.evaluate`). A patient
+    recorded as deceased is offered no trial: every trial's verdict is `patient-deceased`, with no criterion.
     """
     facts = build_facts(
         resources, engine.catalog.terminology, today, patient_id, engine.read_plan, unavailable
     )
+    if facts.deceased:
+        return Evaluation(facts, () if cards_only else engine.every_trial(Verdict.DECEASED))
     return Evaluation(facts, engine.evaluate(facts, cards_only=cards_only))
 
 

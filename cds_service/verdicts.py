@@ -30,6 +30,7 @@ class Verdict(StrEnum):
     NOT_ELIGIBLE = "not-eligible"  # some criterion not-met: no card
     NOT_CONSIDERED = "not-considered"  # anchors (disease and stage) not documented: no card
     NOT_RECRUITING = "not-recruiting"  # status neither RECRUITING nor NOT_YET_RECRUITING: no card
+    DECEASED = "patient-deceased"  # the patient is recorded as deceased: no trial is offered, no card
 
 
 RECRUITING_STATUSES = frozenset({"RECRUITING", "NOT_YET_RECRUITING"})

@@ -28,6 +28,7 @@ PREFETCH_KEYS = (
     "observations",
     "medicationStatements",
     "medicationRequests",
+    "medicationAdministrations",
     "procedures",
 )
 

@@ -357,7 +357,10 @@ class Patient:
             name: tuple(sorted(values, key=_newest_first)) for name, values in self._unconverted.items()
         }
         metastasis = metastasis_evidence(
-            lists.get("conditions", ()), lists.get("staging", ()), lists.get("disease_status", ())
+            lists.get("conditions", ()),
+            lists.get("staging", ()),
+            lists.get("disease_status", ()),
+            terminology(),
         )
         return PatientFacts(
             today=self._today,

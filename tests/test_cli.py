@@ -80,6 +80,7 @@ def hook_request_body(resources: list[dict[str, Any]]) -> dict[str, Any]:
             "observations": searchset(of_type.get("Observation", [])),
             "medicationStatements": searchset(of_type.get("MedicationStatement", [])),
             "medicationRequests": searchset(of_type.get("MedicationRequest", [])),
+            "medicationAdministrations": searchset(of_type.get("MedicationAdministration", [])),
             "procedures": searchset(of_type.get("Procedure", [])),
         },
     }
@@ -706,3 +707,22 @@ def test_serve_runs_gunicorn_with_the_app(tmp_path: Path) -> None:
     assert server.returncode == 0
     # gunicorn.conf.py is loaded: each worker warms up before serving
     assert b"warm-up done" in output, output.decode(errors="replace")[-2000:]
+
+
+def test_evaluate_says_why_a_deceased_patient_gets_no_trial(tmp_path: Path) -> None:
+    resources = bundle_resources()
+    for resource in resources:
+        if resource["resourceType"] == "Patient":
+            resource["deceasedDateTime"] = "2026-11-01"
+    path = tmp_path / "deceased.json"
+    path.write_text(
+        json.dumps(
+            {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
+        )
+    )
+    table = run("evaluate", str(path), "--today", TODAY)
+    assert table.exit_code == 0, table.output
+    assert "recorded as deceased: no trial is offered" in table.output
+    assert "verdict: Not offered (the patient is recorded as deceased)" in table.output
+    assert "no card" in table.output
+    assert json.loads(run("evaluate", str(path), "--json", "--today", TODAY).output) == {"cards": []}

@@ -80,7 +80,7 @@ MAN = PatientFacts(today=TODAY, birth_date=date(1966, 1, 1), sex="male")  # 60 y
 def with_evidence(facts: PatientFacts, **fields) -> PatientFacts:
     """`facts` with `fields` replaced and the evidence of metastasis built from them, as build_facts does."""
     changed = replace(facts, **fields)
-    evidence = metastasis_evidence(changed.conditions, changed.staging, changed.disease_status)
+    evidence = metastasis_evidence(changed.conditions, changed.staging, changed.disease_status, TERMINOLOGY)
     return replace(changed, metastasis=evidence)
 
 

@@ -194,4 +194,7 @@ def test_a_thirdparty_bundle_gets_no_card(path: Path) -> None:
     matcher = _matcher_for()(gallery.card_uuids())
     output = matcher.match([bundle], None, gallery.today())
     assert {"cards": output.cards} == {"cards": []}
-    assert all(r.verdict in (Verdict.NOT_CONSIDERED, Verdict.NOT_RECRUITING) for r in output.results)
+    assert all(
+        r.verdict in (Verdict.NOT_CONSIDERED, Verdict.NOT_RECRUITING, Verdict.DECEASED)
+        for r in output.results
+    )

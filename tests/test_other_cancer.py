@@ -79,6 +79,7 @@ def test_the_catalog_has_no_kidney_value_set_and_uses_no_kidney_operator(catalog
         "Observation",
         "MedicationStatement",
         "MedicationRequest",
+        "MedicationAdministration",
         "Medication",
     }  # no rule reads a Procedure
 
@@ -91,7 +92,7 @@ def hook(app: Flask, chart: list[dict[str, Any]]) -> list[dict[str, Any]]:
     prefetch: dict[str, Any] = {"patient": by_type["Patient"][0]}
     for key, rtype in (("conditions", "Condition"), ("observations", "Observation")):
         prefetch[key] = {**searchset, "entry": [{"resource": r} for r in by_type.get(rtype, [])]}
-    for key in ("medicationStatements", "medicationRequests", "procedures"):
+    for key in ("medicationStatements", "medicationRequests", "medicationAdministrations", "procedures"):
         prefetch[key] = {**searchset, "entry": []}
     body = {
         "hook": "patient-view",

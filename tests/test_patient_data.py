@@ -56,12 +56,18 @@ def test_full_prefetch_is_used_without_fetching(rsps):
 
 
 def test_missing_keys_are_fetched_with_the_bearer_token(rsps):
-    for key in ("observations", "medicationStatements", "medicationRequests", "procedures"):
+    for key in (
+        "observations",
+        "medicationStatements",
+        "medicationRequests",
+        "medicationAdministrations",
+        "procedures",
+    ):
         serve(rsps, key, CONTEXT)
     data = gather(load_request("partial-prefetch"))
     assert sorted(references(data)) == sorted(full_references())
     assert data.notes == ()
-    assert bearer_headers(rsps) == [f"Bearer {TOKEN}"] * 4
+    assert bearer_headers(rsps) == [f"Bearer {TOKEN}"] * 5  # the optional keys
 
 
 def test_null_and_empty_bundles_mean_no_data_and_are_not_fetched(rsps):
@@ -160,7 +166,13 @@ def test_without_fhir_authorization_fetching_needs_sandbox_mode(rsps):
 def test_a_required_key_that_cannot_be_fetched_is_a_precondition_failure(rsps, status):
     serve(rsps, "patient", CONTEXT)
     serve(rsps, "conditions", CONTEXT, status=status)
-    for key in ("observations", "medicationStatements", "medicationRequests", "procedures"):
+    for key in (
+        "observations",
+        "medicationStatements",
+        "medicationRequests",
+        "medicationAdministrations",
+        "procedures",
+    ):
         serve(rsps, key, CONTEXT)
     expected = f"Conditions could not be read from the FHIR server \\(HTTP {status}"
     with pytest.raises(PreconditionFailed, match=expected):
@@ -201,3 +213,66 @@ def test_more_resources_than_allowed_is_refused():
 )
 def test_prefetch_tokens(template, expanded):
     assert expand_template(template, CONTEXT) == expanded
+
+
+def epic_no_results(severity: str = "warning") -> dict:
+    """Epic's answer to a search with no results (an Epic capture, /work/research/staging-and-fhir.md)."""
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": severity,
+                "code": "processing",
+                "details": {
+                    "coding": [
+                        {
+                            "system": "urn:oid:1.2.840.114350.1.13.0.1.7.2.657369",
+                            "code": "4101",
+                            "display": "Resource request returns no results.",
+                        }
+                    ],
+                    "text": "Resource request returns no results.",
+                },
+            }
+        ],
+    }
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": 0,
+        "entry": [{"fullUrl": "urn:uuid:1", "resource": outcome, "search": {"mode": "outcome"}}],
+    }
+
+
+@pytest.mark.parametrize("severity", ["warning", "information"])
+def test_an_empty_search_as_epic_answers_it_is_no_data_not_a_failure(severity, rsps):
+    document = load_request("full-prefetch")
+    document["prefetch"]["procedures"] = epic_no_results(severity)
+    document["prefetch"]["conditions"] = epic_no_results(severity)  # required, yet empty: no 412
+    data = gather(document)
+    assert (data.notes, data.unavailable, len(rsps.calls)) == ((), frozenset(), 0)
+    assert not any(
+        r["resourceType"] in ("Procedure", "Condition", "OperationOutcome") for r in data.resources
+    )
+
+
+@pytest.mark.parametrize("severity", ["error", "fatal"])
+def test_a_search_with_an_error_outcome_is_fetched_again(severity, rsps):
+    document = load_request("partial-prefetch")  # it names a FHIR server and a token
+    document["prefetch"]["procedures"] = epic_no_results(severity)
+    for key in ("observations", "medicationStatements", "medicationRequests", "medicationAdministrations"):
+        serve(rsps, key, CONTEXT)
+    serve(rsps, "procedures", CONTEXT)
+    data = gather(document)
+    assert data.notes == () and len(rsps.calls) == 5
+    assert "Procedure" in {r["resourceType"] for r in data.resources}
+
+
+def test_a_fetched_search_with_an_error_outcome_is_unavailable_with_a_note(rsps):
+    document = load_request("partial-prefetch")
+    for key in ("observations", "medicationStatements", "medicationRequests", "medicationAdministrations"):
+        serve(rsps, key, CONTEXT)
+    serve(rsps, "procedures", CONTEXT, json=epic_no_results("error"))
+    data = gather(document)
+    assert data.unavailable == frozenset({"Procedure"})
+    assert data.notes == ("Procedures could not be read from the FHIR server (the server reported an error)",)

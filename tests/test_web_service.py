@@ -20,7 +20,13 @@ from cds_service.logs import JsonLineFormatter
 
 SERVICE = "/cds-services/mrcc-trials"
 CONTEXT = load_request("no-prefetch")["context"]
-OPTIONAL_KEYS = ("observations", "medicationStatements", "medicationRequests", "procedures")
+OPTIONAL_KEYS = (
+    "observations",
+    "medicationStatements",
+    "medicationRequests",
+    "medicationAdministrations",
+    "procedures",
+)
 ALL_KEYS = ("patient", "conditions", *OPTIONAL_KEYS)
 ELIGIBILITY = "org.trialmatch.eligibility"
 
@@ -78,7 +84,7 @@ def test_fetched_data_gives_the_same_cards_as_prefetched_data(client, rsps):
     for key in ("patient", *OPTIONAL_KEYS):
         serve(rsps, key, CONTEXT)
     assert without_uuids(cards_of(post(client, load_request("no-prefetch")))) == expected
-    assert bearer_headers(rsps) == [f"Bearer {TOKEN}"] * 7
+    assert bearer_headers(rsps) == [f"Bearer {TOKEN}"] * 8
 
 
 def test_partial_prefetch_fetches_only_the_missing_keys(client, rsps):
@@ -86,7 +92,7 @@ def test_partial_prefetch_fetches_only_the_missing_keys(client, rsps):
     for key in OPTIONAL_KEYS:
         serve(rsps, key, CONTEXT)
     assert without_uuids(cards_of(post(client, load_request("partial-prefetch")))) == expected
-    assert len(rsps.calls) == 4
+    assert len(rsps.calls) == len(OPTIONAL_KEYS)
 
 
 def test_null_prefetch_means_no_data_and_nothing_is_fetched(client, rsps):

@@ -52,6 +52,7 @@ _VERDICT_ORDER = {
     Verdict.NOT_ELIGIBLE: 2,
     Verdict.NOT_RECRUITING: 3,
     Verdict.NOT_CONSIDERED: 4,
+    Verdict.DECEASED: 5,
 }
 
 
@@ -274,6 +275,15 @@ class Engine:
         in_key_order = [results[i] for i in self._key_order]
         in_key_order.sort(key=lambda r: _VERDICT_ORDER[r.verdict])  # stable: the key order stays within
         return tuple(in_key_order)
+
+    def every_trial(self, verdict: Verdict) -> tuple[TrialResult, ...]:
+        """Every trial of the catalog with this verdict and no criterion (by key)."""
+        results = [
+            TrialResult(trial.source.info, verdict, (), None, self.catalog.version)
+            for group in self._groups
+            for trial in group.trials
+        ]
+        return tuple(results[i] for i in self._key_order)
 
     def _carded(self, trial: _Trial, facts: PatientFacts, context: EvaluationContext) -> TrialResult | None:
         """The result of a considered trial when it gets a card, else None (criteria read in file order, up

@@ -7,8 +7,8 @@ from datetime import date
 from typing import Any
 
 from cds_service.facts.conditions import condition_fact, metastasis_evidence, procedure_fact
-from cds_service.facts.medications import medication_fact, therapy_lines
-from cds_service.facts.model import PatientFacts
+from cds_service.facts.medications import exposures, medication_fact, therapy_lines
+from cds_service.facts.model import MedicationFact, PatientFacts
 from cds_service.facts.observations import USABLE_OBSERVATION_STATUSES, ObservationFacts, read_observation
 from cds_service.facts.plan import ReadPlan
 from cds_service.fhir.reader import Candidate, newest_first, read_chart
@@ -37,9 +37,13 @@ def build_facts(
     observations = _observation_facts(chart.of("Observation"), terminology, plan)
     kinds = {name: _newest_first(values) for name, values in observations.kinds.items()}
     staging, statuses = kinds.get("staging", ()), kinds.get("disease_status", ())
-    metastasis = metastasis_evidence(conditions, staging, statuses)
-    uses = [*chart.records("MedicationStatement"), *chart.records("MedicationRequest")]
-    medications = _newest_first(fact for rec in uses if (fact := medication_fact(rec, terminology, today)))
+    metastasis = metastasis_evidence(conditions, staging, statuses, terminology)
+
+    def facts_of(kind: str) -> list[MedicationFact]:
+        return [fact for rec in chart.records(kind) if (fact := medication_fact(rec, terminology, today))]
+
+    doses = exposures(facts_of("MedicationAdministration"), today)
+    medications = _newest_first([*facts_of("MedicationStatement"), *facts_of("MedicationRequest"), *doses])
     first_metastasis = metastasis.first()
     return PatientFacts(
         today=today,

@@ -6,7 +6,7 @@ current); provisional, differential and unconfirmed ones are not confirmed. Only
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from cds_service.facts.model import (
     ConditionFact,
@@ -15,6 +15,7 @@ from cds_service.facts.model import (
     ProcedureFact,
     StagingFact,
 )
+from cds_service.facts.observations import STAGING_M1
 from cds_service.fhir.records import ConditionRecord, ProcedureRecord
 from cds_service.terminology import ICD10CM, Terminology
 
@@ -38,6 +39,7 @@ def condition_fact(rec: ConditionRecord, terminology: Terminology) -> ConditionF
         confirmed=rec.verification_status not in UNCONFIRMED_VERIFICATION,
         histology=rec.histology,
         body_sites=rec.body_sites,
+        stage=rec.stage,
     )
 
 
@@ -63,15 +65,26 @@ def is_malignancy_code(system: str, code: str) -> bool:
 
 
 def metastasis_evidence(
-    conditions: Iterable[ConditionFact],
+    conditions: Sequence[ConditionFact],
     staging: Iterable[StagingFact],
     statuses: Iterable[DiseaseStatusFact],
+    terminology: Terminology,
 ) -> MetastasisEvidence:
-    """What documents distant metastasis, from facts already ordered newest first."""
+    """What documents distant metastasis, from facts already ordered newest first: metastatic-disease
+    conditions, an M1 category (an Observation, or a confirmed condition's stage summary, never a stage group
+    alone: kidney stage IV includes T4 any N M0), a "metastatic" disease status."""
     sites = [c for c in conditions if METASTATIC_DISEASE in c.valuesets]
+    m1 = terminology.valuesets.get(STAGING_M1)
+    staged = [
+        StagingFact(True, code, c.onset, c.ref, c.display or "the cancer")
+        for c in conditions
+        if c.confirmed and m1 is not None
+        for code in sorted(c.stage)[:1]
+        if m1.contains(code)
+    ]
     return MetastasisEvidence(
         conditions=tuple(c for c in sites if c.confirmed),
         unconfirmed=tuple(c for c in sites if not c.confirmed),
-        staging=tuple(s for s in staging if s.metastatic),
+        staging=tuple([*(s for s in staging if s.metastatic), *staged]),
         statuses=tuple(d for d in statuses if d.status == "metastatic"),
     )

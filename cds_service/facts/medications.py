@@ -1,19 +1,28 @@
 """Medication statements, requests and administrations -> facts, and lines of systemic anticancer therapy.
 
 Cancelled, entered-in-error, not-taken and draft medications do not count, nor a proposal or a plan (counting
-it would invent an exposure or a line), nor one stopped before it started.
+it would invent an exposure or a line), nor one stopped before it started. Of administrations (infusions, as
+an infusion centre records immunotherapy) only completed and in-progress ones count; the doses of one drug
+given at most INFUSION_GAP_DAYS apart are one continuous exposure, dated by its first and last dose, and still
+going when its last dose is that recent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import date
 
 from cds_service.facts.model import MedicationFact, TherapyLine
 from cds_service.fhir.records import MedicationUseRecord
 from cds_service.terminology import INGREDIENT, Terminology
 
+# The resource types medications are read from (absence proves nothing when one could not be read).
+MEDICATION_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
 IGNORED_MEDICATION_STATUSES = frozenset({"entered-in-error", "cancelled", "not-taken", "draft"})
+GIVEN_ADMINISTRATION_STATUSES = frozenset({"completed", "in-progress"})
+# Immunotherapy and other infusions are given every 2 to 6 weeks: doses this close are one exposure.
+INFUSION_GAP_DAYS = 42
 IGNORED_REQUEST_INTENTS = frozenset({"proposal", "plan"})
 ACTIVE_MEDICATION_STATUSES = frozenset({"active", "on-hold", "intended"})
 SYSTEMIC_ANTICANCER = "systemic-anticancer"
@@ -23,6 +32,9 @@ METASTATIC_LINE_MARGIN_DAYS = 30
 
 
 def medication_fact(rec: MedicationUseRecord, terminology: Terminology, today: date) -> MedicationFact | None:
+    """A statement or request as a fact; an administration as the fact of one dose (see `exposures`)."""
+    if rec.kind == "MedicationAdministration" and rec.status not in GIVEN_ADMINISTRATION_STATUSES:
+        return None
     if rec.status in IGNORED_MEDICATION_STATUSES or rec.intent in IGNORED_REQUEST_INTENTS:
         return None
     if rec.status == "stopped" and rec.start is None:  # stopped before it started
@@ -38,6 +50,37 @@ def medication_fact(rec: MedicationUseRecord, terminology: Terminology, today: d
         end=rec.end,
         active=rec.status in ACTIVE_MEDICATION_STATUSES and (rec.end is None or rec.end >= today),
     )
+
+
+def exposures(doses: Iterable[MedicationFact], today: date) -> list[MedicationFact]:
+    """The administrations of each drug (same ingredients) as exposures: doses at most INFUSION_GAP_DAYS apart
+    are one exposure from its first to its last dose, going on when its last dose is that recent; it cites its
+    first and last dose. Undated doses cannot be placed and are left out."""
+    by_drug: dict[frozenset[str], list[MedicationFact]] = {}
+    for dose in sorted((d for d in doses if d.start), key=lambda d: (d.start, d.ref)):
+        by_drug.setdefault(dose.ingredients or frozenset({dose.ref}), []).append(dose)
+    found: list[MedicationFact] = []
+    for given in by_drug.values():
+        runs: list[list[MedicationFact]] = []
+        for dose in given:
+            if runs and (dose.start - runs[-1][-1].start).days <= INFUSION_GAP_DAYS:  # type: ignore[operator]
+                runs[-1].append(dose)
+            else:
+                runs.append([dose])
+        for run in runs:
+            first, last = run[0], run[-1]
+            ended = last.end or last.start
+            going_on = ended is not None and 0 <= (today - ended).days <= INFUSION_GAP_DAYS
+            found.append(
+                replace(
+                    last,
+                    start=first.start,
+                    end=ended,
+                    active=going_on,
+                    refs=tuple(dict.fromkeys((first.ref, last.ref))),
+                )
+            )
+    return found
 
 
 def therapy_lines(
@@ -84,7 +127,7 @@ def therapy_lines(
                 start=start,
                 end=end,
                 ongoing=ongoing,
-                refs=tuple(m.ref for m in group),
+                refs=tuple(dict.fromkeys(ref for m in group for ref in m.refs)),
                 metastatic_setting=metastatic,
             )
         )

@@ -29,6 +29,7 @@ class ConditionFact:
     confirmed: bool  # verificationStatus confirmed or absent; provisional/differential/unconfirmed: False
     histology: frozenset[Code] = frozenset()  # mCODE histology-morphology-behavior extension
     body_sites: frozenset[Code] = frozenset()
+    stage: frozenset[Code] = frozenset()  # codes of its stages' summaries
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,14 @@ class BloodPressureFact:
 
 @dataclass(frozen=True)
 class StagingFact:
-    """A TNM distant-metastasis (M) category observation: `metastatic` True for M1*, False for M0."""
+    """A TNM distant-metastasis (M) category: `metastatic` True for M1*, False for M0. From an Observation, or
+    from the stage summary of a Condition (`ref` the Condition; `date` its onset)."""
 
     metastatic: bool
     code: Code
     date: date | None
     ref: str
+    condition: str | None = None  # the display of the Condition whose stage says it (None: an Observation)
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,8 @@ class PregnancyTestFact:
 
 @dataclass(frozen=True)
 class MedicationFact:
-    """A MedicationStatement or MedicationRequest, after product -> ingredient mapping."""
+    """A medication statement or request, or an exposure built from administrations (facts.medications),
+    after product -> ingredient mapping."""
 
     ref: str
     ingredients: frozenset[str]  # ingredient ids from mappings/medications.yaml
@@ -113,6 +117,11 @@ class MedicationFact:
     start: date | None
     end: date | None
     active: bool  # status active / on-hold / intended (not completed or stopped)
+    refs: tuple[str, ...] = ()  # what it cites: its own reference; an exposure, its first and last dose
+
+    def __post_init__(self) -> None:
+        if not self.refs:
+            object.__setattr__(self, "refs", (self.ref,))
 
 
 @dataclass(frozen=True)

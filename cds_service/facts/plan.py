@@ -16,8 +16,8 @@ from types import MappingProxyType
 from typing import Any
 
 from cds_service.facts.conditions import METASTATIC_DISEASE, is_malignancy_code
-from cds_service.facts.medications import SYSTEMIC_ANTICANCER
-from cds_service.facts.observations import KINDS, KINDS_BY_FIELD, LAB_ELEMENTS, Kind
+from cds_service.facts.medications import MEDICATION_TYPES, SYSTEMIC_ANTICANCER
+from cds_service.facts.observations import KINDS, KINDS_BY_FIELD, LAB_ELEMENTS, STAGING_M1, Kind
 from cds_service.fhir import records
 from cds_service.fhir.plan import Readable, Selection
 from cds_service.fhir.records import with_extensions
@@ -68,7 +68,9 @@ ALWAYS = needs("patient_ref", "birth_date", "sex", "deceased")
 # Fields built from other fields, and what they read themselves.
 DEPENDS_ON: Mapping[str, Needs] = {
     "therapy_lines": needs("medications", "metastasis", valuesets=[SYSTEMIC_ANTICANCER]),
-    "metastasis": needs("conditions", "staging", "disease_status", valuesets=[METASTATIC_DISEASE]),
+    "metastasis": needs(
+        "conditions", "staging", "disease_status", valuesets=[METASTATIC_DISEASE, STAGING_M1]
+    ),
     "labs": needs("unconverted_labs"),
 }
 # The resource types each field is read from.
@@ -76,7 +78,7 @@ SOURCES: Mapping[str, frozenset[str]] = {
     **{name: frozenset({"Patient"}) for name in ("patient_ref", "birth_date", "sex", "deceased")},
     "conditions": frozenset({"Condition"}),
     "procedures": frozenset({"Procedure"}),
-    "medications": frozenset({"MedicationStatement", "MedicationRequest", "Medication"}),
+    "medications": frozenset({*MEDICATION_TYPES, "Medication"}),
     **{name: frozenset({"Observation"}) for name in ("labs", "unconverted_labs", *KINDS_BY_FIELD)},
 }
 

@@ -33,7 +33,7 @@ _CONVERTERS: Mapping[str, Callable[[Mapping[str, Any], str], Any]] = {
     "Observation": records.observation,
     "Procedure": records.procedure,
 }
-MEDICATION_USES = frozenset({"MedicationStatement", "MedicationRequest"})
+MEDICATION_USES = frozenset({"MedicationStatement", "MedicationRequest", "MedicationAdministration"})
 
 
 class Candidate:

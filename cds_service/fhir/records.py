@@ -78,6 +78,7 @@ ELEMENTS: Mapping[str, tuple[str, ...]] = {
         "verificationStatus",
         "recordedDate",
         "bodySite",
+        "stage",
         *_choice("onset", "DateTime", "Age", "Period", "Range", "String"),
     ),
     "Observation": OBSERVATION_VALUE,  # plus what its codes need: ReadPlan.observation_elements
@@ -97,6 +98,13 @@ ELEMENTS: Mapping[str, tuple[str, ...]] = {
         "dosageInstruction",
         "authoredOn",
         *_MEDICATION,
+    ),
+    "MedicationAdministration": (
+        *_SUBJECT,
+        "status",
+        "contained",
+        *_MEDICATION,
+        *_choice("effective", "DateTime", "Period"),
     ),
     "Medication": ("resourceType", "id", "code", "ingredient"),
     "Procedure": (
@@ -143,6 +151,7 @@ class ConditionRecord:
     recorded: date | None
     histology: frozenset[Code]
     body_sites: frozenset[Code]
+    stage: frozenset[Code] = frozenset()  # the codes of its stages' summaries (a stage group, or a TNM M)
 
 
 @dataclass(frozen=True)
@@ -164,10 +173,11 @@ class ObservationRecord:
 
 @dataclass(frozen=True)
 class MedicationUseRecord:
-    """A MedicationStatement or MedicationRequest, its medication resolved (inline, contained or bundled)."""
+    """A MedicationStatement, MedicationRequest or MedicationAdministration, its medication resolved (inline,
+    contained or bundled); an administration's start and end are those of the dose."""
 
     ref: str
-    kind: str  # "MedicationStatement" | "MedicationRequest"
+    kind: str  # "MedicationStatement" | "MedicationRequest" | "MedicationAdministration"
     status: str | None
     medication: Concept  # codes of the medication code and of its ingredients; text of the code
     start: date | None
@@ -227,6 +237,9 @@ def condition(res: Mapping[str, Any], ref: str) -> ConditionRecord:
         recorded=day(res.get("recordedDate")),
         histology=histology,
         body_sites=all_codes(res.get("bodySite")),
+        stage=frozenset(
+            code for stage in _list(res.get("stage")) for code in concept(stage.get("summary")).codes
+        ),
     )
 
 
@@ -288,9 +301,13 @@ def _dosage_bounds(dosages: Any) -> tuple[date | None, date | None]:
 def medication_use(
     res: Mapping[str, Any], ref: str, bundled: Mapping[str, Mapping[str, Any]]
 ) -> MedicationUseRecord:
-    """A MedicationStatement or MedicationRequest; `bundled`: valid Medications by reference and fullUrl."""
+    """A medication statement, request or administration (`bundled`: valid Medications by reference, URL)."""
     kind = res["resourceType"]
-    if kind == "MedicationStatement":
+    if kind == "MedicationAdministration":  # one dose, given on a day (or over a period)
+        start = first_day(res, ("effectiveDateTime", "effectivePeriod"))
+        end = period_end(res.get("effectivePeriod")) or start
+        bound_start, bound_end = None, None
+    elif kind == "MedicationStatement":
         start = first_day(res, ("effectiveDateTime", "effectivePeriod"))
         end = period_end(res.get("effectivePeriod"))
         bound_start, bound_end = _dosage_bounds(res.get("dosage"))

@@ -22,6 +22,7 @@ from typing import Any
 from fhir.resources.R4B.codeableconcept import CodeableConcept
 from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.medication import Medication
+from fhir.resources.R4B.medicationadministration import MedicationAdministration
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.medicationstatement import MedicationStatement
 from fhir.resources.R4B.observation import Observation, ObservationReferenceRange
@@ -36,6 +37,7 @@ MODELS: Mapping[str, Any] = {
     "Observation": Observation,
     "MedicationStatement": MedicationStatement,
     "MedicationRequest": MedicationRequest,
+    "MedicationAdministration": MedicationAdministration,
     "Medication": Medication,
     "Procedure": Procedure,
 }

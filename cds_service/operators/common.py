@@ -10,6 +10,7 @@ from cds_service.engine.derived import Flag
 from cds_service.engine.registry import LeafResult
 from cds_service.engine.text import clean, on, refs
 from cds_service.facts import ConditionFact, PatientFacts, TherapyLine
+from cds_service.facts.medications import MEDICATION_TYPES
 from cds_service.verdicts import Truth
 
 _Day = date  # `date` is also a field name of the dated facts
@@ -114,7 +115,7 @@ def line_text(line: TherapyLine) -> str:
 
 
 def no_therapy(facts: PatientFacts, reason: str) -> LeafResult:
-    unreadable = unavailable(facts, "MedicationStatement", "MedicationRequest")
+    unreadable = unavailable(facts, *MEDICATION_TYPES)
     return LeafResult(Truth.UNKNOWN, unreadable) if unreadable else LeafResult(Truth.FALSE, reason)
 
 

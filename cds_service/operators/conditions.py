@@ -111,7 +111,8 @@ def metastatic(facts: PatientFacts, params: Mapping[str, Any], context: Evaluati
         if evidence.conditions:
             first = f"{condition_label(evidence.conditions[0], label)}{since(evidence.conditions[0].onset)}"
         elif evidence.staging:
-            first = f"M1{on(evidence.staging[0].date)}"
+            m1 = evidence.staging[0]
+            first = f"M1 in the stage of {clean(m1.condition)}" if m1.condition else f"M1{on(m1.date)}"
         else:
             first = f"disease status: distant metastasis present{on(evidence.statuses[0].date)}"
         return LeafResult(Truth.TRUE, first, evidence.refs)

@@ -14,6 +14,7 @@ from cds_service.engine.derived import current_line, weeks_on_current_regimen
 from cds_service.engine.registry import MIN_MAX, Bounds, EvaluationContext, LeafResult, operator
 from cds_service.engine.text import clean, refs, since
 from cds_service.facts import PatientFacts, needs
+from cds_service.facts.medications import MEDICATION_TYPES
 from cds_service.operators.common import days_before, line_text, no_therapy, refs_of_lines, unavailable
 from cds_service.terminology import INGREDIENT
 from cds_service.verdicts import Truth
@@ -59,7 +60,7 @@ def medication(facts: PatientFacts, params: Mapping[str, Any], context: Evaluati
         return LeafResult(
             Truth.UNKNOWN, f"{shown(undecided[0])}: not known whether taken{window}", refs(undecided)
         )
-    unreadable = unavailable(facts, "MedicationStatement", "MedicationRequest")
+    unreadable = unavailable(facts, *MEDICATION_TYPES)
     if unreadable:
         return LeafResult(Truth.UNKNOWN, unreadable)
     if matches:
@@ -109,7 +110,7 @@ def current_regimen(facts: PatientFacts, params: Mapping[str, Any], context: Eva
         return no_therapy(facts, "no ongoing systemic therapy recorded")
     if line.ingredients in params["one_of"]:
         return LeafResult(Truth.TRUE, line_text(line), line.refs)
-    unreadable = unavailable(facts, "MedicationStatement", "MedicationRequest")
+    unreadable = unavailable(facts, *MEDICATION_TYPES)
     if unreadable:  # a partner drug may be among the unread medications
         return LeafResult(Truth.UNKNOWN, f"{line_text(line)}; {unreadable}", line.refs)
     return LeafResult(Truth.FALSE, line_text(line), line.refs)
@@ -132,7 +133,7 @@ def therapy_lines(facts: PatientFacts, params: Mapping[str, Any], context: Evalu
     """Count lines; a line whose setting is unknown (no metastasis date) may or may not count, and with
     medications that could not be read any higher count is possible."""
     lines = facts.therapy_lines
-    unreadable = unavailable(facts, "MedicationStatement", "MedicationRequest")
+    unreadable = unavailable(facts, *MEDICATION_TYPES)
     metastatic_only = params.get("metastatic_only", True)
     counted = [line for line in lines if line.metastatic_setting or not metastatic_only]
     uncertain = [line for line in lines if line.metastatic_setting is None and metastatic_only]
