@@ -4,9 +4,9 @@ A share of the patients (`mrcc_share`) are gallery-like mRCC charts: the charts 
 cloned with new resource ids (references rewritten) and every date shifted 0 to `max_shift` days into the
 past, so that some measurements leave their recency windows. The others are noise: patients of a general
 population (hypertension, diabetes, other cancers, a localised kidney cancer now and then) with visits,
-labs, vitals, encounters, immunizations, medications and procedures; some name their patient by an
-absolute or a `urn:uuid:` reference, as exports do. Every other clone, and some noise patients, name their
-drugs through Medication resources that patients share (formulary items, written once).
+labs, vitals, encounters, immunizations, medications (prescribed and given) and procedures; some name their
+patient by an absolute or a `urn:uuid:` reference, as exports do. Every other clone, and some noise
+patients, name their drugs through Medication resources that patients share (formulary items, written once).
 
 Each resource type goes to its own NDJSON files (`Observation.1.ndjson`, ... each of `per_file` lines), its
 lines shuffled across patients, with a `manifest.json` as `$export` returns it. Deterministic for a seed;
@@ -225,6 +225,18 @@ def noise_chart(number: int, rng: random.Random) -> list[Resource]:
                 **medication,
                 "subject": subject,
                 "authoredOn": (TODAY - timedelta(days=rng.randrange(10, 400))).isoformat(),
+            }
+        )
+    if rng.random() < 0.2:  # a dose given in clinic
+        code, name = rng.choice(DRUGS)
+        chart.append(
+            {
+                "resourceType": "MedicationAdministration",
+                "id": f"{pid}-dose",
+                "status": "completed",
+                "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": code}], "text": name},
+                "subject": subject,
+                "effectiveDateTime": (TODAY - timedelta(days=rng.randrange(1, 400))).isoformat(),
             }
         )
     if rng.random() < 0.3:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import date
@@ -45,12 +46,16 @@ def charts(n: int, **options: Any) -> list[list[dict[str, Any]]]:
     return list(population(n, **options))
 
 
-def hook_rows(client: FlaskClient, resources: Sequence[dict[str, Any]], **omit: bool) -> list[Row]:
-    """The worklist rows of the cards patient-view gives for these resources; `omit` prefetch keys by name."""
+def hook_rows(
+    client: FlaskClient, resources: Sequence[dict[str, Any]], missing: Iterable[str] = ()
+) -> list[Row]:
+    """The worklist rows of the cards patient-view gives for these resources, the prefetch keys of the types
+    `missing` (those an export lacks) left out: the service cannot read them either (no fhirServer)."""
     services = json.loads(client.get("/cds-services").data)["services"]
     (service,) = [s for s in services if s["id"] == SERVICE]
     request = hook_request_for("patient-view", service["prefetch"], list(resources), str(uuid.uuid4()))
-    prefetch = {k: v for k, v in request.prefetch.items() if not omit.get(k)}
+    types = {key: re.split(r"[/?]", template, maxsplit=1)[0] for key, template in service["prefetch"].items()}
+    prefetch = {k: v for k, v in request.prefetch.items() if types[k] not in set(missing)}
     body = {"hook": request.hook, "hookInstance": request.hook_instance, "context": request.context}
     response = client.post(f"/cds-services/{SERVICE}", json={**body, "prefetch": prefetch})
     assert response.status_code == 200, response.data

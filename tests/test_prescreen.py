@@ -23,6 +23,9 @@ from tests.prescreen_support import TODAY, by_patient, charts, hook_rows, run, w
 # examples/bulk, as the README says to write it: python -m bench.population --patients 32 --seed 16 ...
 EXAMPLE = {"n": 32, "seed": 16, "mrcc_share": 0.6, "per_file": 500}
 GALLERY = {"n": 17, "mrcc_share": 1.0, "max_shift": 0}  # every gallery chart once, dates as they are
+GALLERY_LACKS = [
+    "MedicationAdministration"
+]  # no gallery chart has one: the gallery's export has no such file
 POPULATION = {"n": 60, "seed": 3}
 
 
@@ -51,8 +54,9 @@ def test_every_gallery_patient_gets_the_hooks_trials_and_verdicts(
 ) -> None:
     summary = run(gallery_export, tmp_path)
 
-    expected = [row for chart in charts(**GALLERY) for row in hook_rows(client, chart)]
+    expected = [row for chart in charts(**GALLERY) for row in hook_rows(client, chart, GALLERY_LACKS)]
     assert sorted(worklist(tmp_path)) == sorted(expected)
+    assert summary["resource_types"]["unavailable"] == GALLERY_LACKS
     assert {row[2] for row in expected} == {"likely-eligible", "possibly-eligible"}
     assert summary["patients"] == {
         "screened": 17,
@@ -125,10 +129,11 @@ def test_a_missing_resource_type_is_unavailable_never_absent(
 
     summary = run(damaged, tmp_path)
 
-    expected = [row for chart in charts(**GALLERY) for row in hook_rows(client, chart, procedures=True)]
+    lacks = [*GALLERY_LACKS, "Procedure"]
+    expected = [row for chart in charts(**GALLERY) for row in hook_rows(client, chart, lacks)]
     assert sorted(worklist(tmp_path)) == sorted(expected)
-    assert summary["resource_types"]["unavailable"] == ["Procedure"]
-    complete = [row for chart in charts(**GALLERY) for row in hook_rows(client, chart)]
+    assert summary["resource_types"]["unavailable"] == lacks
+    complete = [row for chart in charts(**GALLERY) for row in hook_rows(client, chart, GALLERY_LACKS)]
     assert set(expected) != set(complete)  # procedures decide some criteria: without them, they are to check
 
 
