@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	$(BIN)/python -m pip install --quiet -e ".[test,bench,spark]"
 	touch $(STAMP)
 
 # Sandbox mode unless CDS_SANDBOX is set; CDS_HOST, CDS_PORT and every other CDS_* variable pass through.
@@ -22,6 +22,7 @@ run: $(STAMP)
 test: $(STAMP)
 	bash tests/browser/ensure-chromium.sh
 	bash tests/pg/ensure-postgresql.sh
+	bash tests/spark/ensure-java.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -49,6 +49,7 @@ MIN_THROUGHPUT_SHARE_OF_BASELINE = 0.20
 MAX_P50_RATIO_LARGE_CATALOG = 3.0
 MAX_WORKER_RSS_MB = 200.0
 TARGET_SIZES = (240, 1000)
+POPULATION_HEADING = "## Population pre-screening"
 
 
 class BenchError(RuntimeError):
@@ -732,26 +733,59 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--config", type=Path, default=REPO_ROOT / "gunicorn.conf.py", help="gunicorn config of every server"
     )
     parser.add_argument("--out", type=Path, default=RESULTS_PATH, help="Markdown report to write")
+    parser.add_argument(
+        "--part",
+        choices=("all", "hook", "population"),
+        default="all",
+        help="run only the hook or the population pre-screening part (the other part's results are kept)",
+    )
+    parser.add_argument(
+        "--population", type=int, default=20_000, help="patients of the larger pre-screening export (N)"
+    )
+    parser.add_argument(
+        "--population-sample", type=int, default=1_000, help="patients posted to patient-view one by one"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: small sizes and catalogs, 1 s runs")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, catalogs)")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.catalogs, args.seconds, args.rounds = [20, 240], [4, 100], 1.0, 1
+        args.population, args.population_sample = 2_000, 200
     return args
 
 
+def _kept(text: str, part: str) -> str:
+    """The hook part or the population part of a results.md written before."""
+    head, marker, tail = text.partition(POPULATION_HEADING)
+    return head if part == "hook" else marker + tail
+
+
 def main(argv: list[str] | None = None) -> int:
+    from bench import prescreen
+
     args = parse_args(argv)
     command = "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv)
     started = time.monotonic()
+    before = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
     try:
-        cells, stats, info = run(args)
-    except (BenchError, OSError) as exc:
+        if args.part == "population":
+            hook_part, targets = _kept(before, "hook"), []
+        else:
+            cells, stats, info = run(args)
+            targets = check_targets(cells, stats, args.catalogs)
+            hook_part = render(cells, stats, targets, info, args, command.strip())
+        if args.part == "hook":
+            population_part = _kept(before, "population")
+        else:
+            args.population_load = os.getloadavg()[0]
+            found, runs, sizes = prescreen.measure(args.population, args.population_sample, args.workers)
+            targets += found
+            population_part = prescreen.section(found, runs, sizes, args)
+    except (BenchError, OSError, RuntimeError) as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
-    targets = check_targets(cells, stats, args.catalogs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(cells, stats, targets, info, args, command.strip()), encoding="utf-8")
+    args.out.write_text(hook_part.rstrip("\n") + "\n\n" + population_part, encoding="utf-8")
     for target in targets:
         print(f"{'met ' if target.met else 'MISS'}  {target.name}: {target.measured} ({target.limit})")
     print(f"wrote {args.out} in {time.monotonic() - started:.0f} s")

@@ -31,6 +31,7 @@ from cds_service.errors import (
     BundleFileError,
     CatalogError,
     ConfigError,
+    ExportError,
     PreconditionFailed,
     RequestError,
     TooManyResources,
@@ -229,6 +230,53 @@ def evaluate(bundle: Path, as_json: bool, today: Any, uuid_seed: int | None, ser
     if output.facts.deceased:
         console.print(Text("The patient is recorded as deceased: no trial is offered.", style="bold"))
     _print_results(console, output.results, data.notes, load_card_texts(settings.cards_dir))
+
+
+# --- prescreen
+
+
+@main.command()
+@click.argument("export_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write worklist.csv, summary.json and report.html into (created if needed).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "spark"]),
+    default="local",
+    show_default=True,
+    help="local: a process per core; spark: a Spark session (pip install 'cds-trials[spark]').",
+)
+@click.option(
+    "--today",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Screen as of this date (else CDS_TODAY, else today).",
+)
+def prescreen(export_dir: Path, out_dir: Path, engine: str, today: Any) -> None:
+    """Screen every patient of a FHIR Bulk Data export for the trials of the catalog.
+
+    EXPORT_DIR holds NDJSON files named after their resource type (Patient.ndjson, Observation.2.ndjson...)
+    and optionally the export's manifest.json. Each patient gets exactly the trials and verdicts that a
+    patient-view call with its resources would give; a resource type missing from the export makes the
+    criteria that need it "to check". Writes OUT_DIR/worklist.csv, summary.json and report.html.
+    """
+    from cds_service.prescreen.job import prescreen as run_prescreen
+    from cds_service.prescreen.outputs import print_summary
+
+    settings = _settings({"today": today.date() if today else None})
+    catalog = _catalog(settings.mappings_dir)
+    console = _console()
+    try:
+        found = run_prescreen(
+            export_dir, out_dir, engine, catalog, settings, settings.current_date(), console
+        )
+    except ExportError as exc:
+        raise click.ClickException(str(exc)) from None
+    print_summary(console, found, out_dir)
 
 
 # --- trials / check-mappings

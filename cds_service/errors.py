@@ -23,6 +23,7 @@ the message says what was wrong, for a human, and never quotes a token or a pati
     │   │   ├── FhirServerNotAllowed  not registered for the calling issuer (403)
     │   │   └── FhirServerNotHttps    plain http outside sandbox mode (400)
     │   ├── BundleFileError           a file given to the command line is not FHIR for one patient
+    │   ├── ExportError               a folder given to `prescreen` is not a readable Bulk Data export
     │   └── CtgovImportError          a registry record that cannot become a draft mapping
     ├── PreconditionFailed            required patient data could be neither prefetched nor fetched (412)
     ├── StorageUnavailable            the database cannot be reached: nothing was stored, retry (503)
@@ -158,6 +159,12 @@ class BundleFileError(InputError):
     """The file cannot be read as FHIR data for one patient."""
 
     code = "bundle-file"
+
+
+class ExportError(InputError):
+    """A FHIR Bulk Data export that cannot be screened: no such folder, no NDJSON, an unreadable manifest."""
+
+    code = "export"
 
 
 class CtgovImportError(InputError):

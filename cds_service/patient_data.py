@@ -112,7 +112,7 @@ def gather_patient_data(request: HookRequest, service: ServiceDefinition, settin
             if result.problem:
                 notes[key] = _fetch_note(_label(templates[key]), result, partial=key in gathered)
         _check_required(service, gathered, {}, notes)
-    resources = tuple(_unique(gathered[key] for key in templates if key in gathered))
+    resources = tuple(unique_resources(gathered[key] for key in templates if key in gathered))
     if len(resources) > settings.max_resources:
         raise TooManyResources(f"the request holds more than {settings.max_resources} FHIR resources")
     unavailable = frozenset(_resource_type(templates[key]) for key in notes)
@@ -153,7 +153,7 @@ def _search_result(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
     return resources, failed
 
 
-def _unique(groups: Iterable[list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+def unique_resources(groups: Iterable[list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
     """Yield each resource once by resourceType/id; resources without id are all kept."""
     seen: set[tuple[str, str]] = set()
     for group in groups:

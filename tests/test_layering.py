@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "trust",
         ),
     ),
+    ("batch", ("prescreen",)),  # population pre-screening: the pipeline as a hook call runs it, for an export
     ("top", ("web", "cli")),
 )
 RANK = {top: rank for rank, (_, tops) in enumerate(LAYERS) for top in tops}
