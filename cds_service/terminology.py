@@ -50,7 +50,8 @@ def normalize_system(system: str | None) -> str:
 
 
 def normalize_code(system: str | None, code: str | None) -> Code | None:
-    """Return a comparable `(system, code)`; ICD-10-CM codes lose their dot and are upper-cased."""
+    """Return a comparable `(system, code)`; ICD-10-CM codes lose their dot and are upper-cased, ICD-10-PCS
+    codes are upper-cased."""
     if code is None:
         return None
     sys_uri = normalize_system(system)
@@ -59,6 +60,8 @@ def normalize_code(system: str | None, code: str | None) -> Code | None:
         return None
     if sys_uri == ICD10CM:
         value = value.replace(".", "").upper()
+    elif sys_uri == ICD10PCS:
+        value = value.upper()
     return (sys_uri, value)
 
 

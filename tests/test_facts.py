@@ -283,6 +283,10 @@ def test_blood_pressure_panel_and_standalone_readings():
         ("19080-1", {"valueQuantity": quantity(1200, "m[IU]/mL")}, True),
         ("19080-1", {"valueQuantity": quantity(2, "[IU]/L")}, False),
         ("19080-1", {"valueQuantity": quantity(12, "m[IU]/mL")}, None),
+        ("21198-7", {"valueQuantity": quantity(850, "m[IU]/mL")}, True),  # beta hCG: an hcg analyte code
+        ("2118-8", {"valueCodeableConcept": concept(SNOMED_URI, "10828004")}, True),  # serum, qualitative
+        ("80385-8", {"valueCodeableConcept": concept(LOINC_URI, "LA6577-6")}, False),
+        ("2107-1", {"valueQuantity": quantity(1200, "m[IU]/mL")}, None),  # urine [Moles/volume]: not read
         ("2106-3", {"valueString": "see note"}, None),
     ],
 )

@@ -10,7 +10,16 @@ from hypothesis import strategies as st
 
 from cds_service.catalog import load_terminology
 from cds_service.config import DEFAULT_MAPPINGS_DIR
-from cds_service.terminology import ICD10CM, RXNORM, SNOMED, Code, Terminology, ValueSet
+from cds_service.terminology import (
+    ICD10CM,
+    ICD10PCS,
+    RXNORM,
+    SNOMED,
+    Code,
+    Terminology,
+    ValueSet,
+    normalize_code,
+)
 
 
 @cache
@@ -79,3 +88,11 @@ def test_ingredients_named_in_a_text_are_every_ingredient_with_a_name_in_it(nois
         i.id for i in terminology.ingredients.values() if any(n in text.lower() for n in i.names)
     )
     assert terminology.ingredients_for([], text) == expected
+
+
+def test_an_icd10_pcs_code_sent_in_lower_case_is_the_same_code() -> None:
+    terminology = catalog_terminology()
+    (upper,) = sorted(c for s, c in terminology.valuesets["nephrectomy"].codes if s == ICD10PCS)[:1]
+    lower = normalize_code("urn:oid:2.16.840.1.113883.6.4", upper.lower())
+    assert lower == (ICD10PCS, upper)
+    assert "nephrectomy" in terminology.memberships([lower])

@@ -142,6 +142,15 @@ def test_value_with_a_comparator_is_kept_as_a_bound_converted_like_a_value():
     assert (bound.comparator, bound.value, bound.as_sent) == ("<", pytest.approx(5 * 0.058466), "<5 umol/L")
 
 
+def test_an_inr_sent_without_a_unit_is_read_and_a_creatinine_is_not():
+    inr = {"value": 1.1}
+    facts = facts_of([observation("o1", "6301-6", valueQuantity=inr)], TERMINOLOGY, TODAY)
+    assert facts.labs["inr"][0].value == 1.1
+    creatinine = facts_of([observation("o2", "2160-0", valueQuantity={"value": 1.1})], TERMINOLOGY, TODAY)
+    assert "creatinine" not in creatinine.labs
+    assert creatinine.unconverted_labs["creatinine"][0].ref == "Observation/o2"
+
+
 def test_reference_range_is_converted_too():
     res = lab("o1", "14682-9", 97, "umol/L")
     res["referenceRange"] = [{"low": quantity(53, "umol/L"), "high": quantity(106.1, "umol/L")}]

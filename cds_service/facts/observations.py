@@ -11,7 +11,7 @@ results, and a missing value only makes a criterion unknown.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cds_service.facts.model import (
@@ -41,8 +41,13 @@ M_CATEGORY_CODES = frozenset(
     {(LOINC, "21907-1"), (LOINC, "21901-4"), (LOINC, "21913-9")}
     | {(SNOMED, "277208005"), (SNOMED, "399387003"), (SNOMED, "371497001")}
 )
-PREGNANCY_QUALITATIVE_CODES = frozenset({(LOINC, "2106-3"), (LOINC, "2112-1")})
-PREGNANCY_QUANTITATIVE_CODES = frozenset({(LOINC, "2107-1"), (LOINC, "19080-1")})
+# Qualitative pregnancy tests, [Presence] in urine or serum/plasma: VSAC Pregnancy Test
+# 2.16.840.1.113883.3.464.1003.111.12.1011 (2106-3 and 2112-1 as in shared/reference/codes.md; 2118-8, 2110-5,
+# 80384-1 and 80385-8 from its 2026 and 2022 expansions). The quantitative tests are the codes of the
+# catalog's "hcg" analyte (mappings/analytes.yaml), added by the read plan.
+PREGNANCY_QUALITATIVE_CODES = frozenset(
+    (LOINC, code) for code in ("2106-3", "2112-1", "2118-8", "2110-5", "80384-1", "80385-8")
+)
 
 # Quantitative hCG (analyte "hcg", mIU/mL): above 25 is read as a positive pregnancy test (the usual
 # qualitative test threshold), below 5 as negative; 5-25 is equivocal and gives no fact.
@@ -71,12 +76,16 @@ ECOG_VALUES = tuple(range(6))
 KARNOFSKY_VALUES = tuple(range(0, 101, 10))
 
 
+# A quantity sent without a unit is read in the unit 1, which only a pure number (INR) lists.
+UNITLESS = ("1",)
+
+
 def _convert(analyte: Analyte, amount: Amount | None, *, bound_too: bool = False) -> float | None:
     """Convert an amount to the analyte's unit; None for a unit we do not know, and for a bound (`<0.5`)
     unless `bound_too` (the factor is positive: a bound stays a bound of the same side)."""
     if amount is None or (amount.comparator and not bound_too):
         return None
-    for unit in amount.units:
+    for unit in amount.units or UNITLESS:
         value = analyte.to_canonical(amount.value, unit)
         if value is not None:
             return value
@@ -235,8 +244,9 @@ def _test_result(rec: ObservationRecord, terminology: Terminology) -> bool | Non
 def _pregnancy_test(rec: ObservationRecord, terminology: Terminology) -> PregnancyTestFact | None:
     positive = _test_result(rec, terminology)
     hcg = terminology.analytes.get(HCG_ANALYTE)
-    if positive is None and rec.code.codes & PREGNANCY_QUANTITATIVE_CODES and hcg is not None:
-        level = _convert(hcg, rec.quantity)
+    quantitative = hcg is not None and any(s == LOINC and c in hcg.loinc for s, c in rec.code.codes)
+    if positive is None and quantitative:
+        level = _convert(hcg, rec.quantity)  # type: ignore[arg-type]
         if level is not None and level > HCG_POSITIVE_ABOVE:
             positive = True
         elif level is not None and level < HCG_NEGATIVE_BELOW:
@@ -263,6 +273,16 @@ class Kind:
     valuesets: frozenset[str] = frozenset()  # read by name
     # A repeated measurement of each distinct what (from the raw JSON), e.g. each lesion of a tumour size.
     per: Callable[[Mapping[str, Any]], Hashable] | None = None
+    analyte: str | None = (
+        None  # also read under the LOINC codes of this catalog analyte (`with_analyte_codes`)
+    )
+
+    def with_analyte_codes(self, terminology: Terminology) -> Kind:
+        """This kind with the codes of its analyte in this catalog (itself when it names none)."""
+        analyte = terminology.analytes.get(self.analyte) if self.analyte else None
+        if analyte is None:
+            return self
+        return replace(self, codes=self.codes | {(LOINC, code) for code in analyte.loinc})
 
 
 KINDS: tuple[Kind, ...] = (
@@ -306,11 +326,12 @@ KINDS: tuple[Kind, ...] = (
     ),
     Kind(
         "pregnancy_tests",
-        PREGNANCY_QUALITATIVE_CODES | PREGNANCY_QUANTITATIVE_CODES,
+        PREGNANCY_QUALITATIVE_CODES,
         _pregnancy_test,
         frozenset({"interpretation"}),
         repeated=True,
         valuesets=frozenset({RESULT_POSITIVE, RESULT_NEGATIVE}),
+        analyte=HCG_ANALYTE,
     ),
 )
 KINDS_BY_FIELD: Mapping[str, Kind] = {kind.field: kind for kind in KINDS}

@@ -120,7 +120,7 @@ def read_plan(wanted: Needs, terminology: Terminology) -> ReadPlan:
     unknown = full.fields - SOURCES.keys() - DEPENDS_ON.keys()
     if unknown:
         raise ValueError(f"no PatientFacts field {sorted(unknown)}")
-    kinds = tuple(kind for kind in KINDS if kind.field in full.fields)
+    kinds = tuple(kind.with_analyte_codes(terminology) for kind in KINDS if kind.field in full.fields)
     slots: dict[Code, list[str]] = {}
     elements: dict[Code, set[str]] = {}
     for analyte_id in sorted(full.analytes):
