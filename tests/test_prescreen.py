@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from flask.testing import FlaskClient
 
@@ -22,10 +23,9 @@ from tests.prescreen_support import TODAY, by_patient, charts, hook_rows, run, w
 
 # examples/bulk, as the README says to write it: python -m bench.population --patients 32 --seed 16 ...
 EXAMPLE = {"n": 32, "seed": 16, "mrcc_share": 0.6, "per_file": 500}
-GALLERY = {"n": 17, "mrcc_share": 1.0, "max_shift": 0}  # every gallery chart once, dates as they are
-GALLERY_LACKS = [
-    "MedicationAdministration"
-]  # no gallery chart has one: the gallery's export has no such file
+GALLERY_CHARTS = len(yaml.safe_load((DEFAULT_EXAMPLES_DIR / "patients" / "manifest.yaml").read_text("utf-8")))
+GALLERY = {"n": GALLERY_CHARTS, "mrcc_share": 1.0, "max_shift": 0}  # each gallery chart once, as dated
+GALLERY_LACKS: list[str] = []  # the gallery's export has a file of every type the rules read
 POPULATION = {"n": 60, "seed": 3}
 
 
@@ -59,7 +59,7 @@ def test_every_gallery_patient_gets_the_hooks_trials_and_verdicts(
     assert summary["resource_types"]["unavailable"] == GALLERY_LACKS
     assert {row[2] for row in expected} == {"likely-eligible", "possibly-eligible"}
     assert summary["patients"] == {
-        "screened": 17,
+        "screened": GALLERY_CHARTS,
         "with_a_card": len(by_patient(expected)),
         "failed": 0,
         "without_patient_resource": 0,
@@ -159,7 +159,7 @@ def test_a_failing_patient_is_reported_and_the_others_are_screened(
             "error": f"RuntimeError in test_prescreen.py:{_line_of('raise RuntimeError')} (evaluate)",
         }
     ]
-    assert summary["patients"]["screened"] == 17 and summary["patients"]["failed"] == 1
+    assert summary["patients"]["screened"] == GALLERY_CHARTS and summary["patients"]["failed"] == 1
     assert worklist(tmp_path / "out") == [row for row in clean if row[0] != victim]
 
 
@@ -178,7 +178,7 @@ def test_resources_of_a_patient_the_export_lacks_are_not_screened(
 
     summary = run(damaged, tmp_path)
 
-    assert summary["patients"]["screened"] == 16
+    assert summary["patients"]["screened"] == GALLERY_CHARTS - 1
     assert summary["patients"]["without_patient_resource"] == 1
     assert dropped not in {row[0] for row in worklist(tmp_path)}
 

@@ -164,8 +164,7 @@ def weeks_on_current_regimen(facts: PatientFacts) -> Derived | None:
     line = current_line(facts)
     if line is None:
         return None
-    weeks = (facts.today - line.start).days / 7
-    ingredients = " + ".join(sorted(line.ingredients))
-    return Derived(
-        weeks, "weeks", line.refs, f"{ingredients} since {line.start} ({weeks:.1f} weeks)", line.start
-    )
+    days = (facts.today - line.start).days
+    weeks = days / 7
+    shown = f"{days // 7} weeks" + (f" {days % 7} days" if days % 7 else "")
+    return Derived(weeks, "weeks", line.refs, f"current line for {shown}", line.start)
