@@ -559,6 +559,7 @@ def test_feedback_unquiet_without_a_trial_lifts_every_trial_of_the_patient(
     storage.record_audit(
         hook_instance="h",
         service_id="mrcc-trials",
+        hook="patient-view",
         patient_id="pt-9",
         cards=cards,
         catalog_version="v",

@@ -85,6 +85,7 @@ def call_service(service_id: str) -> Response:
         state.storage,
         hook_instance=hook_request.hook_instance,
         service_id=service_id,
+        hook=hook_request.hook,
         patient_id=hook_request.patient_id,
         cards=cards,
         catalog_version=state.catalog.version,
