@@ -18,7 +18,14 @@ from typing import Any
 from cds_service.cards import CardBuilder, CardContext
 from cds_service.catalog import Catalog
 from cds_service.config import Settings
-from cds_service.draft_orders import DraftOrder, OrderImpact, responsible, with_orders
+from cds_service.draft_orders import (
+    DraftOrder,
+    OrderImpact,
+    replaces,
+    responsible,
+    with_orders,
+    without_orders,
+)
 from cds_service.engine.evaluate import Engine, EvaluationPolicy
 from cds_service.facts import PatientFacts, ReadPlan, build_facts
 from cds_service.verdicts import Outcome, TrialResult
@@ -139,17 +146,24 @@ class Matcher:
     ) -> list[OrderWarning]:
         """One warning per trial that gets a card now and would get none with `orders` carried out today.
 
-        Both sides are `evaluate`d with `cards_only` (a trial is left at its first criterion not met); only
-        when a trial is lost are the trials evaluated in full, on the facts with the orders, to tell which
-        of its criteria the orders end.
+        The chart with the orders is `evaluate`d; the chart without them too, on the same facts without
+        what the orders gave (`without_orders`: each resource validated once), unless the chart holds a
+        draft an order replaces. Both sides with `cards_only` (a trial is left at its first criterion not
+        met); only when a trial is lost are the trials evaluated in full, on the facts with the orders, to
+        tell which of its criteria the orders end.
         """
         if not orders:
             return []
-        now = evaluate(self.engine, resources, patient_id, today, unavailable, cards_only=True).results
-        if not now:
-            return []
-        changed = with_orders(resources, orders)
-        after = evaluate(self.engine, changed, patient_id, today, unavailable, cards_only=True)
+        after = evaluate(
+            self.engine, with_orders(resources, orders), patient_id, today, unavailable, cards_only=True
+        )
+        if replaces(resources, orders):
+            now = evaluate(self.engine, resources, patient_id, today, unavailable, cards_only=True).results
+        else:
+            before = without_orders(after.facts, orders)
+            if before is after.facts:  # the orders gave no fact: nothing changes
+                return []
+            now = self.engine.evaluate(before, cards_only=True)
         kept = {result.trial.key for result in after.results}
         lost = [result for result in now if result.trial.key not in kept]
         if not lost:

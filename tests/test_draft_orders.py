@@ -20,8 +20,8 @@ from hook_checks import empty_values
 
 from cds_service.catalog import load_catalog
 from cds_service.config import load_settings
-from cds_service.draft_orders import draft_orders, with_orders
-from cds_service.pipeline import Matcher, OrderWarning
+from cds_service.draft_orders import draft_orders, replaces, with_orders, without_orders
+from cds_service.pipeline import Matcher, OrderWarning, evaluate
 from cds_service.warning_cards import ORDER_IMPACT_EXTENSION
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -160,6 +160,31 @@ def test_a_draft_the_ehr_also_sent_in_the_chart_is_replaced_by_what_it_becomes()
     (draft,) = draft_orders(bundle(in_chart), "pt-1", TODAY)
     other = {"resourceType": "Condition", "id": "c-1"}
     assert with_orders([other, in_chart], [draft]) == [other, *draft.resources]
+    assert replaces([other, in_chart], [draft]) and not replaces([other], [draft])
+
+
+ORDERS = ("nephrectomy-cpt", "nephrectomy-snomed", "cabozantinib", "lenvatinib", "axitinib-refill", "cbc")
+CHARTS = (
+    "fit-namecar",
+    "fit-ablation-small-primary",
+    "fit-sbrt",
+    "fit-ablation-large-primary",
+    "excluded-dialysis",
+)
+
+
+@pytest.mark.parametrize("slug", CHARTS)
+def test_the_facts_without_the_orders_are_those_of_the_chart_alone(slug: str) -> None:
+    """`without_orders` takes the orders' facts out of the facts of the chart with them (so the chart is
+    validated once): it must give exactly what `build_facts` gives for the chart alone, lines of therapy
+    included."""
+    patient_id, resources = chart(slug)
+    engine = matcher().engine
+    alone = evaluate(engine, resources, patient_id, TODAY).facts
+    for names in [(name,) for name in ORDERS] + [ORDERS]:
+        orders = draft_orders(bundle(*(order(name) for name in names)), patient_id, TODAY)
+        with_them = evaluate(engine, with_orders(resources, orders), patient_id, TODAY).facts
+        assert without_orders(with_them, orders) == alone, names
 
 
 # --- what the orders would take away, for each seed trial
@@ -207,6 +232,15 @@ def test_a_third_line_ends_the_oligoprogression_trial() -> None:
 )
 def test_an_order_that_ends_no_trial_gets_no_warning(slug: str, draft: str) -> None:
     assert warn(slug, order(draft)) == []
+
+
+def test_a_chart_that_holds_the_draft_itself_gives_the_same_warning() -> None:
+    """Some EHRs return the draft MedicationRequest in the MedicationRequest search too."""
+    patient_id, resources = chart("fit-ablation-small-primary")
+    draft = order("cabozantinib", subject={"reference": f"Patient/{patient_id}"})
+    orders = draft_orders(bundle(draft), patient_id, TODAY)
+    warnings = matcher().warn([*resources, draft], orders, patient_id, TODAY)
+    assert ended(warnings) == {"NCT06903312": ["anti-pd1-regimen", "prior-treatments"]}
 
 
 def test_the_warning_names_only_the_orders_that_end_the_trial() -> None:
