@@ -8,7 +8,8 @@ database (`upgrade`); the tables below are what the statements use, and a test c
 Nothing here stores names, clinical values or tokens: only ids, codes, verdicts and clinicians' feedback.
 
 Durability on SQLite: feedback and seen JWT ids are committed with synchronous=FULL (an acknowledged item
-survives a power loss); the audit row of a hook call with synchronous=NORMAL, the usual WAL trade-off: it
+survives a power loss); the audit row of a hook call (and the order warnings order-select showed) with
+synchronous=NORMAL, the usual WAL trade-off: it
 survives a crash of the process, but the last rows before a power loss or OS crash may roll back (the
 database stays consistent). NORMAL is kept because the audit row is written on every hook call before it is
 answered: FULL adds an fsync of the WAL to each call's time, for rows that only record what was shown. The
@@ -280,7 +281,9 @@ class Storage:
 
     def remember_warnings(self, patient_id: str, day: date, shown: Iterable[tuple[str, str]]) -> None:
         """Remember the order warnings shown to this patient on `day`, each as (NCT id, orders digest); those
-        of earlier days are let go (a warning is not repeated within the same day only)."""
+        of earlier days are let go (a warning is not repeated within the same day only). Written like the
+        audit rows (on SQLite, synchronous=NORMAL): order-select writes them before it answers, and the
+        worst a lost row does is let order-sign show a warning again."""
         rows = [
             {
                 "patient_id": patient_id,
@@ -291,7 +294,7 @@ class Storage:
             }
             for nct_id, digest in shown
         ]
-        with self.engine.begin() as connection:
+        with self._audit_engine.begin() as connection:
             connection.execute(delete(order_warning).where(order_warning.c.day < day))
             if rows:
                 connection.execute(self._insert_warnings, rows)
