@@ -52,6 +52,12 @@ def example(name: str) -> dict[str, Any]:
     return json.loads((REQUESTS / f"{name}.json").read_text(encoding="utf-8"))
 
 
+def gallery_request(hook: str, order: str, slug: str) -> dict[str, Any]:
+    """The order hook request for a gallery patient and a draft order of examples/orders."""
+    entry = next(e for e in gallery.manifest() if gallery.slug_of(e) == slug)
+    return gallery.order_request(hook, order, slug, gallery.load_bundle(entry))
+
+
 def sign_request() -> dict[str, Any]:
     """order-sign of a laparoscopic radical nephrectomy for the NAMECAR candidate."""
     return example("order-sign-nephrectomy-cpt-fit-namecar")
@@ -83,11 +89,9 @@ def test_discovery_lists_both_order_hooks_with_the_patient_view_prefetch(client:
         assert services[hook]["prefetch"] == services["patient-view"]["prefetch"]
 
 
-@pytest.mark.parametrize("name", EXAMPLES)
-def test_the_example_request_is_built_from_the_gallery(name: str) -> None:
-    hook, order, slug = next(e for e in gallery.ORDER_EXAMPLES if f"{e[0]}-{e[1]}-{e[2]}" == name)
-    entry = next(e for e in gallery.manifest() if gallery.slug_of(e) == slug)
-    assert example(name) == gallery.order_request(hook, order, slug, gallery.load_bundle(entry))
+@pytest.mark.parametrize(("hook", "order", "slug"), gallery.ORDER_EXAMPLES)
+def test_the_example_request_is_built_from_the_gallery(hook: str, order: str, slug: str) -> None:
+    assert example(f"{hook}-{order}-{slug}") == gallery_request(hook, order, slug)
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
@@ -120,6 +124,25 @@ def test_the_golden_namecar_warning_names_the_nephrectomy_and_the_criteria_it_en
             },
         ],
     }
+
+
+@pytest.mark.parametrize(
+    ("order", "slug", "warned"),
+    [
+        ("nephrectomy-cpt", "fit-namecar", [NAMECAR]),
+        ("cabozantinib", "fit-ablation-small-primary", ["NCT06903312"]),
+        ("lenvatinib", "fit-sbrt", ["NCT04299646"]),
+        ("cbc", "fit-namecar", []),
+        ("axitinib-refill", "fit-ablation-small-primary", []),  # a drug the patient already takes
+        ("nephrectomy-cpt", "excluded-prior-nephrectomy", []),  # no trial card now
+    ],
+)
+@pytest.mark.parametrize("hook", ["order-select", "order-sign"])
+def test_each_hook_warns_about_each_seed_trial_an_order_would_end(
+    app: Flask, hook: str, order: str, slug: str, warned: list[str]
+) -> None:
+    path = SELECT if hook == "order-select" else SIGN
+    assert warned_trials(post(app, path, gallery_request(hook, order, slug))) == warned
 
 
 # --- no double warning (PDDI-CDS filter-out-repeated-alerts)
