@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.generate import SERVICE_ID, TODAY, count_resources, generate_catalog, hook_request
+from bench.orders import ORDER_SELECT_SERVICE, ORDER_SELECT_SIZE, order_select_request
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = REPO_ROOT / "bench" / "out" / "results.md"
@@ -42,6 +43,7 @@ HOST = "127.0.0.1"
 BASELINE = "baseline"
 CONCURRENCY = (1, 4)
 HOOK_PATH = f"/cds-services/{SERVICE_ID}"
+ORDER_SELECT = "order-select"  # the order-select cells are named "<server>, order-select"
 
 # Targets of the performance issue, checked from the numbers of one run.
 MAX_P50_RATIO_TO_BASELINE = 5.0
@@ -345,11 +347,11 @@ class Server:
     first_call_ms: float | None = None
 
 
-def check_answer(server: Server, size: int, body_file: Path) -> Cell:
+def check_answer(server: Server, size: int, body_file: Path, path: str = HOOK_PATH) -> Cell:
     """Post the call once: it must be answered with 200 and a card list (else the timings mean nothing)."""
     body = body_file.read_bytes()
     started = time.perf_counter()
-    status, raw = _post(server.port, HOOK_PATH, body)
+    status, raw = _post(server.port, path, body)
     if server.first_call_ms is None:
         server.first_call_ms = 1000 * (time.perf_counter() - started)
     if status != 200:
@@ -365,15 +367,16 @@ def measure(
     seconds: float,
     args: argparse.Namespace,
     wrk: str | None,
+    path: str = HOOK_PATH,
 ) -> Load:
     """Replay the call with `concurrency` clients for `seconds` (and at most `args.max_requests` each)."""
     count = args.max_requests * concurrency
     workers = _children(server.process.pid)
     cpu_before = workers_cpu_seconds(workers)
     if wrk:
-        load = wrk_load(server.port, HOOK_PATH, body_file, concurrency, seconds, count)
+        load = wrk_load(server.port, path, body_file, concurrency, seconds, count)
     else:
-        load = python_load(server.port, HOOK_PATH, body_file.read_bytes(), concurrency, seconds, count)
+        load = python_load(server.port, path, body_file.read_bytes(), concurrency, seconds, count)
     if load.requests:
         load.cpu_ms = 1000 * (workers_cpu_seconds(workers) - cpu_before) / load.requests
     return load
@@ -403,6 +406,7 @@ def measure_in_turn(
     concurrency: int,
     args: argparse.Namespace,
     wrk: str | None,
+    path: str = HOOK_PATH,
 ) -> None:
     """Measure every server in `args.rounds` short rounds, taking turns, so that a busy moment of the machine
     falls on all of them alike."""
@@ -410,7 +414,7 @@ def measure_in_turn(
     for _ in range(args.rounds):
         for server in servers:
             rounds[server.name].append(
-                measure(server, body_file, concurrency, args.seconds / args.rounds, args, wrk)
+                measure(server, body_file, concurrency, args.seconds / args.rounds, args, wrk, path)
             )
     for server in servers:
         cell = row[server.name]
@@ -422,6 +426,29 @@ def measure_in_turn(
             f"  ({load.requests} requests, {load.errors} errors, {cell.cards} cards)",
             flush=True,
         )
+
+
+def measure_order_select(
+    servers: list[Server], folder: Path, args: argparse.Namespace, wrk: str | None
+) -> list[Cell]:
+    """The order-select call of bench/orders.py on the baseline and the smallest catalog, taking turns as the
+    patient-view calls do; the app must answer it with its warning card (else the warning path is not what
+    is timed)."""
+    measured = [s for s in servers if s.name in (BASELINE, _server(min(args.catalogs)))]
+    body_file = folder / "order-select.json"
+    body_file.write_text(json.dumps(order_select_request()), encoding="utf-8")
+    path = f"/cds-services/{ORDER_SELECT_SERVICE}"
+    row = {s.name: check_answer(s, ORDER_SELECT_SIZE, body_file, path) for s in measured}
+    if [cell.cards for cell in row.values()] != [0, 1]:
+        raise BenchError(f"order-select: expected no card from the baseline and one warning, got {row}")
+    for server in measured:
+        for _ in range(2 * args.workers):
+            _post(server.port, path, body_file.read_bytes())
+    for concurrency in CONCURRENCY:
+        measure_in_turn(measured, row, body_file, concurrency, args, wrk, path)
+    for cell in row.values():
+        cell.server = f"{cell.server}, {ORDER_SELECT}"
+    return list(row.values())
 
 
 def run(args: argparse.Namespace) -> tuple[list[Cell], list[ServerStats], dict[str, Any]]:
@@ -477,6 +504,7 @@ def run(args: argparse.Namespace) -> tuple[list[Cell], list[ServerStats], dict[s
                     for concurrency in CONCURRENCY:
                         measure_in_turn(servers, row, body_file, concurrency, args, wrk)
                     cells += row.values()
+                order_cells = measure_order_select(servers, tmp, args, wrk)
             except (BenchError, OSError):
                 for server in servers:
                     alive = (
@@ -495,6 +523,7 @@ def run(args: argparse.Namespace) -> tuple[list[Cell], list[ServerStats], dict[s
             ]
         order = {server.name: i for i, server in enumerate(servers)}
         cells.sort(key=lambda c: (order[c.server], c.size))
+        cells += order_cells
         info = {
             "client": wrk_version(wrk) if wrk else "Python threads (http.client)",
             "load": f"{load_before:.1f} before the run, {os.getloadavg()[0]:.1f} after it",
@@ -598,6 +627,7 @@ def check_targets(cells: list[Cell], stats: list[ServerStats], catalogs: list[in
                     kept,
                 )
             )
+    found += order_select_targets(cell, small)
     peak = max((max(s.hwm_mb) for s in stats if s.server == large), default=float("nan"))
     found.append(
         Target(
@@ -608,6 +638,16 @@ def check_targets(cells: list[Cell], stats: list[ServerStats], catalogs: list[in
         )
     )
     return found
+
+
+def order_select_targets(cell: dict[tuple[str, int], Cell], small: str) -> list[Target]:
+    """order-select's p50 against the baseline's, both with the order-select body (bench/orders.py)."""
+    base = cell.get((f"{BASELINE}, {ORDER_SELECT}", ORDER_SELECT_SIZE))
+    real = cell.get((f"{small}, {ORDER_SELECT}", ORDER_SELECT_SIZE))
+    if base is None or real is None:
+        return []
+    compared = f"{ORDER_SELECT}, {ORDER_SELECT_SIZE} resources, {small} vs baseline"
+    return [_p50_ratio(compared, real, base, MAX_P50_RATIO_TO_BASELINE)]
 
 
 def _shown(path: Path) -> str:
@@ -646,7 +686,9 @@ def render(
         "",
         "Same patient-view call replayed (one mRCC chart cut at the given size); latency in ms;"
         ' `baseline` is `bench/baseline_app.py` (parses the JSON body, answers `{"cards": []}`)'
-        " on the same gunicorn stack.",
+        " on the same gunicorn stack. The rows `..., order-select` replay the order-select call of"
+        " `bench/orders.py` (the same chart with one draft order that ends a trial: one warning card);"
+        " their ratios are to the baseline's patient-view row.",
         "",
         "| server | resources | body KB | cards | p50 | p95 | p99 | req/s | CPU ms/call | p50 (4 clients)"
         " | p99 (4 clients) | req/s (4 clients) | p50 / baseline | req/s (4) / baseline | CPU / baseline"

@@ -26,6 +26,10 @@ NEITHER = (
     "expected a FHIR Bundle, a FHIR resource or a list of resources (each with a resourceType), "
     "or a CDS Hooks request (an object with hook, hookInstance, context and prefetch)"
 )
+NO_ORDERS: Mapping[str, Mapping[str, Any]] = {  # the context of an order hook's request without orders
+    "order-select": {"draftOrders": {"resourceType": "Bundle", "type": "collection"}, "selections": []},
+    "order-sign": {"draftOrders": {"resourceType": "Bundle", "type": "collection"}},
+}
 _TEMPLATE_TYPE = re.compile(r"^([A-Za-z]+)(/|\?|$)")
 
 
@@ -105,11 +109,12 @@ def prefetch_for(
 def hook_request_for(
     hook: str, templates: Mapping[str, str], resources: Sequence[dict[str, Any]], hook_instance: str
 ) -> HookRequest:
-    """Return the request an EHR would send for these resources, with every prefetch key filled."""
+    """Return the request an EHR would send for these resources, with every prefetch key filled (an order
+    hook's request with no draft orders)."""
     patient_id = patient_id_of(resources)
     return HookRequest(
         hook=hook,
         hook_instance=hook_instance,
-        context={"userId": CLI_USER, "patientId": patient_id},
+        context={"userId": CLI_USER, "patientId": patient_id, **NO_ORDERS.get(hook, {})},
         prefetch=prefetch_for(templates, resources, patient_id),
     )

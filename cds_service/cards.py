@@ -239,6 +239,11 @@ class CardBuilder:
         self._detail = env.get_template("detail.md.j2")
         self._uuid = uuid_factory
 
+    @property
+    def source_label(self) -> str:
+        """The label of every card's source: the patient-view service's title, else card.yaml's."""
+        return str(self._source_label)
+
     def build_all(self, results: Sequence[TrialResult], context: CardContext) -> list[dict[str, Any]]:
         """Cards of the results that get one, in order."""
         return [self.build(result, context) for result in results if result.gets_card]
@@ -257,7 +262,7 @@ class CardBuilder:
             "summary": self._summary_text(likely, to_check, info.short_title, nct_id),
             "indicator": "info",
             "source": {
-                "label": self._source_label,
+                "label": self.source_label,
                 "topic": {
                     "system": topic["system"],
                     "code": nct_id,
@@ -272,7 +277,7 @@ class CardBuilder:
                     "type": "absolute",
                 }
             ],
-            "suggestions": [self._referral(result, context)],
+            "suggestions": [self.referral(result, context, self._texts["referral"]["label"])],
             "selectionBehavior": "at-most-one",
             "overrideReasons": [dict(reason) for reason in self._override_reasons],
         }
@@ -324,7 +329,8 @@ class CardBuilder:
             text = text[: self._limits.max_chars - 1].rstrip() + "…"
         return text
 
-    def _referral(self, result: TrialResult, context: CardContext) -> dict[str, Any]:
+    def referral(self, result: TrialResult, context: CardContext, label: str) -> dict[str, Any]:
+        """The suggestion `label` that drafts a referral ServiceRequest to the trial's team."""
         info = result.trial
         referral = self._texts["referral"]
         description = referral["description"].format(nct_id=info.nct_id)
@@ -340,7 +346,7 @@ class CardBuilder:
             "note": [{"text": f"Trial: {info.url}" if info.url else None}],
         }
         return {
-            "label": referral["label"],
+            "label": label,
             "uuid": self._uuid(),
             "actions": [{"type": "create", "description": description, "resource": service_request}],
         }

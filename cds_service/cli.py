@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -38,6 +38,9 @@ from cds_service.errors import (
 )
 from cds_service.hooks import check_services
 from cds_service.verdicts import RECRUITING_STATUSES, CriterionResult, TrialResult
+
+if TYPE_CHECKING:  # the storage (and SQLAlchemy) is imported only by the commands that use it
+    from cds_service.storage import TrialFeedback
 
 GUNICORN_CONF = REPO_ROOT / "gunicorn.conf.py"
 WIDE = 120  # columns from which `evaluate` shows the registry text and evidence in columns of their own
@@ -495,7 +498,8 @@ def feedback_stats(as_json: bool) -> None:
 
     Then, per trial, the criteria that were still to check on the cards dismissed because the chart data was
     out of date, and on how many of those cards (criteria ids only; cards shown before the service recorded
-    them count as dismissed without criteria).
+    them count as dismissed without criteria); and the order warnings (order-select, order-sign) shown,
+    accepted and overridden by reason.
     """
     from cds_service.storage import Storage
 
@@ -517,6 +521,11 @@ def feedback_stats(as_json: bool) -> None:
                     "quietedPatients": trial.quieted_patients,
                     "outOfDate": trial.out_of_date,
                     "stillToCheck": trial.still_to_check,
+                    "orderWarnings": {
+                        "shown": trial.warnings,
+                        "accepted": trial.warnings_accepted,
+                        "overridden": trial.warnings_overridden,
+                    },
                 }
                 for trial in trials
             ],
@@ -540,6 +549,7 @@ def feedback_stats(as_json: bool) -> None:
             trial.nct_id, str(trial.shown), str(trial.accepted), overridden, str(trial.quieted_patients)
         )
     console.print(table)
+    _print_order_warnings(console, trials)
     dismissed = [trial for trial in trials if trial.out_of_date]
     if not dismissed:
         console.print("No card was dismissed because the chart data was out of date.")
@@ -556,6 +566,22 @@ def feedback_stats(as_json: bool) -> None:
             table.add_row(
                 trial.nct_id if first else "", str(trial.out_of_date) if first else "", criterion, str(count)
             )
+    console.print(table)
+
+
+def _print_order_warnings(console: Console, trials: list[TrialFeedback]) -> None:
+    """The order warnings of each trial that had some: shown, accepted, overridden by reason."""
+    warned = [trial for trial in trials if trial.warnings]
+    if not warned:
+        console.print("No order warning was shown.")
+        return
+    table = Table(title="Order warnings by trial (order-select, order-sign)", title_justify="left")
+    for column in ("NCT", "shown", "accepted", "overridden (by reason)"):
+        table.add_column(column, overflow="fold")
+    for trial in warned:
+        reasons = ", ".join(f"{code or '(no reason)'} {n}" for code, n in trial.warnings_overridden.items())
+        overridden = f"{sum(trial.warnings_overridden.values())}" + (f": {reasons}" if reasons else "")
+        table.add_row(trial.nct_id, str(trial.warnings), str(trial.warnings_accepted), overridden)
     console.print(table)
 
 

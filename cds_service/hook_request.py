@@ -41,6 +41,7 @@ class HookRequest:
     fhir_server: str | None = None
     fhir_authorization: FhirAuthorization | None = None
     prefetch: Mapping[str, Any] = field(default_factory=dict, repr=False)  # key absent = not prefetched
+    extension: Mapping[str, Any] = field(default_factory=dict)  # the request's `extension` (hook options)
 
     @property
     def patient_id(self) -> str | None:
@@ -112,6 +113,7 @@ def parse_hook_request(body: bytes, service_hooks: Collection[str], *, max_depth
         fhir_server=fhir_server.rstrip("/") if fhir_server else None,
         fhir_authorization=_authorization(authorization) if authorization is not None else None,
         prefetch=document.get("prefetch", {}),
+        extension=document.get("extension", {}),
     )
 
 

@@ -2,7 +2,8 @@
 
 `evaluate` is the entry point of every caller: the hook handlers, `cds-trials evaluate`, the gunicorn
 warm-up and population pre-screening. It is pure: no Flask, no database, no clock (`today` is an argument),
-so the same resources, date and catalog always give the same results. `Matcher` adds the cards.
+so the same resources, date and catalog always give the same results. `Matcher` adds the cards, and the
+order warnings: the trials evaluated without and with draft orders carried out (`Matcher.warn`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,19 @@ from typing import Any
 from cds_service.cards import CardBuilder, CardContext
 from cds_service.catalog import Catalog
 from cds_service.config import Settings
+from cds_service.draft_orders import (
+    DraftOrder,
+    OrderImpact,
+    replaces,
+    responsible,
+    with_orders,
+    without_orders,
+)
 from cds_service.engine.evaluate import Engine, EvaluationPolicy
 from cds_service.facts import PatientFacts, ReadPlan
 from cds_service.facts.build import build_facts
-from cds_service.verdicts import TrialResult, Verdict
+from cds_service.verdicts import Outcome, TrialResult, Verdict
+from cds_service.warning_cards import WarningCardBuilder
 
 
 def random_uuid() -> str:
@@ -63,6 +73,12 @@ class MatchOutput:
     cards: list[dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class OrderWarning:
+    impact: OrderImpact
+    card: dict[str, Any]
+
+
 OBSERVATION_CODES = "{{catalog.observationCodes}}"
 """A prefetch template token (mappings/services.yaml): the codes of every Observation the rules read."""
 
@@ -101,7 +117,9 @@ class Matcher:
             ),
         )
         self.catalog = with_observation_codes(catalog, self.engine.read_plan)
-        self.cards = CardBuilder(settings.cards_dir, uuid_factory or random_uuid, self.catalog.services)
+        uuids = uuid_factory or random_uuid
+        self.cards = CardBuilder(settings.cards_dir, uuids, self.catalog.services)
+        self.warnings = WarningCardBuilder(settings.cards_dir, uuids, self.cards)
 
     def match(
         self,
@@ -121,3 +139,44 @@ class Matcher:
         context = CardContext(patient_id=patient_id, notes=tuple(notes))
         cards = self.cards.build_all(evaluation.results, context)
         return MatchOutput(facts=evaluation.facts, results=evaluation.results, cards=cards)
+
+    def warn(
+        self,
+        resources: Sequence[Mapping[str, Any]],
+        orders: Sequence[DraftOrder],
+        patient_id: str | None,
+        today: date,
+        unavailable: Collection[str] = (),
+    ) -> list[OrderWarning]:
+        """One warning per trial that gets a card now and would get none with `orders` carried out today.
+
+        The chart with the orders is `evaluate`d; the chart without them too, on the same facts without
+        what the orders gave (`without_orders`: each resource validated once), unless the chart holds a
+        draft an order replaces. Both sides with `cards_only` (a trial is left at its first criterion not
+        met); only when a trial is lost are the trials evaluated in full, on the facts with the orders, to
+        tell which of its criteria the orders end.
+        """
+        if not orders:
+            return []
+        after = evaluate(
+            self.engine, with_orders(resources, orders), patient_id, today, unavailable, cards_only=True
+        )
+        if replaces(resources, orders):
+            now = evaluate(self.engine, resources, patient_id, today, unavailable, cards_only=True).results
+        else:
+            before = without_orders(after.facts, orders)
+            if before is after.facts:  # the orders gave no fact: nothing changes
+                return []
+            now = self.engine.evaluate(before, cards_only=True)
+        kept = {result.trial.key for result in after.results}
+        lost = [result for result in now if result.trial.key not in kept]
+        if not lost:
+            return []
+        full = {result.trial.key: result for result in self.engine.evaluate(after.facts)}
+        context = CardContext(patient_id=patient_id)
+        warnings = []
+        for result in lost:
+            ended = tuple(c for c in full[result.trial.key].criteria if c.outcome is Outcome.NOT_MET)
+            impact = OrderImpact(result, responsible(orders, ended), ended)
+            warnings.append(OrderWarning(impact, self.warnings.build(impact, context)))
+        return warnings

@@ -8,7 +8,8 @@ database (`upgrade`); the tables below are what the statements use, and a test c
 Nothing here stores names, clinical values or tokens: only ids, codes, verdicts and clinicians' feedback.
 
 Durability on SQLite: feedback and seen JWT ids are committed with synchronous=FULL (an acknowledged item
-survives a power loss); the audit row of a hook call with synchronous=NORMAL, the usual WAL trade-off: it
+survives a power loss); the audit row of a hook call (and the order warnings order-select showed) with
+synchronous=NORMAL, the usual WAL trade-off: it
 survives a crash of the process, but the last rows before a power loss or OS crash may roll back (the
 database stays consistent). NORMAL is kept because the audit row is written on every hook call before it is
 answered: FULL adds an fsync of the WAL to each call's time, for rows that only record what was shown. The
@@ -26,7 +27,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import (
     JSON,
     Column,
+    Date,
     DateTime,
     Integer,
     MetaData,
@@ -67,6 +69,8 @@ SCHEMA_LOCK_KEY = int.from_bytes(b"cdstrial", "big")  # PostgreSQL advisory lock
 
 DATABASE_FILE = "cds.sqlite3"
 ELIGIBILITY_EXTENSION = "org.trialmatch.eligibility"
+ORDER_IMPACT_EXTENSION = "org.trialmatch.order-impact"
+ORDER_WARNING = "order-warning"  # audit_card.kind of an order warning (NULL: a trial card)
 QUIETING_OUTCOMES = ("accepted", "overridden")  # an answered card stays quiet (contract: "Quiet cards")
 VERDICT_RANKS = {"possibly-eligible": 1, "likely-eligible": 2}  # of two verdicts of a trial, the better one
 # Override reason codes that mean "chart data out of date": the code of cards/card.yaml, and the code it may
@@ -97,10 +101,11 @@ audit = Table(
     Column("hook_instance", String(256), nullable=False, index=True),
     Column("service_id", String(200), nullable=False),
     Column("patient_id", String(64), index=True),
-    Column("cards", JSON, nullable=False),  # [{uuid, nctId, verdict}]
+    Column("cards", JSON, nullable=False),  # [{uuid, nctId, verdict}]; a warning: [{uuid, nctId, orders}]
     Column("catalog_version", String(128), nullable=False),
     Column("duration_ms", Integer, nullable=False),
     Column("created_at", DateTime, nullable=False),
+    Column("hook", String(100)),  # NULL: a call recorded before revision 0004
 )
 
 # One row per card shown, so feedback (which names only the card uuid) finds its trial without scanning JSON.
@@ -112,6 +117,20 @@ audit_card = Table(
     Column("nct_id", String(64)),
     Column("verdict", String(40)),
     Column("unknown_criteria", JSON),  # ids of the card's criteria still to check; NULL: shown before 0003
+    Column("kind", String(20)),  # ORDER_WARNING, or NULL: a trial card
+    Column("orders", JSON(none_as_null=True)),  # an order warning: the ids of the draft orders it is about
+)
+
+# The order warnings shown at order-select, so that order-sign does not repeat them the same day for the same
+# draft orders (`orders_digest`: a hash of their ids and of what they would do, never the orders themselves).
+order_warning = Table(
+    "order_warning",
+    metadata,
+    Column("patient_id", String(64), primary_key=True),
+    Column("nct_id", String(64), primary_key=True),
+    Column("orders_digest", String(64), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("shown_at", DateTime, nullable=False),
 )
 
 # An operator's lift of a patient's quiet cards (one trial, or every trial when nct_id is NULL): feedback
@@ -152,6 +171,10 @@ class TrialFeedback:
     out_of_date: int = 0  # cards overridden with a reason of OUT_OF_DATE_REASON_CODES
     # of those, how many had each criterion still to check (cards shown before revision 0003 have none)
     still_to_check: dict[str, int] = field(default_factory=dict)
+    # Order warnings of the trial (order-select, order-sign), counted apart: their feedback quiets no card.
+    warnings: int = 0
+    warnings_accepted: int = 0
+    warnings_overridden: dict[str, int] = field(default_factory=dict)  # by reason code ("" when none)
 
 
 # Built once: a statement built per call costs more CPU in SQLAlchemy than the INSERT costs in SQLite.
@@ -176,6 +199,7 @@ class Storage:
             for table in (feedback, seen_jti)
         }
         self._insert_cards = _insert_ignore_statement(dialect, audit_card)
+        self._insert_warnings = _insert_ignore_statement(dialect, order_warning)
         if upgrade:
             self.upgrade()
 
@@ -230,16 +254,19 @@ class Storage:
         *,
         hook_instance: str,
         service_id: str,
+        hook: str,
         patient_id: str | None,
         cards: Sequence[Mapping[str, Any]],
         catalog_version: str,
         duration_ms: int,
     ) -> None:
-        """Record which cards a hook call showed (uuid, trial, verdict): ids only, no patient values."""
+        """Record which cards a hook call showed (uuid, trial, verdict; for an order warning, the ids of its
+        draft orders): ids only, no patient values and no order details."""
         shown = [_card_summary(card) for card in cards]
         row = {
             "hook_instance": hook_instance,
             "service_id": service_id,
+            "hook": hook,
             "patient_id": patient_id,
             "cards": shown,
             "catalog_version": catalog_version,
@@ -251,6 +278,34 @@ class Storage:
             rows = _audit_card_rows(cards, audit_id)
             if rows:  # one statement for every card of the call
                 connection.execute(self._insert_cards, rows)
+
+    def remember_warnings(self, patient_id: str, day: date, shown: Iterable[tuple[str, str]]) -> None:
+        """Remember the order warnings shown to this patient on `day`, each as (NCT id, orders digest); those
+        of earlier days are let go (a warning is not repeated within the same day only). Written like the
+        audit rows (on SQLite, synchronous=NORMAL): order-select writes them before it answers, and the
+        worst a lost row does is let order-sign show a warning again."""
+        rows = [
+            {
+                "patient_id": patient_id,
+                "nct_id": nct_id,
+                "orders_digest": digest,
+                "day": day,
+                "shown_at": _utc_naive(datetime.now(UTC)),
+            }
+            for nct_id, digest in shown
+        ]
+        with self._audit_engine.begin() as connection:
+            connection.execute(delete(order_warning).where(order_warning.c.day < day))
+            if rows:
+                connection.execute(self._insert_warnings, rows)
+
+    def warned(self, patient_id: str, day: date) -> frozenset[tuple[str, str]]:
+        """The order warnings shown to this patient on `day`: (NCT id, orders digest) of each."""
+        query = select(order_warning.c.nct_id, order_warning.c.orders_digest).where(
+            order_warning.c.patient_id == patient_id, order_warning.c.day == day
+        )
+        with self.engine.connect() as connection:
+            return frozenset((nct_id, digest) for nct_id, digest in connection.execute(query))
 
     def remember_jti(self, jti: str, expires_at: datetime, now: datetime | None = None) -> bool:
         """Record a JWT id; False when it was already seen and has not expired (a replay)."""
@@ -286,13 +341,14 @@ class Storage:
 
     def feedback_stats(self, now: datetime, quiet_days: int) -> list[TrialFeedback]:
         """Per trial (by NCT id): cards shown, accepted, overridden by reason, patients quieted at `now`, and
-        which criteria were still to check on the cards dismissed as "chart data out of date"."""
+        which criteria were still to check on the cards dismissed as "chart data out of date"; the same
+        counts of its order warnings apart."""
         quiet = _quiet_cards(now, quiet_days).subquery()
         with self.engine.connect() as connection:
             shown = connection.execute(
-                select(audit_card.c.nct_id, func.count())
+                select(audit_card.c.nct_id, audit_card.c.kind, func.count())
                 .where(audit_card.c.nct_id.is_not(None))
-                .group_by(audit_card.c.nct_id)
+                .group_by(audit_card.c.nct_id, audit_card.c.kind)
             ).all()
             quieted = connection.execute(
                 select(quiet.c.nct_id, func.count(func.distinct(quiet.c.patient_id))).group_by(quiet.c.nct_id)
@@ -300,6 +356,7 @@ class Storage:
             answered = connection.execute(
                 select(
                     audit_card.c.nct_id,
+                    audit_card.c.kind,
                     audit_card.c.card_uuid,
                     audit_card.c.unknown_criteria,
                     feedback.c.outcome,
@@ -313,24 +370,31 @@ class Storage:
         def trial(nct_id: str) -> TrialFeedback:
             return trials.setdefault(nct_id, TrialFeedback(nct_id))
 
-        for nct_id, count in shown:
-            trial(nct_id).shown = count
+        for nct_id, kind, count in shown:
+            if kind == ORDER_WARNING:
+                trial(nct_id).warnings = count
+            else:
+                trial(nct_id).shown = count
         for nct_id, count in quieted:
             trial(nct_id).quieted_patients = count
-        # Counts are of cards: (trial, outcome, reason code, card) once, however often the card was answered.
-        answers: set[tuple[str, str, str, str]] = set()
+        # Counts are of cards: (trial, kind, outcome, reason code, card) once, however often it was answered.
+        answers: set[tuple[str, str, str, str, str]] = set()
         out_of_date: dict[tuple[str, str], list[str]] = {}  # (trial, card) -> its criteria still to check
-        for nct_id, card_uuid, unknown_criteria, outcome, reason in answered:
+        for nct_id, kind, card_uuid, unknown_criteria, outcome, reason in answered:
             code = (reason or {}).get("code", "") if outcome == "overridden" else ""
-            answers.add((nct_id, outcome, code, card_uuid))
-            if code in OUT_OF_DATE_REASON_CODES:
+            answers.add((nct_id, kind or "", outcome, code, card_uuid))
+            if code in OUT_OF_DATE_REASON_CODES and kind != ORDER_WARNING:
                 out_of_date[nct_id, card_uuid] = unknown_criteria or []
-        for nct_id, outcome, code, _ in sorted(answers):
+        for nct_id, kind, outcome, code, _ in sorted(answers):
             entry = trial(nct_id)
-            if outcome == "accepted":
+            warning = kind == ORDER_WARNING
+            if outcome == "accepted" and warning:
+                entry.warnings_accepted += 1
+            elif outcome == "accepted":
                 entry.accepted += 1
             else:
-                entry.overridden[code] = entry.overridden.get(code, 0) + 1
+                overridden = entry.warnings_overridden if warning else entry.overridden
+                overridden[code] = overridden.get(code, 0) + 1
         for (nct_id, _), unknown in out_of_date.items():
             entry = trial(nct_id)
             entry.out_of_date += 1
@@ -479,30 +543,37 @@ def _eligibility(card: Mapping[str, Any]) -> Mapping[str, Any]:
     return (card.get("extension") or {}).get(ELIGIBILITY_EXTENSION) or {}
 
 
+def _order_impact(card: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (card.get("extension") or {}).get(ORDER_IMPACT_EXTENSION) or {}
+
+
 def _card_summary(card: Mapping[str, Any]) -> dict[str, Any]:
-    eligibility = _eligibility(card)
-    summary = {"uuid": card.get("uuid"), "nctId": eligibility.get("nctId")}
+    eligibility, impact = _eligibility(card), _order_impact(card)
+    summary = {"uuid": card.get("uuid"), "nctId": eligibility.get("nctId") or impact.get("nctId")}
     summary["verdict"] = eligibility.get("verdict")
+    summary["orders"] = impact.get("orders")
     return {key: value for key, value in summary.items() if value is not None}
 
 
 def _audit_card_rows(cards: Sequence[Mapping[str, Any]], audit_id: int | None) -> list[dict[str, Any]]:
     """One row per shown card with a uuid: feedback names only the card, this row names its trial (and the
-    ids of its criteria still to check)."""
+    ids of its criteria still to check; for an order warning, of its draft orders)."""
     rows = []
     for card in cards:
         if not card.get("uuid"):
             continue
-        eligibility = _eligibility(card)
+        eligibility, impact = _eligibility(card), _order_impact(card)
         criteria = eligibility.get("criteria") or ()
         unknown = [criterion["id"] for criterion in criteria if criterion.get("outcome") == "unknown"]
         rows.append(
             {
                 "card_uuid": card["uuid"],
                 "audit_id": audit_id,
-                "nct_id": eligibility.get("nctId"),
+                "nct_id": eligibility.get("nctId") or impact.get("nctId"),
                 "verdict": eligibility.get("verdict"),
                 "unknown_criteria": unknown,
+                "kind": ORDER_WARNING if impact else None,
+                "orders": impact.get("orders"),
             }
         )
     return rows

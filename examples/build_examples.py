@@ -9,6 +9,11 @@ prefetch holds the chart split into the prefetch keys of mappings/services.yaml 
 hook response {"cards": [...]} the Matcher gives for the chart on the gallery's "today", with card uuids from
 a fresh counter per patient (the same numbering as the tests' `uuid_factory` fixture). Run it again with
 --golden after any change to the mappings: the catalog version inside every card changes with them.
+
+The order examples (ORDER_EXAMPLES) are such requests for order-select or order-sign, with one draft order
+of examples/orders/ in `context.draftOrders` (selected, for order-select):
+examples/requests/<hook>-<order>-<slug>.json and, with --golden, the warnings the Matcher gives for it,
+examples/golden/<hook>-<order>-<slug>.cards.json.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from cds_service.bundle_file import prefetch_for
 
 EXAMPLES_DIR = Path(__file__).resolve().parent
 PATIENTS_DIR = EXAMPLES_DIR / "patients"
+ORDERS_DIR = EXAMPLES_DIR / "orders"
 REQUESTS_DIR = EXAMPLES_DIR / "requests"
 GOLDEN_DIR = EXAMPLES_DIR / "golden"
 REPO_ROOT = EXAMPLES_DIR.parent
@@ -37,6 +43,15 @@ HOOK_INSTANCE_NAMESPACE = uuid.UUID("6f1c1a52-93a4-4c1e-9d0a-2f1b0c7e5a11")
 
 SERVICES_FILE = REPO_ROOT / "mappings" / "services.yaml"
 SERVICE_ID = "mrcc-trials"
+# (hook, draft order of examples/orders/, gallery patient): an order that ends a trial of each seed trial, and
+# one that changes nothing.
+ORDER_EXAMPLES = (
+    ("order-sign", "nephrectomy-cpt", "fit-namecar"),
+    ("order-select", "nephrectomy-snomed", "fit-ablation-small-primary"),
+    ("order-select", "cabozantinib", "fit-ablation-small-primary"),
+    ("order-sign", "lenvatinib", "fit-sbrt"),
+    ("order-select", "cbc", "fit-namecar"),
+)
 
 
 def manifest() -> list[dict[str, Any]]:
@@ -113,6 +128,41 @@ def hook_request(slug: str, bundle: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def draft_order(order: str, patient_id: str) -> dict[str, Any]:
+    """The draft order examples/orders/<order>.json, for this patient."""
+    resource = json.loads((ORDERS_DIR / f"{order}.json").read_text(encoding="utf-8"))
+    return {**resource, "subject": {"reference": f"Patient/{patient_id}"}}
+
+
+def order_request(hook: str, order: str, slug: str, bundle: Mapping[str, Any]) -> dict[str, Any]:
+    """The patient's request for an order hook, with the draft order `order` (selected, for order-select)."""
+    request = hook_request(slug, bundle)
+    resource = draft_order(order, request["context"]["patientId"])
+    context = {
+        **request["context"],
+        "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": resource}]},
+    }
+    if hook == "order-select":
+        context["selections"] = [f"{resource['resourceType']}/{resource['id']}"]
+    name = f"{hook}-{order}-{slug}"
+    return {
+        **request,
+        "hook": hook,
+        "hookInstance": str(uuid.uuid5(HOOK_INSTANCE_NAMESPACE, name)),
+        "context": context,
+    }
+
+
+def order_response(matcher: Any, request: Mapping[str, Any], bundle: Mapping[str, Any]) -> dict[str, Any]:
+    """The order hook's response the Matcher gives for the chart and the request's draft orders."""
+    from cds_service.draft_orders import draft_orders
+
+    context = request["context"]
+    patient_id = context["patientId"]
+    orders = draft_orders(context["draftOrders"], patient_id, today(), context.get("selections"))
+    return {"cards": [w.card for w in matcher.warn(resources_of(bundle), orders, patient_id, today())]}
+
+
 def hook_response(matcher: Any, bundle: Mapping[str, Any]) -> dict[str, Any]:
     """The hook response the Matcher gives for the chart: {"cards": [...]}."""
     output = matcher.match(resources_of(bundle), patient_of(bundle)["id"], today())
@@ -148,6 +198,18 @@ def build(golden: bool) -> Iterator[Path]:
         if golden:
             golden_path = GOLDEN_DIR / f"{slug}.cards.json"
             golden_path.write_text(dumps(hook_response(matcher_for(card_uuids()), bundle)), encoding="utf-8")
+            yield golden_path
+    entries = {slug_of(entry): entry for entry in manifest()}
+    for hook, order, slug in ORDER_EXAMPLES:
+        bundle, name = load_bundle(entries[slug]), f"{hook}-{order}-{slug}"
+        request = order_request(hook, order, slug, bundle)
+        request_path = REQUESTS_DIR / f"{name}.json"
+        request_path.write_text(dumps(request), encoding="utf-8")
+        yield request_path
+        if golden:
+            golden_path = GOLDEN_DIR / f"{name}.cards.json"
+            response = order_response(matcher_for(card_uuids()), request, bundle)
+            golden_path.write_text(dumps(response), encoding="utf-8")
             yield golden_path
 
 

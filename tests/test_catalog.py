@@ -320,7 +320,7 @@ def test_a_service_for_a_hook_no_handler_answers_is_refused_with_file_and_path(c
         check_services(catalog.services)
     (problem,) = caught.value.problems
     assert (problem.file, problem.path) == ("services.yaml", "services/0/hook")
-    assert "unknown hook 'order-sing' (supported: patient-view)" in problem.message
+    assert "unknown hook 'order-sing' (supported: order-select, order-sign, patient-view)" in problem.message
 
 
 def test_error_lists_every_problem_first_one_first(copy: Path) -> None:
@@ -354,9 +354,14 @@ def test_missing_folder_is_an_error(tmp_path: Path) -> None:
 def test_bundled_catalog_loads(catalog: Catalog) -> None:
     assert [t.info.key for t in catalog.trials] == ["NCT04299646", "NCT06882486", "NCT06903312", "RESORT"]
     assert catalog.directory == DEFAULT_MAPPINGS_DIR
-    assert [s.hook for s in catalog.services] == ["patient-view"]
-    assert catalog.services[0].usage_requirements
+    assert [s.hook for s in catalog.services] == ["patient-view", "order-select", "order-sign"]
+    assert all(s.usage_requirements for s in catalog.services)
     assert "patient" in catalog.services[0].prefetch
+    # the order hooks read the same chart as patient-view (and evaluate it with the draft orders carried out)
+    patient_view = catalog.services[0]
+    for service in catalog.services[1:]:
+        assert service.prefetch == patient_view.prefetch
+        assert service.required_prefetch == patient_view.required_prefetch
 
 
 def test_trial_metadata_and_criteria(catalog: Catalog) -> None:

@@ -554,6 +554,7 @@ def test_feedback_unquiet_without_a_trial_lifts_every_trial_of_the_patient(
     storage.record_audit(
         hook_instance="h",
         service_id="mrcc-trials",
+        hook="patient-view",
         patient_id="pt-9",
         cards=cards,
         catalog_version="v",
@@ -608,6 +609,7 @@ def test_feedback_stats_json_counts_per_trial_and_the_criteria_still_to_check(
                 "quietedPatients": 1,
                 "outOfDate": 1,
                 "stillToCheck": dict.fromkeys(sorted(unknown), 1),
+                "orderWarnings": {"shown": 0, "accepted": 0, "overridden": {}},
             }
         ],
     }
@@ -624,10 +626,35 @@ def test_feedback_stats_prints_tables(app_on_database: Flask, database_url: str)
     assert all(criterion in result.output for criterion in unknown)
 
 
+def test_feedback_stats_count_the_order_warnings_apart(app_on_database: Flask, database_url: str) -> None:
+    client = app_on_database.test_client()
+    request = json.loads((EXAMPLES / "requests" / "order-sign-nephrectomy-cpt-fit-namecar.json").read_text())
+    (warning,) = client.post("/cds-services/mrcc-trials-order-sign", json=request).get_json()["cards"]
+    item = {
+        "card": warning["uuid"],
+        "outcome": "overridden",
+        "overrideReason": {"reason": warning["overrideReasons"][0]},
+        "outcomeTimestamp": "2026-11-21T10:05:31Z",
+    }
+    assert (
+        client.post("/cds-services/mrcc-trials-order-sign/feedback", json={"feedback": [item]}).status_code
+        == 200
+    )
+    result = run("feedback", "stats", "--json", database_url=database_url)
+    (trial,) = json.loads(result.output)["trials"]
+    assert (trial["nctId"], trial["shown"]) == ("NCT06882486", 0)
+    assert trial["orderWarnings"] == {"shown": 1, "accepted": 0, "overridden": {"order-needed-now": 1}}
+    table = run("feedback", "stats", database_url=database_url)
+    assert "Order warnings by trial" in table.output
+    (row,) = [line for line in table.output.splitlines() if "order-needed-now" in line]
+    assert re.search(r"NCT06882486.*\b1\b.*\b0\b.*1: order-needed-now 1", row), row
+
+
 def test_feedback_stats_of_an_empty_store(tmp_path: Path) -> None:
     result = run("feedback", "stats", database_url=f"sqlite:///{tmp_path / 'empty.sqlite3'}")
     assert result.exit_code == 0
     assert "No card was dismissed because the chart data was out of date." in result.output
+    assert "No order warning was shown." in result.output
     empty = run("feedback", "stats", "--json", database_url=f"sqlite:///{tmp_path / 'empty.sqlite3'}")
     assert json.loads(empty.output) == {"quietDays": 30, "trials": []}
 

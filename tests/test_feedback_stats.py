@@ -23,6 +23,7 @@ def show(storage: Storage, patient_id: str, uuid: str, nct_id: str, *unknown: st
     storage.record_audit(
         hook_instance=f"call-{uuid}",
         service_id="mrcc-trials",
+        hook="patient-view",
         patient_id=patient_id,
         cards=[{"uuid": uuid, "extension": {"org.trialmatch.eligibility": eligibility}}],
         catalog_version="v1",
@@ -103,3 +104,43 @@ def test_a_card_shown_before_its_criteria_were_recorded_counts_as_dismissed_with
     storage.record_feedback("mrcc-trials", [overridden("a", "data-out-of-date")])
     [trial] = storage.feedback_stats(datetime.now(UTC), DAYS)
     assert (trial.out_of_date, trial.still_to_check) == (1, {})
+
+
+def warn(storage: Storage, patient_id: str, uuid: str, nct_id: str, hook: str = "order-sign") -> None:
+    """An order hook call that showed this patient one warning about a trial."""
+    impact = {"nctId": nct_id, "orders": ["ServiceRequest/draft-1"], "criteria": []}
+    storage.record_audit(
+        hook_instance=f"call-{uuid}",
+        service_id=f"mrcc-trials-{hook}",
+        hook=hook,
+        patient_id=patient_id,
+        cards=[{"uuid": uuid, "extension": {"org.trialmatch.order-impact": impact}}],
+        catalog_version="v1",
+        duration_ms=5,
+    )
+
+
+def test_order_warnings_are_counted_apart_and_quiet_no_trial_card(storage: Storage):
+    show(storage, "pt-1", "a", "NCT1", "ecog")
+    warn(storage, "pt-1", "w1", "NCT1", "order-select")
+    warn(storage, "pt-2", "w2", "NCT1")
+    warn(storage, "pt-3", "w3", "NCT1")
+    warn(storage, "pt-4", "w4", "NCT2")
+    items = [
+        accepted("w1"),
+        overridden("w2", "order-needed-now"),
+        overridden("w2", "order-needed-now", "2026-11-21T10:05:00Z"),  # the same warning answered twice
+        overridden("w3", "data-out-of-date"),  # a warning has no criterion still to check
+    ]
+    storage.record_feedback("mrcc-trials-order-sign", items)
+    assert storage.feedback_stats(datetime.now(UTC), DAYS) == [
+        TrialFeedback(
+            "NCT1",
+            shown=1,
+            warnings=3,
+            warnings_accepted=1,
+            warnings_overridden={"data-out-of-date": 1, "order-needed-now": 1},
+        ),
+        TrialFeedback("NCT2", warnings=1),
+    ]
+    assert storage.quieted("pt-1", datetime.now(UTC), DAYS) == {}  # feedback on a warning quiets nothing

@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("records", ("fhir",)),
     ("facts", ("facts",)),
     ("engine", ("engine", "operators", "domains")),
-    ("pipeline", ("pipeline", "cards")),
+    ("pipeline", ("pipeline", "cards", "draft_orders", "warning_cards")),
     (
         "hooks",
         (

@@ -29,7 +29,11 @@ from cds_service.web.openapi import openapi_document
 pytestmark = pytest.mark.usefixtures("clean_cds_env")
 
 KEY = new_ec_key("ec-1")
-SERVICES = ((SERVICE_ID, "patient-view"),)
+SERVICES = (
+    (SERVICE_ID, "patient-view"),
+    (f"{SERVICE_ID}-order-select", "order-select"),
+    (f"{SERVICE_ID}-order-sign", "order-sign"),
+)
 # Schema-valid data the service still refuses for reasons no JSON Schema can express: a prefetched Patient
 # that is not context.patientId (400), a fhirServer not registered for the caller (403), patient data that can
 # be neither prefetched nor fetched (412, CDS Hooks 2.0).
@@ -53,7 +57,9 @@ def test_openapi_document_is_served_without_a_token_and_embeds_the_validation_sc
     assert "#/$defs/" not in response.get_data(as_text=True)
     assert document["security"] == [{"cdsHooksJwt": []}]
     assert schemas["HookRequest"]["properties"]["fhirServer"]["pattern"].startswith("^https://")
-    assert document["paths"]["/cds-services/{id}"]["parameters"][0]["schema"] == {"enum": [SERVICE_ID]}
+    assert document["paths"]["/cds-services/{id}"]["parameters"][0]["schema"] == {
+        "enum": [service_id for service_id, _ in SERVICES]
+    }
 
 
 def test_sandbox_description_makes_the_jwt_optional(tmp_path):

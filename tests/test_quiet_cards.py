@@ -17,6 +17,7 @@ def show(storage: Storage, patient_id: str, *cards: tuple[str, str, str]) -> Non
     storage.record_audit(
         hook_instance=f"call-{cards[0][0]}",
         service_id="mrcc-trials",
+        hook="patient-view",
         patient_id=patient_id,
         cards=[
             {"uuid": uuid, "extension": {"org.trialmatch.eligibility": {"nctId": nct_id, "verdict": verdict}}}

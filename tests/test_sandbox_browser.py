@@ -358,3 +358,52 @@ def test_card_markdown_is_sanitized(browser_page: BrowserPage, served_app: tuple
     assert 'href="https://x.org"' in html and 'rel="noopener noreferrer"' in html
     # parsing hostile HTML may try its inline handler: the page's Content-Security-Policy blocks it
     assert all("violates the following Content Security Policy" in error for error in browser_page.errors)
+
+
+def test_a_draft_order_that_ends_a_trial_is_warned_at_order_select_and_not_again_at_order_sign(
+    browser_page: BrowserPage, served_app: tuple[str, Flask]
+) -> None:
+    base_url, app = served_app
+    page = browser_page.page
+    page.goto(f"{base_url}/sandbox")
+    expect(page.locator("body.ready")).to_be_attached()
+    page.get_by_label("Example patient").select_option("fit-namecar.json")
+    expect(page.locator("#status")).to_contain_text("Loaded")
+    page.get_by_label("Draft order").select_option("nephrectomy-cpt.json")
+    expect(page.locator("#order-description")).to_contain_text("coded in CPT")
+
+    page.get_by_role("button", name="Fire order-select").click()
+    expect(page.locator("#status")).to_contain_text("order-select: 1 card returned")
+    request = page.evaluate("JSON.parse(document.getElementById('request-json').textContent)")
+    assert request["hook"] == "order-select"
+    assert request["context"]["selections"] == ["ServiceRequest/draft-nephrectomy-cpt"]
+    card = page.locator("article.card").first
+    expect(card.locator(".indicator")).to_have_text("warning")
+    expect(card.locator(".summary")).to_have_text(
+        "Cytoreductive nephrectomy (laparoscopic radical) may end eligibility for NAMECAR (NCT06882486)"
+    )
+    expect(card.locator(".detail")).to_contain_text("With primary tumor still in place")
+    card.locator("details.criteria summary").click()
+    expect(card.locator(".impact li")).to_have_count(2)
+    ARTIFACTS.mkdir(exist_ok=True)
+    card.screenshot(path=str(ARTIFACTS / "order-warning.png"))
+
+    page.get_by_role("button", name="Fire order-sign").click()  # the same order, the same day
+    expect(page.locator("#status")).to_contain_text("order-sign: 0 cards returned")
+    expect(page.locator("#cards")).to_contain_text("its warning was shown at order-select today")
+
+    page.get_by_label("Draft order").select_option("cbc.json")
+    page.get_by_role("button", name="Fire order-select").click()
+    expect(page.locator("#status")).to_contain_text("order-select: 0 cards returned")
+    expect(page.locator("#cards")).to_contain_text("this order ends no trial the patient may fit now")
+
+    page.get_by_label("Draft order").select_option("nephrectomy-cpt.json")
+    page.get_by_role("button", name="Fire order-select").click()
+    card = page.locator("article.card").first
+    uuid = card.get_attribute("data-uuid")
+    card.get_by_role("button", name="Remove the order").click()
+    expect(card.locator(".answered-note")).to_contain_text("Suggestion accepted")
+    (stored,) = app.extensions["cds"].storage.iter_feedback()
+    assert (stored["card"], stored["outcome"]) == (uuid, "accepted")
+    assert (stored["serviceId"], stored["nctId"]) == ("mrcc-trials-order-select", "NCT06882486")
+    assert browser_page.errors == []

@@ -151,3 +151,24 @@ def test_the_bundled_gallery_lists_only_files_that_exist(client: FlaskClient) ->
         with client.get(f"/sandbox/patients/{entry['file']}") as response:
             assert response.status_code == 200, entry["file"]
             assert json.loads(response.get_data())["resourceType"]
+
+
+def test_the_bundled_draft_orders_are_listed_and_served(client: FlaskClient) -> None:
+    entries = client.get("/sandbox/orders").get_json()
+    assert len(entries) >= 5
+    for entry in entries:
+        assert entry["title"] and entry["description"]
+        with client.get(f"/sandbox/orders/{entry['file']}") as response:
+            assert response.status_code == 200, entry["file"]
+            order = json.loads(response.get_data())
+        assert order["resourceType"] in ("ServiceRequest", "MedicationRequest") and order["status"] == "draft"
+        assert "subject" not in order  # the page makes it the chosen patient's
+
+
+@pytest.mark.parametrize(
+    "path", ["/sandbox/orders/manifest.yaml", "/sandbox/orders/..%2Fpatients%2Fmanifest.yaml"]
+)
+def test_files_outside_the_order_list_are_refused(client: FlaskClient, path: str) -> None:
+    response = client.get(path, follow_redirects=True)
+    assert response.status_code == 404
+    assert response.get_json()["error"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from cds_service.storage import (
     audit_card,
     default_database_url,
     enable_wal,
+    order_warning,
     seen_jti,
 )
 
@@ -95,6 +96,7 @@ def test_feedback_export_names_the_trial_of_the_card(storage: Storage):
     storage.record_audit(
         hook_instance="hi-1",
         service_id="mrcc-trials",
+        hook="patient-view",
         patient_id="pt-1",
         cards=[card(CARD_UUID, "NCT06903312"), card("c-9", "NCT04299646", "likely-eligible")],
         catalog_version="v1",
@@ -119,13 +121,14 @@ def test_the_audit_row_holds_ids_and_verdicts_only(storage: Storage):
     storage.record_audit(
         hook_instance="hi-1",
         service_id="mrcc-trials",
+        hook="patient-view",
         patient_id="pt-1",
         cards=[card(CARD_UUID, "NCT06903312")],
         catalog_version="v1",
         duration_ms=12,
     )
     [row] = rows(storage, audit)
-    assert row[1:-1] == (
+    assert row[1:-2] == (
         "hi-1",
         "mrcc-trials",
         "pt-1",
@@ -133,6 +136,7 @@ def test_the_audit_row_holds_ids_and_verdicts_only(storage: Storage):
         "v1",
         12,
     )
+    assert row[-1] == "patient-view"  # the hook
 
 
 def test_the_audit_row_is_json_text_with_ids_and_verdicts_only_on_sqlite(sqlite_storage: Storage, tmp_path):
@@ -140,6 +144,50 @@ def test_the_audit_row_is_json_text_with_ids_and_verdicts_only_on_sqlite(sqlite_
     with sqlite3.connect(tmp_path / "instance" / DATABASE_FILE) as connection:
         [(cards,)] = connection.execute("SELECT cards FROM audit").fetchall()
     assert cards == f'[{{"uuid": "{CARD_UUID}", "nctId": "NCT06903312", "verdict": "possibly-eligible"}}]'
+
+
+def test_an_order_warning_is_audited_with_its_hook_trial_and_draft_order_ids_only(storage: Storage):
+    impact = {
+        "nctId": "NCT06882486",
+        "orders": ["ServiceRequest/draft-1"],
+        "criteria": [{"id": "prior-nephrectomy", "text": "Prior nephrectomy", "reason": "Nephrectomy 50545"}],
+    }
+    warning = {
+        "uuid": "w-1",
+        "summary": "Nephrectomy may end...",
+        "extension": {"org.trialmatch.order-impact": impact},
+    }
+    storage.record_audit(
+        hook_instance="hi-2",
+        service_id="mrcc-trials-order-sign",
+        hook="order-sign",
+        patient_id="pt-1",
+        cards=[warning],
+        catalog_version="v1",
+        duration_ms=30,
+    )
+    [row] = rows(storage, audit)
+    assert row[1:4] == ("hi-2", "mrcc-trials-order-sign", "pt-1")
+    assert row[4] == [{"uuid": "w-1", "nctId": "NCT06882486", "orders": ["ServiceRequest/draft-1"]}]
+    assert row[-1] == "order-sign"
+    assert rows(storage, audit_card) == [
+        ("w-1", row[0], "NCT06882486", None, [], "order-warning", ["ServiceRequest/draft-1"])
+    ]
+    stored = repr(rows(storage, audit) + rows(storage, audit_card))
+    assert "Nephrectomy" not in stored and "50545" not in stored  # never what was ordered
+
+
+def test_an_order_warning_shown_is_remembered_for_its_day_only(storage: Storage):
+    day = date(2026, 11, 21)
+    storage.remember_warnings("pt-1", day, [("NCT06882486", "d1"), ("NCT06903312", "d1")])
+    storage.remember_warnings("pt-1", day, [("NCT06882486", "d1")])  # shown again: one row
+    storage.remember_warnings("pt-2", day, [("NCT06882486", "d2")])
+    assert storage.warned("pt-1", day) == {("NCT06882486", "d1"), ("NCT06903312", "d1")}
+    assert storage.warned("pt-1", day + timedelta(days=1)) == frozenset()
+    storage.remember_warnings("pt-3", day + timedelta(days=1), [("NCT06882486", "d3")])
+    assert [row[:4] for row in rows(storage, order_warning)] == [  # earlier days are let go
+        ("pt-3", "NCT06882486", "d3", day + timedelta(days=1))
+    ]
 
 
 def test_a_jti_is_accepted_once_until_it_expires(storage: Storage):
@@ -213,6 +261,7 @@ def audit_once(storage: Storage, hook_instance: str, cards: list[dict]) -> None:
     storage.record_audit(
         hook_instance=hook_instance,
         service_id="trials",
+        hook="patient-view",
         patient_id="p1",
         cards=cards,
         catalog_version="v1",
@@ -272,12 +321,12 @@ def test_each_shown_card_gets_one_audit_card_row_and_a_repeated_uuid_keeps_the_f
         (2, "h-2", [{"uuid": CARD_UUID, "nctId": "NCT06903312", "verdict": "likely-eligible"}, {}]),
         (3, "h-3", [{"uuid": "u-4"}]),
     ]
-    created = [row[-1] for row in audits]
+    created = [row[-2] for row in audits]  # created_at, before the hook
     assert before <= created[0] <= created[1] <= created[2] <= after  # naive UTC
     assert rows(storage, audit_card) == [  # ids of the criteria still to check, never a value
-        (CARD_UUID, 1, "NCT06903312", "possibly-eligible", ["ecog", "hemoglobin"]),
-        ("u-2", 1, "NCT04394975", "possibly-eligible", []),
-        ("u-4", 3, None, None, []),
+        (CARD_UUID, 1, "NCT06903312", "possibly-eligible", ["ecog", "hemoglobin"], None, None),
+        ("u-2", 1, "NCT04394975", "possibly-eligible", [], None, None),  # kind, orders: a trial card
+        ("u-4", 3, None, None, [], None, None),
     ]
 
 

@@ -5,13 +5,15 @@ registered for the hook's name and the JSON Schema of its context, import it bel
 it in `mappings/services.yaml`.
 """
 
-from cds_service.hooks import patient_view
+from cds_service.hooks import orders, patient_view
 from cds_service.hooks.registry import (
     HOOKS,
     Card,
     Hook,
     HookCall,
+    RememberWarned,
     Runtime,
+    Warned,
     answer,
     check_services,
     hook,
@@ -23,10 +25,13 @@ __all__ = [
     "Card",
     "Hook",
     "HookCall",
+    "RememberWarned",
     "Runtime",
+    "Warned",
     "answer",
     "check_services",
     "hook",
+    "orders",
     "patient_view",
     "prepare",
 ]

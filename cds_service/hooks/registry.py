@@ -8,7 +8,7 @@ every call shares, and returns the cards.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol
@@ -40,6 +40,21 @@ def never_quiet(patient_id: str) -> Mapping[str, str]:
     return {}
 
 
+# (patient id, day) -> (NCT number, orders digest) of each order warning order-select showed that day
+Warned = Callable[[str, date], Collection[tuple[str, str]]]
+# remembers the order warnings order-select showed: (patient id, day, [(NCT number, orders digest)])
+RememberWarned = Callable[[str, date, Collection[tuple[str, str]]], None]
+
+
+def never_warned(patient_id: str, day: date) -> Collection[tuple[str, str]]:
+    """No order warning was shown before (no store: the command line, the warm-up)."""
+    return frozenset()
+
+
+def forget_warnings(patient_id: str, day: date, shown: Collection[tuple[str, str]]) -> None:
+    """Keep no order warning (no store)."""
+
+
 @dataclass(frozen=True)
 class Runtime:
     """What every call shares: compiled catalog and card texts, settings, the feedback store's view."""
@@ -48,6 +63,8 @@ class Runtime:
     settings: Settings
     # patient id -> {NCT number: verdict of the card a clinician answered lately}: those cards stay quiet
     quieted: Callable[[str], Mapping[str, str]] = field(default=never_quiet)
+    warned: Warned = field(default=never_warned)  # the order warnings order-sign does not repeat
+    remember_warned: RememberWarned = field(default=forget_warnings)
 
 
 class Handler(Protocol):

@@ -62,7 +62,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions[hooks.STATE_KEY] = hooks.ServiceState(
         settings=settings,
         catalog=matcher.catalog,
-        runtime=Runtime(matcher, settings, hooks.quiet_cards(storage, settings)),
+        runtime=Runtime(
+            matcher, settings, hooks.quiet_cards(storage, settings), *hooks.order_warnings(storage)
+        ),
         storage=storage,
     )
 

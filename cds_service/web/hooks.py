@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -16,7 +16,7 @@ from cds_service.catalog import Catalog, ServiceDefinition
 from cds_service.config import Settings
 from cds_service.errors import UnknownService
 from cds_service.hook_request import parse_feedback, parse_hook_request
-from cds_service.hooks import Runtime
+from cds_service.hooks import RememberWarned, Runtime, Warned
 from cds_service.logs import bind_request_id
 from cds_service.storage import Storage
 from cds_service.web.auth import authorize_fhir_server
@@ -87,6 +87,7 @@ def call_service(service_id: str) -> Response:
         state.storage,
         hook_instance=hook_request.hook_instance,
         service_id=service_id,
+        hook=hook_request.hook,
         patient_id=hook_request.patient_id,
         cards=cards,
         catalog_version=state.catalog.version,
@@ -118,6 +119,26 @@ def quiet_cards(storage: Storage, settings: Settings) -> Callable[[str], Mapping
             return {}
 
     return quieted
+
+
+def order_warnings(storage: Storage) -> tuple[Warned, RememberWarned]:
+    """What order-sign must not repeat (the warnings order-select showed the patient that day), and how
+    order-select remembers them. If the database does not answer, every warning is shown (it is logged)."""
+
+    def warned(patient_id: str, day: date) -> Collection[tuple[str, str]]:
+        try:
+            return storage.warned(patient_id, day)
+        except Exception:
+            log.exception("order warnings shown before could not be read: every warning is shown")
+            return frozenset()
+
+    def remember(patient_id: str, day: date, shown: Collection[tuple[str, str]]) -> None:
+        try:
+            storage.remember_warnings(patient_id, day, shown)
+        except Exception:
+            log.exception("order warnings shown could not be remembered: order-sign may repeat them")
+
+    return warned, remember
 
 
 def _record_audit(storage: Storage, **row: Any) -> None:

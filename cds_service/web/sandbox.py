@@ -1,7 +1,8 @@
-"""The sandbox page (GET /sandbox) and its example-patient gallery (examples/patients/manifest.yaml).
+"""The sandbox page (GET /sandbox), its example-patient gallery (examples/patients/manifest.yaml) and its
+draft orders for order-select and order-sign (examples/orders/manifest.yaml).
 
 The page itself is static (web/static/sandbox.html and its JS modules); it calls discovery, the service and
-feedback like any CDS client. Only files named in the manifest are served, so no path reaches outside it.
+feedback like any CDS client. Only files named in a manifest are served, so no path reaches outside it.
 GET /sandbox/settings tells the page the service's "today" (the page moves a chart's dates to evaluate it as
 of another day: the service's date is never taken from a request) and the wording of outcomes and verdicts.
 """
@@ -21,6 +22,7 @@ from cds_service.web.hooks import STATE_KEY
 bp = Blueprint("sandbox", __name__)
 
 MANIFEST = "manifest.yaml"
+PATIENTS, ORDERS = "patients", "orders"  # the folders of examples/ the page serves, each with its manifest
 # Scripts and styles from this service only; card Markdown is sanitized in the page, this is a second fence.
 PAGE_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
@@ -28,13 +30,14 @@ PAGE_POLICY = (
 )
 
 
-def _patients_dir() -> Path:
-    return Path(current_app.extensions[STATE_KEY].settings.examples_dir) / "patients"
+def _examples_dir(folder: str) -> Path:
+    return Path(current_app.extensions[STATE_KEY].settings.examples_dir) / folder
 
 
-def _manifest() -> list[dict[str, Any]]:
-    """Return the manifest's entries that name a file: {file, title, description, expected}."""
-    path = _patients_dir() / MANIFEST
+def _manifest(folder: str = PATIENTS) -> list[dict[str, Any]]:
+    """Return the entries of an examples folder's manifest that name a file: {file, title, description,
+    expected}."""
+    path = _examples_dir(folder) / MANIFEST
     if not path.is_file():
         return []
     try:
@@ -79,11 +82,24 @@ def patients() -> Response:
 
 @bp.get("/sandbox/patients/<path:file>")
 def patient(file: str) -> Response:
-    listed = {entry["file"] for entry in _manifest()}
-    if file not in listed:
+    return _listed_file(PATIENTS, file, "unknown-patient", "example patient")
+
+
+@bp.get("/sandbox/orders")
+def orders() -> Response:
+    return jsonify(_manifest(ORDERS))
+
+
+@bp.get("/sandbox/orders/<path:file>")
+def order(file: str) -> Response:
+    return _listed_file(ORDERS, file, "unknown-order", "draft order")
+
+
+def _listed_file(folder: str, file: str, error: str, what: str) -> Response:
+    """A file the folder's manifest names, as FHIR JSON; 404 for any other."""
+    if file not in {entry["file"] for entry in _manifest(folder)}:
         return jsonify(
-            error="unknown-patient",
-            message="no example patient with this file name; GET /sandbox/patients lists them",
+            error=error, message=f"no {what} with this file name; GET /sandbox/{folder} lists them"
         ), 404
     # send_from_directory also refuses any path that leaves the folder
-    return send_from_directory(_patients_dir(), file, mimetype="application/fhir+json", max_age=0)
+    return send_from_directory(_examples_dir(folder), file, mimetype="application/fhir+json", max_age=0)

@@ -1,11 +1,13 @@
 // Render CDS Hooks cards the way an EHR shows them: indicator, summary, Markdown detail, source, links,
-// suggestions, Dismiss with override reasons, and the trial's criteria from the eligibility extension.
+// suggestions, Dismiss with override reasons, and the trial's criteria from the eligibility extension (an order
+// warning: the criteria the order would end, from its order-impact extension).
 // `view` holds what the page knows beyond the cards: the service's wording of outcomes and verdicts
 // (card.yaml, from /sandbox/settings) and the chart it sent, to label the evidence.
 import { evidenceLabel } from "./chart.js";
 import { marked } from "./vendor/marked.esm.js";
 
 export const ELIGIBILITY_EXTENSION = "org.trialmatch.eligibility";
+export const ORDER_IMPACT_EXTENSION = "org.trialmatch.order-impact";
 const INDICATOR_ORDER = { critical: 0, warning: 1, info: 2 };
 const VERDICT_CLASSES = { "likely-eligible": "likely", "possibly-eligible": "possibly" };
 // Sorted by outcome: what needs the clinician first (to check, not met or excluded, left to them), then met.
@@ -121,6 +123,19 @@ function renderCriteria(extension, cardIndex, view) {
   );
 }
 
+/** The criteria an order would end (an order warning's extension), verbatim with why, and the orders. */
+function renderImpact(extension) {
+  const criteria = extension.criteria || [];
+  return el(
+    "details",
+    { class: "criteria" },
+    el("summary", {}, `Criteria the order would end (${criteria.length})`),
+    el("ul", { class: "impact" },
+      ...criteria.map((criterion) => el("li", {}, `${criterion.text} `, el("span", { class: "reason" }, `(${criterion.reason})`)))),
+    el("p", { class: "meta" }, `${extension.nctId} · orders: ${(extension.orders || []).join(", ")}`),
+  );
+}
+
 function renderDismiss(card, cardIndex, onFeedback) {
   const reasons = card.overrideReasons || [];
   const selectId = `override-${cardIndex}`;
@@ -191,6 +206,10 @@ function renderCard(card, cardIndex, onFeedback, view) {
   if (extension) {
     article.append(renderCriteria(extension, cardIndex, view));
   }
+  const impact = card.extension && card.extension[ORDER_IMPACT_EXTENSION];
+  if (impact) {
+    article.append(renderImpact(impact));
+  }
   if (card.uuid) {
     article.append(renderDismiss(card, cardIndex, onFeedback));
   }
@@ -201,7 +220,7 @@ function renderCard(card, cardIndex, onFeedback, view) {
 export function renderCards(container, cards, onFeedback, view) {
   container.replaceChildren();
   if (!cards.length) {
-    container.append(el("p", { class: "hint" }, "No cards: the service found no trial this patient may fit."));
+    container.append(el("p", { class: "hint" }, view.emptyText || "No cards: the service found no trial this patient may fit."));
     return;
   }
   const sorted = [...cards].sort((a, b) => (INDICATOR_ORDER[a.indicator] ?? 3) - (INDICATOR_ORDER[b.indicator] ?? 3));

@@ -84,3 +84,26 @@ export function patientViewRequest(service, resources) {
     prefetch: buildPrefetch(service.prefetch, resources, patientId),
   };
 }
+
+/**
+ * Build an order-select or order-sign request for a service of the discovery document: the chart as prefetch,
+ * the draft order (made the patient's) in `context.draftOrders`, and for order-select in `selections` too.
+ */
+export function orderRequest(service, resources, order) {
+  const patientId = patientIdOf(resources);
+  const draft = { ...order, subject: { reference: `Patient/${patientId}` } };
+  const context = {
+    userId: "Practitioner/sandbox-user",
+    patientId,
+    draftOrders: { resourceType: "Bundle", type: "collection", entry: [{ resource: draft }] },
+  };
+  if (service.hook === "order-select") {
+    context.selections = [`${draft.resourceType}/${draft.id}`];
+  }
+  return {
+    hook: service.hook,
+    hookInstance: uuid4(),
+    context,
+    prefetch: buildPrefetch(service.prefetch, resources, patientId),
+  };
+}

@@ -1,4 +1,5 @@
-// The sandbox page: discovery, the example gallery, firing patient-view, and feedback on cards.
+// The sandbox page: discovery, the example gallery, firing patient-view, firing order-select and order-sign with a
+// draft order of the order list, and feedback on cards.
 //
 // The evaluation date: the service evaluates on its own "today" (CDS_TODAY, else the real date), never on a
 // date a request names. A chart is evaluated as of the date it was written for (its Bundle's timestamp or
@@ -7,7 +8,7 @@
 // verdicts on any day.
 import { markAnswered, renderCards } from "./cards.js";
 import { chartDate, daysBetween, resourceIndex, shiftDates } from "./chart.js";
-import { patientViewRequest, resourcesOf } from "./prefetch.js";
+import { orderRequest, patientViewRequest, resourcesOf } from "./prefetch.js";
 
 // Paths are resolved from this module's URL, so the page works when the service is mounted under a prefix.
 const ROOT = new URL("../", import.meta.url);
@@ -23,6 +24,10 @@ const ui = {
   date: byId("evaluation-date"),
   dateNote: byId("date-note"),
   fire: byId("fire"),
+  order: byId("order"),
+  orderDescription: byId("order-description"),
+  fireOrderSelect: byId("fire-order-select"),
+  fireOrderSign: byId("fire-order-sign"),
   status: byId("status"),
   cards: byId("cards"),
   requestJson: byId("request-json"),
@@ -30,7 +35,10 @@ const ui = {
   feedbackJson: byId("feedback-json"),
 };
 let services = [];
+let orderServices = {}; // hook -> its service of the discovery document
+let answering = null; // the service whose cards are shown: feedback goes to it
 let gallery = [];
+let orders = [];
 let settings = { today: null, outcomeLabels: {}, verdictLabels: {} };
 
 function say(text, isError = false) {
@@ -68,6 +76,11 @@ function postJson(path, payload) {
 async function loadServices() {
   const discovery = await getJson("cds-services");
   services = (discovery.services || []).filter((service) => service.hook === "patient-view");
+  for (const service of discovery.services || []) {
+    if (["order-select", "order-sign"].includes(service.hook) && !orderServices[service.hook]) {
+      orderServices[service.hook] = service;
+    }
+  }
   ui.service.replaceChildren(...services.map((service) => new Option(`${service.title || service.id} (${service.id})`, service.id)));
   if (!services.length) {
     say("Discovery lists no patient-view service.", true);
@@ -116,6 +129,18 @@ async function loadGallery() {
   }
 }
 
+async function loadOrders() {
+  orders = await getJson("sandbox/orders");
+  for (const entry of orders) {
+    ui.order.append(new Option(entry.title || entry.file, entry.file));
+  }
+}
+
+function chooseOrder() {
+  const entry = orders.find((item) => item.file === ui.order.value);
+  ui.orderDescription.textContent = entry ? entry.description || "" : "";
+}
+
 async function choosePatient() {
   const entry = gallery.find((item) => item.file === ui.gallery.value);
   ui.galleryDescription.textContent = entry ? entry.description || "" : "";
@@ -144,7 +169,7 @@ function selectedService() {
 }
 
 async function sendFeedback(card, feedback) {
-  const service = selectedService();
+  const service = answering;
   const payload = { feedback: [{ card: card.uuid, ...feedback, outcomeTimestamp: new Date().toISOString().replace(/\.\d{3}Z$/, "Z") }] };
   ui.feedbackJson.textContent = JSON.stringify(payload, null, 2);
   try {
@@ -157,28 +182,20 @@ async function sendFeedback(card, feedback) {
   }
 }
 
-async function fire() {
-  const service = selectedService();
-  if (!service) {
-    say("Choose a CDS service first.", true);
-    return;
-  }
+/** The chart of the page, its dates moved to the evaluation date; an error says what is wrong. */
+function chartResources() {
   if (!ui.date.value) {
-    say("Set the evaluation date first.", true);
-    return;
+    throw new Error("Set the evaluation date first.");
   }
-  let request;
-  let resources;
-  try {
-    resources = shiftDates(resourcesOf(JSON.parse(ui.bundle.value)), shiftDays());
-    request = patientViewRequest(service, resources);
-  } catch (error) {
-    say(`Cannot use this data: ${error.message}`, true);
-    return;
-  }
+  return shiftDates(resourcesOf(JSON.parse(ui.bundle.value)), shiftDays());
+}
+
+/** Post a request to a service and show the cards it answers. */
+async function call(service, request, resources, emptyText) {
   ui.requestJson.textContent = JSON.stringify(request, null, 2);
-  ui.fire.disabled = true;
-  say("Calling the service…");
+  const buttons = [ui.fire, ui.fireOrderSelect, ui.fireOrderSign];
+  buttons.forEach((button) => { button.disabled = true; });
+  say(`Calling ${service.id} (${service.hook})…`);
   try {
     const response = await postJson(`cds-services/${encodeURIComponent(service.id)}`, request);
     ui.responseJson.textContent = JSON.stringify(response, null, 2);
@@ -186,15 +203,58 @@ async function fire() {
     const view = {
       labels: { outcome: settings.outcomeLabels, verdict: settings.verdictLabels },
       index: resourceIndex(resources),
+      emptyText,
     };
+    answering = service;
     renderCards(ui.cards, cards, sendFeedback, view);
-    say(`${cards.length} card${cards.length === 1 ? "" : "s"} returned, evaluated as of ${ui.date.value}.`);
+    say(`${service.hook}: ${cards.length} card${cards.length === 1 ? "" : "s"} returned, evaluated as of ${ui.date.value}.`);
   } catch (error) {
     ui.responseJson.textContent = error.message;
     say(error.message, true);
   } finally {
-    ui.fire.disabled = false;
+    buttons.forEach((button) => { button.disabled = false; });
   }
+}
+
+async function fire() {
+  const service = selectedService();
+  if (!service) {
+    say("Choose a CDS service first.", true);
+    return;
+  }
+  let request;
+  let resources;
+  try {
+    resources = chartResources();
+    request = patientViewRequest(service, resources);
+  } catch (error) {
+    say(`Cannot use this data: ${error.message}`, true);
+    return;
+  }
+  await call(service, request, resources, "No cards: the service found no trial this patient may fit.");
+}
+
+async function fireOrder(hook) {
+  const service = orderServices[hook];
+  const entry = orders.find((item) => item.file === ui.order.value);
+  if (!service || !entry) {
+    say(service ? "Choose a draft order first." : `Discovery lists no ${hook} service.`, true);
+    return;
+  }
+  let request;
+  let resources;
+  try {
+    resources = chartResources();
+    const order = await getJson(`sandbox/orders/${encodeURIComponent(entry.file)}`);
+    request = orderRequest(service, resources, order);
+  } catch (error) {
+    say(`Cannot use this data: ${error.message}`, true);
+    return;
+  }
+  const none = hook === "order-sign"
+    ? "No cards: this order ends no trial the patient may fit now, or its warning was shown at order-select today."
+    : "No cards: this order ends no trial the patient may fit now.";
+  await call(service, request, resources, none);
 }
 
 ui.gallery.addEventListener("change", () => choosePatient().catch((error) => say(error.message, true)));
@@ -202,7 +262,10 @@ ui.upload.addEventListener("change", () => uploadFile().catch((error) => say(err
 ui.bundle.addEventListener("change", () => dateFromChart(ui.bundle.value));
 ui.date.addEventListener("change", describeDate);
 ui.fire.addEventListener("click", fire);
+ui.order.addEventListener("change", chooseOrder);
+ui.fireOrderSelect.addEventListener("click", () => fireOrder("order-select"));
+ui.fireOrderSign.addEventListener("click", () => fireOrder("order-sign"));
 
-Promise.all([loadSettings(), loadServices(), loadGallery()])
+Promise.all([loadSettings(), loadServices(), loadGallery(), loadOrders()])
   .then(() => document.body.classList.add("ready"))
   .catch((error) => say(error.message, true));
