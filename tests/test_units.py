@@ -7,6 +7,8 @@ from datetime import date
 import pytest
 from conftest_facts import facts_of, lab, load_terminology, observation, patient, quantity
 
+from cds_service.engine.text import unit_text
+
 TODAY = date(2026, 11, 21)
 TERMINOLOGY = load_terminology()
 ANALYTES = sorted(TERMINOLOGY.analytes.values(), key=lambda a: a.id)
@@ -174,3 +176,22 @@ def test_tumour_size_in_mm_and_cm():
 def test_tumour_size_in_an_unknown_unit_is_not_used():
     res = observation("t1", "21889-1", valueQuantity=quantity(3, "[in_i]"))
     assert facts_of([res], TERMINOLOGY, TODAY).tumour_sizes == ()
+
+
+@pytest.mark.parametrize(
+    ("ucum", "shown"),
+    [
+        ("10*3/uL", "x10^3/uL"),
+        ("10*9/L", "x10^9/L"),
+        ("m[IU]/mL", "mIU/mL"),
+        ("umol/L", "umol/L"),
+        ("{INR}", ""),
+    ],
+)
+def test_units_are_shown_as_clinicians_write_them(ucum: str, shown: str) -> None:
+    assert unit_text(ucum) == shown
+
+
+def test_a_value_sent_in_another_spelling_of_the_unit_does_not_say_sent_as():
+    facts = facts_of([lab("o1", "777-3", 228, "K/uL")], TERMINOLOGY, TODAY)
+    assert (facts.labs["platelets"][0].value, facts.labs["platelets"][0].as_sent) == (228, "")

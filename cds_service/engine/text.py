@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import date
 from typing import Any
@@ -24,11 +25,15 @@ def fmt_multiple(value: float) -> str:
     return text + "0" if text.endswith(".") else text
 
 
+_POWER_OF_TEN = re.compile(r"^10\*(\d+)/")
+
+
 def unit_text(unit: str) -> str:
-    """A UCUM unit as a reason shows it; annotations such as {INR} and the unit 1 are not shown."""
+    """A UCUM unit as a clinician writes it: 10*3/uL as x10^3/uL, m[IU]/mL as mIU/mL; annotations such as
+    {INR} and the unit 1 are not shown."""
     if unit.startswith("{") or unit == "1":
         return ""
-    return unit
+    return _POWER_OF_TEN.sub(r"x10^\1/", unit).replace("[IU]", "IU").replace("[Hg]", "Hg")
 
 
 def amount_text(value: float, unit: str) -> str:

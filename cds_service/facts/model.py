@@ -43,7 +43,7 @@ class LabValue:
     ref: str
     low: float | None = None  # referenceRange.low, converted; None when the Observation has none
     high: float | None = None
-    as_sent: str = ""  # e.g. "97 umol/L", for the reason text when the unit was converted
+    as_sent: str = ""  # e.g. "97 umol/L": what was sent, when converting changed the number
     comparator: str | None = None  # <, <=, >=, >: the value is a bound ("<0.2"), not a measurement
 
 

@@ -10,6 +10,7 @@ results, and a missing value only makes a criterion unknown.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -116,7 +117,7 @@ def lab_value(rec: ObservationRecord, analyte: Analyte) -> LabValue | None:
         ref=rec.ref,
         low=_convert(analyte, own.low) if own else None,
         high=_convert(analyte, own.high) if own else None,
-        as_sent=rec.quantity.as_sent,
+        as_sent=rec.quantity.as_sent if not math.isclose(value, rec.quantity.value) else "",
         comparator=rec.quantity.comparator,
     )
 

@@ -70,8 +70,9 @@ def lab(facts: PatientFacts, params: Mapping[str, Any], context: EvaluationConte
     stale = stale_or_missing(facts, name, newest, shown, max_age, "Observation")
     if stale is not None or newest is None:
         return stale or LeafResult(Truth.UNKNOWN, f"no {name}")
-    converted = newest.as_sent and not newest.as_sent.endswith(f" {newest.unit}")
-    measured = f"{name} {shown(newest)}{f' (sent as {newest.as_sent})' if converted else ''}{on(newest.date)}"
+    measured = (
+        f"{name} {shown(newest)}{f' (sent as {newest.as_sent})' if newest.as_sent else ''}{on(newest.date)}"
+    )
     bounds: Bounds = params["bounds"]
     limit_name = params["limit"]
     if not limit_name:
