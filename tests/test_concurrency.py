@@ -210,3 +210,66 @@ def test_a_jwt_replayed_on_the_other_worker_is_rejected(tmp_path):
     answers = [line for line in _json_lines(tmp_path / "gunicorn.log") if line.get("path") == FEEDBACK_ROUTE]
     assert [line["status"] for line in answers] == [200, 401]
     assert answers[0]["pid"] != answers[1]["pid"], "the copies were served by different workers"
+
+
+def test_an_answered_card_stays_quiet_on_both_workers_and_after_a_restart(tmp_path):
+    """Quiet cards with real workers: dismissed once, the card is away on every worker and after a restart,
+    until an operator lifts it (`cds-trials feedback unquiet`). (The verdict improving and CDS_QUIET_DAYS
+    passing: tests/test_quiet_cards_service.py.)"""
+    request = json.loads(
+        (REPO_ROOT / "examples" / "requests" / "patient-view-histology-not-coded.json").read_text()
+    )
+    hook_url = f"/cds-services/{SERVICE_ID}"
+
+    def trials(base_url: str, calls: int = 6) -> list[set[str]]:
+        """The trials of the cards of `calls` calls, spread over both workers by separate connections."""
+        seen = []
+        for _ in range(calls):
+            body = {**request, "hookInstance": str(uuid.uuid4())}
+            response = requests.post(base_url + hook_url, json=body, timeout=30)
+            assert response.status_code == 200, response.text
+            seen.append(
+                {c["extension"]["org.trialmatch.eligibility"]["nctId"] for c in response.json()["cards"]}
+            )
+        return seen
+
+    with gunicorn(tmp_path, CDS_SANDBOX="1") as base_url:
+        body = {**request, "hookInstance": str(uuid.uuid4())}
+        shown = requests.post(base_url + hook_url, json=body, timeout=30).json()["cards"]
+        (card,) = [c for c in shown if c["extension"]["org.trialmatch.eligibility"]["nctId"] == "NCT06903312"]
+        item = {
+            "card": card["uuid"],
+            "outcome": "overridden",
+            "outcomeTimestamp": "2026-11-21T09:00:00Z",
+            "overrideReason": {"reason": card["overrideReasons"][0]},
+        }
+        assert requests.post(base_url + FEEDBACK, json={"feedback": [item]}, timeout=30).status_code == 200
+        after = trials(base_url)
+        answered_by = {
+            line["pid"]
+            for line in _json_lines(tmp_path / "gunicorn.log")
+            if line["message"].startswith("POST /cds-services/<service_id> ->")
+        }
+    assert len(answered_by) == 2  # both workers answered calls
+    assert all("NCT06903312" not in found for found in after)
+    with gunicorn(tmp_path, CDS_SANDBOX="1") as base_url:  # restarted on the same database
+        assert all("NCT06903312" not in found for found in trials(base_url, 2))
+        lifted = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from cds_service.cli import main; main()",
+                "feedback",
+                "unquiet",
+                "--patient",
+                request["context"]["patientId"],
+                "--trial",
+                "NCT06903312",
+            ],
+            cwd=REPO_ROOT,
+            env={**os.environ, "CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'cds.sqlite3'}"},
+            capture_output=True,
+            text=True,
+        )
+        assert lifted.returncode == 0, lifted.stderr
+        assert all("NCT06903312" in found for found in trials(base_url, 2))  # lifted, on both workers
