@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 from rich.console import Console
@@ -36,11 +36,9 @@ from cds_service.errors import (
     RequestError,
     TooManyResources,
 )
+from cds_service.feedback_report import print_stats, stats_document
 from cds_service.hooks import check_services
 from cds_service.verdicts import RECRUITING_STATUSES, CriterionResult, TrialResult
-
-if TYPE_CHECKING:  # the storage (and SQLAlchemy) is imported only by the commands that use it
-    from cds_service.storage import TrialFeedback
 
 GUNICORN_CONF = REPO_ROOT / "gunicorn.conf.py"
 WIDE = 120  # columns from which `evaluate` shows the registry text and evidence in columns of their own
@@ -510,79 +508,9 @@ def feedback_stats(as_json: bool) -> None:
     finally:
         storage.close()
     if as_json:
-        document = {
-            "quietDays": settings.quiet_days,
-            "trials": [
-                {
-                    "nctId": trial.nct_id,
-                    "shown": trial.shown,
-                    "accepted": trial.accepted,
-                    "overridden": trial.overridden,
-                    "quietedPatients": trial.quieted_patients,
-                    "outOfDate": trial.out_of_date,
-                    "stillToCheck": trial.still_to_check,
-                    "orderWarnings": {
-                        "shown": trial.warnings,
-                        "accepted": trial.warnings_accepted,
-                        "overridden": trial.warnings_overridden,
-                    },
-                }
-                for trial in trials
-            ],
-        }
-        click.echo(json.dumps(document, indent=2))
-        return
-    console = _console()
-    table = Table(title="Feedback by trial", title_justify="left")
-    for column in (
-        "NCT",
-        "shown",
-        "accepted",
-        "overridden (by reason)",
-        f"quiet ({settings.quiet_days} days)",
-    ):
-        table.add_column(column, overflow="fold")
-    for trial in trials:
-        reasons = ", ".join(f"{code or '(no reason)'} {n}" for code, n in trial.overridden.items())
-        overridden = f"{sum(trial.overridden.values())}" + (f": {reasons}" if reasons else "")
-        table.add_row(
-            trial.nct_id, str(trial.shown), str(trial.accepted), overridden, str(trial.quieted_patients)
-        )
-    console.print(table)
-    _print_order_warnings(console, trials)
-    dismissed = [trial for trial in trials if trial.out_of_date]
-    if not dismissed:
-        console.print("No card was dismissed because the chart data was out of date.")
-        return
-    table = Table(
-        title="Still to check on the cards dismissed as chart data out of date", title_justify="left"
-    )
-    for column in ("NCT", "dismissed", "criterion", "still to check"):
-        table.add_column(column, overflow="fold")
-    for trial in dismissed:
-        criteria = list(trial.still_to_check.items()) or [("(none recorded)", 0)]
-        for n, (criterion, count) in enumerate(criteria):
-            first = n == 0
-            table.add_row(
-                trial.nct_id if first else "", str(trial.out_of_date) if first else "", criterion, str(count)
-            )
-    console.print(table)
-
-
-def _print_order_warnings(console: Console, trials: list[TrialFeedback]) -> None:
-    """The order warnings of each trial that had some: shown, accepted, overridden by reason."""
-    warned = [trial for trial in trials if trial.warnings]
-    if not warned:
-        console.print("No order warning was shown.")
-        return
-    table = Table(title="Order warnings by trial (order-select, order-sign)", title_justify="left")
-    for column in ("NCT", "shown", "accepted", "overridden (by reason)"):
-        table.add_column(column, overflow="fold")
-    for trial in warned:
-        reasons = ", ".join(f"{code or '(no reason)'} {n}" for code, n in trial.warnings_overridden.items())
-        overridden = f"{sum(trial.warnings_overridden.values())}" + (f": {reasons}" if reasons else "")
-        table.add_row(trial.nct_id, str(trial.warnings), str(trial.warnings_accepted), overridden)
-    console.print(table)
+        click.echo(json.dumps(stats_document(trials, settings.quiet_days), indent=2))
+    else:
+        print_stats(_console(), trials, settings.quiet_days)
 
 
 # --- db

@@ -36,7 +36,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("batch", ("prescreen",)),  # population pre-screening: the pipeline as a hook call runs it, for an export
-    ("top", ("web", "cli")),
+    ("top", ("web", "cli", "feedback_report")),
 )
 RANK = {top: rank for rank, (_, tops) in enumerate(LAYERS) for top in tops}
 ONLY_IN = {  # third-party library -> the only modules that may import it
