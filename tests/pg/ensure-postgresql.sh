@@ -8,16 +8,5 @@ if compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb
   exit 0
 fi
 
-if [ "$(id -u)" -eq 0 ]; then
-  as_root=()
-elif command -v sudo >/dev/null 2>&1; then
-  as_root=(sudo)
-else
-  echo "ensure-postgresql: initdb is missing and neither root nor sudo is available to install postgresql" >&2
-  exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-"${as_root[@]}" apt-get update
-"${as_root[@]}" apt-get install -y --no-install-recommends postgresql
+bash "$(dirname "$0")/../apt-install.sh" "ensure-postgresql: initdb" postgresql
 compgen -G "/usr/lib/postgresql/*/bin/initdb"

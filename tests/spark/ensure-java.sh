@@ -7,16 +7,5 @@ if command -v java >/dev/null 2>&1; then
   exit 0
 fi
 
-if [ "$(id -u)" -eq 0 ]; then
-  as_root=()
-elif command -v sudo >/dev/null 2>&1; then
-  as_root=(sudo)
-else
-  echo "ensure-java: java is missing and neither root nor sudo is available to install it" >&2
-  exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-"${as_root[@]}" apt-get update
-"${as_root[@]}" apt-get install -y --no-install-recommends openjdk-17-jre-headless
+bash "$(dirname "$0")/../apt-install.sh" "ensure-java: java" openjdk-17-jre-headless
 java -version
