@@ -220,20 +220,42 @@ def test_an_answered_card_stays_quiet_on_both_workers_and_after_a_restart(tmp_pa
         (REPO_ROOT / "examples" / "requests" / "patient-view-histology-not-coded.json").read_text()
     )
     hook_url = f"/cds-services/{SERVICE_ID}"
+    log_path = tmp_path / "gunicorn.log"
 
-    def trials(base_url: str, calls: int = 6) -> list[set[str]]:
-        """The trials of the cards of `calls` calls, spread over both workers by separate connections."""
-        seen = []
-        for _ in range(calls):
-            body = {**request, "hookInstance": str(uuid.uuid4())}
-            response = requests.post(base_url + hook_url, json=body, timeout=30)
-            assert response.status_code == 200, response.text
-            seen.append(
-                {c["extension"]["org.trialmatch.eligibility"]["nctId"] for c in response.json()["cards"]}
-            )
-        return seen
+    def trials_on_each_worker(base_url: str, hung: str) -> list[set[str]]:
+        """The trials of the cards of one call on each worker: as in the JWT replay test, each worker is kept
+        busy in turn by a hook call waiting on the hung FHIR server, so the two calls land on different workers."""
 
-    with gunicorn(tmp_path, CDS_SANDBOX="1") as base_url:
+        def call(**extra: str) -> requests.Response:
+            body = {**request, "hookInstance": str(uuid.uuid4()), **extra}
+            return requests.post(base_url + hook_url, json=body, timeout=30)
+
+        def busy_call() -> requests.Response:
+            body = {key: value for key, value in request.items() if key != "prefetch"}
+            return requests.post(base_url + hook_url, json={**body, "fhirServer": hung}, timeout=30)
+
+        with ThreadPoolExecutor(2) as pool:
+            first_busy = pool.submit(busy_call)  # worker A waits on the hung server
+            time.sleep(0.5)
+            first = call()  # served by worker B
+            second_busy = pool.submit(busy_call)  # worker B waits too
+            time.sleep(0.5)
+            second = call()  # queued until worker A is free again
+            assert {first_busy.result().status_code, second_busy.result().status_code} != {200}
+        assert (first.status_code, second.status_code) == (200, 200), second.text
+        answered = [
+            line
+            for line in _json_lines(log_path)
+            if line["message"].startswith("POST /cds-services/<service_id> -> 200")
+        ]
+        assert answered[-2]["pid"] != answered[-1]["pid"], "the two calls were served by different workers"
+        return [
+            {c["extension"]["org.trialmatch.eligibility"]["nctId"] for c in response.json()["cards"]}
+            for response in (first, second)
+        ]
+
+    env = {"CDS_SANDBOX": "1", "CDS_FETCH_DEADLINE_SECONDS": str(BUSY_SECONDS)}
+    with hung_server() as hung, gunicorn(tmp_path, **env) as base_url:
         body = {**request, "hookInstance": str(uuid.uuid4())}
         shown = requests.post(base_url + hook_url, json=body, timeout=30).json()["cards"]
         (card,) = [c for c in shown if c["extension"]["org.trialmatch.eligibility"]["nctId"] == "NCT06903312"]
@@ -244,16 +266,9 @@ def test_an_answered_card_stays_quiet_on_both_workers_and_after_a_restart(tmp_pa
             "overrideReason": {"reason": card["overrideReasons"][0]},
         }
         assert requests.post(base_url + FEEDBACK, json={"feedback": [item]}, timeout=30).status_code == 200
-        after = trials(base_url)
-        answered_by = {
-            line["pid"]
-            for line in _json_lines(tmp_path / "gunicorn.log")
-            if line["message"].startswith("POST /cds-services/<service_id> ->")
-        }
-    assert len(answered_by) == 2  # both workers answered calls
-    assert all("NCT06903312" not in found for found in after)
-    with gunicorn(tmp_path, CDS_SANDBOX="1") as base_url:  # restarted on the same database
-        assert all("NCT06903312" not in found for found in trials(base_url, 2))
+        assert all("NCT06903312" not in found for found in trials_on_each_worker(base_url, hung))
+    with hung_server() as hung, gunicorn(tmp_path, **env) as base_url:  # restarted on the same database
+        assert all("NCT06903312" not in found for found in trials_on_each_worker(base_url, hung))
         lifted = subprocess.run(
             [
                 sys.executable,
@@ -272,4 +287,4 @@ def test_an_answered_card_stays_quiet_on_both_workers_and_after_a_restart(tmp_pa
             text=True,
         )
         assert lifted.returncode == 0, lifted.stderr
-        assert all("NCT06903312" in found for found in trials(base_url, 2))  # lifted, on both workers
+        assert all("NCT06903312" in found for found in trials_on_each_worker(base_url, hung))  # lifted
