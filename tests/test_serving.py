@@ -17,7 +17,7 @@ from cds_service import hooks
 from cds_service.bundle_file import hook_request_for
 from cds_service.config import load_settings
 from cds_service.storage import Storage
-from cds_service.web import serving
+from cds_service.web import create_worker_app, serving
 
 CONF_PATH = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
 
@@ -151,6 +151,23 @@ def test_the_warm_up_chart_is_valid_json_shipped_inside_the_package() -> None:
             (Path(serving.__file__).parent.parent / serving.WARM_UP_CHART).read_text(encoding="utf-8")
         )["timestamp"][:10]
     )
+
+
+def test_a_worker_app_builds_and_warms_up_without_the_database(
+    clean_cds_env: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker (re)started while the database is down: its app needs no connection, nor does its warm-up."""
+    app = create_worker_app(
+        {"SANDBOX": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'gone' / 'cds.sqlite3'}"}
+    )
+    caplog.clear()
+    try:
+        with caplog.at_level(logging.INFO):
+            assert serving.warm_up(app) is True
+        assert app.test_client().get("/healthz").status_code == 503
+    finally:
+        app.extensions["cds"].storage.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 class FakeArbiter:

@@ -14,8 +14,8 @@ is down. Each worker, once it has loaded the app:
 1. warms up: answers one call of each service, built from the chart shipped in `cds_service/data/` and
    evaluated on the date it was written for, through every stage (request parsing and schema checks, prefetch,
    FHIR validation, facts, the trials, cards, JSON), so that the first EHR call does not pay for lazily
-   imported FHIR types and first-use work (about 0.6 s on 2 cores). It writes no database row and no log
-   line;
+   imported FHIR types and first-use work (about 0.6 s on 2 cores). It neither reads nor writes the database
+   (no quiet cards, no order warnings remembered) and prints no log line;
 2. freezes the GC: every object alive then (catalog, compiled rules, FHIR model classes) moves to the
    permanent generation, where collections never walk it again;
 3. turns automatic collection off and collects the young generations after each response instead
@@ -36,6 +36,7 @@ import shutil
 import socket
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import date, timedelta
 from importlib import resources
 from typing import Any
@@ -48,6 +49,7 @@ from cds_service.config import Settings, load_settings
 from cds_service.errors import CatalogError, ConfigError, RuleError
 from cds_service.fhir import bundles
 from cds_service.hook_request import parse_hook_request
+from cds_service.hooks.registry import forget_warnings, never_quiet, never_warned
 from cds_service.logs import JsonLineFormatter
 from cds_service.storage import default_database_url
 from cds_service.storage_errors import open_storage
@@ -197,6 +199,10 @@ def warm_up(app: Any) -> bool:
     if state is None:  # not the CDS service (e.g. the benchmark's JSON-only baseline)
         return False
     chart, today = warm_up_chart()
+    # The database stays out of it: a worker may boot while it is down, and the warm-up is no one's call.
+    runtime = replace(
+        state.runtime, quieted=never_quiet, warned=never_warned, remember_warned=forget_warnings
+    )
     for service in state.catalog.services:
         request = hook_request_for(service.hook, service.prefetch, chart, WARM_UP_INSTANCE)
         body = json.dumps(
@@ -209,5 +215,5 @@ def warm_up(app: Any) -> bool:
         ).encode()
         parsed = parse_hook_request(body, {service.hook}, max_depth=state.settings.max_json_depth)
         call = hooks.prepare(parsed, [service], state.settings, today, lambda _: None)
-        app.json.dumps({"cards": hooks.answer(call, state.runtime)})
+        app.json.dumps({"cards": hooks.answer(call, runtime)})
     return True
