@@ -2,8 +2,8 @@
 
 Sync workers, one per core: a hook call is CPU-bound (parsing and validating FHIR), so more workers than cores
 only queue. It listens on CDS_HOST:CDS_PORT (and CDS_METRICS_PORT when set); command-line options (`--bind`,
-`--workers`, ...) override these values. What gunicorn does around the app (JSON log lines, metrics of every
-worker, warm-up, garbage collection) is in cds_service/web/serving.py.
+`--workers`, ...) override these values. What gunicorn does around the app (the database schema in the master,
+JSON log lines, metrics of every worker, warm-up, garbage collection) is in cds_service/web/serving.py.
 """
 
 import os
@@ -19,6 +19,7 @@ from cds_service.web.serving import (  # noqa: E402, F401 (gunicorn server hooks
     child_exit,
     listen_addresses,
     on_exit,
+    on_starting,
     post_request,
     post_worker_init,
 )

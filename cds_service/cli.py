@@ -440,7 +440,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         command += ["--config", str(GUNICORN_CONF)]
     command += [arg for address in listen_addresses(settings) for arg in ("--bind", address)]
     command += ["--workers", str(workers)] if workers is not None else []
-    os.execv(sys.executable, [*command, "cds_service.web:create_app()"])
+    os.execv(sys.executable, [*command, "cds_service.web:create_worker_app()"])
 
 
 @main.group()
@@ -523,10 +523,10 @@ def db() -> None:
 
 @db.command("upgrade")
 def db_upgrade() -> None:
-    """Bring the database schema to the newest revision (each worker of the service also does it at start).
+    """Bring the database schema to the newest revision (`serve` also does it, before any worker starts).
 
     Schema changes are serialised (a PostgreSQL advisory lock, SQLite's write lock), so this may run while
-    workers start. A database made before migrations keeps its rows: it is taken as the first revision.
+    the service starts. A database made before migrations keeps its rows: it is taken as the first revision.
     """
     from cds_service.storage import Storage
 

@@ -1,8 +1,8 @@
 """The database's failures as the service's errors, around `storage.Storage` (kept beside it, not in it, while
 storage.py is being rewritten).
 
-- `open_storage`: a URL that cannot be used, a missing driver, or a database that cannot be reached at start
-  raises ConfigError naming CDS_DATABASE_URL, so the start stops with one line;
+- `open_storage`: a URL that cannot be used, a missing driver, or (when it brings the schema up) a database
+  that cannot be reached raises ConfigError naming CDS_DATABASE_URL, so the start stops with one line;
 - `GuardedStorage`: a lost or refused connection while storing feedback or a JWT id raises StorageUnavailable
   (503: nothing was stored; feedback is stored once per distinct item, so the client's retry is safe).
 """
@@ -60,10 +60,15 @@ def _shown(database_url: str) -> str:
         return "(not a URL)"
 
 
-def open_storage(database_url: str) -> GuardedStorage:
-    """Open the database (its tables are created); ConfigError naming CDS_DATABASE_URL when it cannot be."""
+def open_storage(database_url: str, *, upgrade: bool = True) -> GuardedStorage:
+    """Open the database; ConfigError naming CDS_DATABASE_URL when it cannot be.
+
+    With `upgrade`, its schema is brought to the newest revision now, which needs the database. Without, no
+    connection is made here: the first statement that needs one opens it, and fails (see GuardedStorage) for
+    as long as the database cannot be reached.
+    """
     try:
-        return GuardedStorage(database_url)
+        return GuardedStorage(database_url, upgrade=upgrade)
     except (SQLAlchemyError, ImportError) as exc:
         cause = getattr(exc, "orig", None) or exc
         reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__

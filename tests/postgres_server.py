@@ -80,23 +80,22 @@ class PostgresServer:
                 "--locale=C",
                 "--no-sync",
             )
-            server._run(
-                "pg_ctl",
-                "-D",
-                str(server.data),
-                "-l",
-                str(server.log),
-                "-w",
-                "-t",
-                "60",
-                "-o",
-                f"-k {folder} -p {PORT} {SERVER_OPTIONS}",
-                "start",
-            )
+            server.resume()
         except PostgresUnavailable:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         return server
+
+    def halt(self) -> None:
+        """Stop the server as an outage does (its clients' connections are closed), keeping its databases."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the server (again): it answers when this returns."""
+        options = f"-k {self.folder} -p {PORT} {SERVER_OPTIONS}"
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o", options, "start"
+        )
 
     @property
     def data(self) -> Path:
@@ -127,7 +126,7 @@ class PostgresServer:
 
     def stop(self) -> None:
         try:
-            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+            self.halt()
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
 

@@ -171,7 +171,7 @@ def _feedback(base_url: str, token: str) -> requests.Response:
 
 
 def test_a_jwt_replayed_in_parallel_is_accepted_once(tmp_path, database_url):
-    """On SQLite and PostgreSQL; both workers start on the new database together."""
+    """On SQLite and PostgreSQL, a new database: gunicorn's master makes the schema, then workers start."""
     copies = 8
     env = {**_secure_env(tmp_path, FHIR_SERVER), "CDS_DATABASE_URL": database_url}
     with gunicorn(tmp_path, **env) as base_url:

@@ -1,7 +1,8 @@
 """`cds-trials serve` as an operator runs it: a subprocess, its exit status and every line it prints.
 
 A setting that cannot work stops the start with one line naming it, before gunicorn starts a worker; a running
-service prints only JSON lines and counts every worker's calls in GET /metrics, across a worker's restart.
+service prints only JSON lines and counts every worker's calls in GET /metrics, across a worker's restart; a
+worker restarted while the database is down boots and serves, and the database is used again once it is back.
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from auth_support import ISSUER, PUBLIC_BASE_URL, new_ec_key, pinned_issuer, write_issuers
+from postgres_server import PostgresServer
 
 from cds_service.config import DEFAULT_MAPPINGS_DIR
+from cds_service.storage import Storage
 
 REPO = Path(__file__).resolve().parent.parent
 REQUEST_FILE = REPO / "examples" / "requests" / "patient-view-fit-ablation-small-primary.json"
@@ -307,3 +311,108 @@ def test_a_served_service_prints_json_lines_and_counts_every_worker(tmp_path: Pa
     assert not any(patient_id in r["message"] for r in records if r["logger"].startswith("gunicorn"))
     assert any(r["logger"] == "gunicorn.error" and "Booting worker" in r["message"] for r in records)
     assert sum("warm-up done" in r["message"] for r in records) >= 2  # gunicorn.conf.py: workers warm up
+
+
+# --- the database down when a worker (re)starts
+
+
+@contextmanager
+def database_down(server: PostgresServer) -> Iterator[None]:
+    """Stop the PostgreSQL server (its clients' connections are closed), and start it again after."""
+    server.halt()
+    try:
+        yield
+    finally:
+        server.resume()
+
+
+def status_of(request: urllib.request.Request | str) -> tuple[int, Any]:
+    """The status and JSON body of an answer, an error status included."""
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())
+
+
+def post_json(url: str, body: Any) -> tuple[int, Any]:
+    data = json.dumps(body).encode()
+    return status_of(urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}))
+
+
+def wait_until_ready(server: subprocess.Popen, log_path: Path, pids: set[int]) -> list[str]:
+    """Wait until each of these workers has loaded the app and warmed up (fail if the service stops); return
+    their "worker ready" lines."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        text = log_path.read_text(errors="replace")
+        assert server.poll() is None, f"the service stopped (exit {server.returncode}): {text[-3000:]}"
+        records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        ready = [r for r in records if r["pid"] in pids and r["message"].startswith("worker ready")]
+        if {r["pid"] for r in ready} == pids:
+            return [r["message"] for r in ready]
+        time.sleep(0.2)
+    raise AssertionError(f"workers {sorted(pids)} not ready within {START_TIMEOUT} s")
+
+
+@pytest.mark.slow
+def test_workers_restarted_while_the_database_is_down_boot_and_serve(
+    tmp_path: Path, postgresql_server: PostgresServer
+) -> None:
+    """The soak test's failure: gunicorn restarts a worker while the database is down. The new worker must
+    boot (building the app needs no connection) and answer hook calls with cards, /healthz 503 and feedback
+    503; once the database is back, /healthz answers 200 and feedback is stored, without a restart."""
+    database = postgresql_server.create_database()
+    database_url = postgresql_server.url(database)
+    port = free_port()
+    environment = clean_environment(
+        sandbox="1", today="2026-11-21", database_url=database_url, port=str(port)
+    )
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            serve_command("--workers", "2"), env=environment, stdout=log, stderr=subprocess.STDOUT
+        )
+    base = f"http://127.0.0.1:{port}"
+    call = f"{base}/cds-services/mrcc-trials"
+    body = json.loads(REQUEST_FILE.read_text(encoding="utf-8"))
+    try:
+        wait_until_up(server, f"{base}/healthz")
+        first_workers = wait_for_workers(server.pid, 2, set())
+        wait_until_ready(server, log_path, first_workers)
+        with database_down(postgresql_server):
+            for pid in first_workers:  # so that every worker serving now has booted without the database
+                os.kill(pid, signal.SIGKILL)
+            replacements = wait_for_workers(server.pid, 2, first_workers)
+            booted = wait_until_ready(server, log_path, replacements)
+            answers = [post_json(call, body) for _ in range(4)]
+            health = status_of(f"{base}/healthz")
+            card = answers[0][1]["cards"][0]["uuid"]
+            item = {"card": card, "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:05:31Z"}
+            refused = post_json(f"{call}/feedback", {"feedback": [item]})
+        assert all("warm-up done" in line for line in booted), booted
+        assert [status for status, _ in answers] == [200] * 4
+        assert all(answer["cards"] for _, answer in answers)
+        assert health[0] == 503 and health[1]["status"] == "unavailable"
+        assert refused[0] == 503 and refused[1]["error"] == "storage-unavailable"
+
+        deadline = time.monotonic() + 10  # the database is back: its next connection works, no restart
+        while status_of(f"{base}/healthz")[0] != 200:
+            assert time.monotonic() < deadline, "/healthz did not answer 200 once the database was back"
+            time.sleep(0.1)
+        assert [status_of(f"{base}/healthz")[0] for _ in range(4)] == [200] * 4  # whichever worker answers
+        assert post_json(f"{call}/feedback", {"feedback": [item]}) == (200, {})
+        assert post_json(call, body)[0] == 200
+        assert worker_pids(server.pid) == replacements  # no worker was restarted to get there
+
+        storage = Storage(database_url, upgrade=False)
+        try:
+            assert [row["card"] for row in storage.iter_feedback()] == [card]
+        finally:
+            storage.close()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+        postgresql_server.drop_database(database)
+    assert server.returncode == 0, log_path.read_text(errors="replace")[-3000:]

@@ -16,7 +16,8 @@ from flask import Flask
 from cds_service import hooks
 from cds_service.bundle_file import hook_request_for
 from cds_service.config import load_settings
-from cds_service.web import serving
+from cds_service.storage import Storage
+from cds_service.web import create_worker_app, serving
 
 CONF_PATH = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
 
@@ -107,7 +108,14 @@ def test_gunicorn_conf_holds_server_settings_and_installs_the_worker_hooks() -> 
 
     assert functions == []  # no application logic in the server settings
     assert {"bind", "workers", "worker_class", "timeout", "logger_class", "accesslog"} <= assigned
-    assert {"post_worker_init", "post_request", "child_exit", "on_exit", "JsonLogger"} <= imported
+    assert {
+        "post_worker_init",
+        "post_request",
+        "child_exit",
+        "on_exit",
+        "on_starting",
+        "JsonLogger",
+    } <= imported
     # prometheus_client picks its multiprocess mode when first imported: the folder is set before any import
     # of the service
     folder_set = next(
@@ -143,3 +151,56 @@ def test_the_warm_up_chart_is_valid_json_shipped_inside_the_package() -> None:
             (Path(serving.__file__).parent.parent / serving.WARM_UP_CHART).read_text(encoding="utf-8")
         )["timestamp"][:10]
     )
+
+
+def test_a_worker_app_builds_and_warms_up_without_the_database(
+    clean_cds_env: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker (re)started while the database is down: its app needs no connection, nor does its warm-up."""
+    app = create_worker_app(
+        {"SANDBOX": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'gone' / 'cds.sqlite3'}"}
+    )
+    caplog.clear()
+    try:
+        with caplog.at_level(logging.INFO):
+            assert serving.warm_up(app) is True
+        assert app.test_client().get("/healthz").status_code == 503
+    finally:
+        app.extensions["cds"].storage.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+class FakeArbiter:
+    def __init__(self) -> None:
+        self.halted: tuple[str, int] | None = None
+
+    def halt(self, reason: str, exit_status: int) -> None:
+        self.halted = (reason, exit_status)
+
+
+def test_gunicorns_master_brings_the_schema_up_before_any_worker_starts(
+    clean_cds_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'cds.sqlite3'}"
+    monkeypatch.setenv("CDS_DATABASE_URL", url)
+    master = FakeArbiter()
+    serving.on_starting(master)
+    assert master.halted is None
+    storage = Storage(url, upgrade=False)
+    try:
+        before, after = storage.upgrade()
+    finally:
+        storage.close()
+    assert before == after  # nothing was left to do
+
+
+def test_gunicorns_master_stops_with_one_line_when_the_database_cannot_be_reached(
+    clean_cds_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CDS_DATABASE_URL", f"sqlite:///{tmp_path / 'gone' / 'cds.sqlite3'}")
+    master = FakeArbiter()
+    serving.on_starting(master)
+    assert master.halted is not None
+    reason, status = master.halted
+    assert reason.startswith("CDS_DATABASE_URL: cannot open sqlite:///") and "\n" not in reason
+    assert status == 1

@@ -1,6 +1,7 @@
 """The database gone while serving: feedback gets 503 with a JSON error and is stored once the client retries;
 hook calls still answer with cards (their audit row is only logged as lost); with security on, the JWT replay
-check cannot run, so calls get 503 rather than a 500 or a 401.
+check cannot run, so calls get 503 rather than a 500 or a 401. A worker's app built while it is gone serves
+the same way, and uses the database once it is back.
 
 The database is made unreachable the way a stopped server is: its pooled connections are closed and a new one
 cannot be opened (on SQLite: its folder replaced by a file).
@@ -28,7 +29,8 @@ from auth_support import (
 )
 from flask import Flask
 
-from cds_service.web import create_app
+from cds_service.storage import Storage
+from cds_service.web import create_app, create_worker_app
 
 pytestmark = pytest.mark.usefixtures("clean_cds_env")
 
@@ -38,9 +40,8 @@ FEEDBACK = f"{SERVICE}/feedback"
 
 
 @contextmanager
-def database_gone(app: Flask, folder: Path) -> Iterator[None]:
-    """Close the pooled connections and make the database file impossible to open, then put it back."""
-    app.extensions["cds"].storage.close()
+def folder_gone(folder: Path) -> Iterator[None]:
+    """Make the database file impossible to open, then put it back."""
     away = folder.with_name(folder.name + "-away")
     folder.rename(away)
     folder.write_text("not a folder", encoding="utf-8")
@@ -49,6 +50,14 @@ def database_gone(app: Flask, folder: Path) -> Iterator[None]:
     finally:
         folder.unlink()
         away.rename(folder)
+
+
+@contextmanager
+def database_gone(app: Flask, folder: Path) -> Iterator[None]:
+    """Close the pooled connections and make the database file impossible to open, then put it back."""
+    app.extensions["cds"].storage.close()
+    with folder_gone(folder):
+        yield
 
 
 @pytest.fixture
@@ -72,6 +81,31 @@ def test_feedback_gets_503_while_the_database_is_gone_and_is_stored_once_on_retr
     assert client.post(FEEDBACK, json=item).status_code == 200  # and once more: still one row
     stored = list(app.extensions["cds"].storage.iter_feedback())
     assert [row["card"] for row in stored] == [item["feedback"][0]["card"]]
+
+
+def test_a_worker_app_built_while_the_database_is_gone_serves_and_uses_it_once_back(folder):
+    """A worker (re)started during an outage (the schema was made by the master before): no restart needed."""
+    url = f"sqlite:///{folder / 'cds.sqlite3'}"
+    Storage(url).close()  # the master's preflight
+    item = feedback_body()
+    with folder_gone(folder):
+        app = create_worker_app({"SANDBOX": True, "DATABASE_URL": url, "TODAY": "2026-11-21"})
+        client = app.test_client()
+        try:
+            health = client.get("/healthz").status_code
+            cards = client.post(SERVICE, json=hook_body("pat-gone"))
+            refused = client.post(FEEDBACK, json=item)
+        except BaseException:
+            app.extensions["cds"].storage.close()
+            raise
+    try:
+        assert (health, cards.status_code, refused.status_code) == (503, 200, 503)
+        assert client.get("/healthz").status_code == 200  # back: the next connection opens
+        assert client.post(FEEDBACK, json=item).status_code == 200
+        stored = list(app.extensions["cds"].storage.iter_feedback())
+        assert [row["card"] for row in stored] == [item["feedback"][0]["card"]]
+    finally:
+        app.extensions["cds"].storage.close()
 
 
 def test_with_security_on_a_call_gets_503_when_the_replay_check_cannot_run(tmp_path, folder, caplog):

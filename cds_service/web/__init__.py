@@ -36,12 +36,15 @@ def default_instance_path() -> str:
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the service: settings (defaults < CDS_* env < `config`), catalog, matcher, storage, routes.
 
-    `config` may also hold "UUID_FACTORY" (callable giving card uuids, for deterministic tests) and
-    "INSTANCE_PATH" (the folder of the default SQLite database); every other key is a Settings field.
+    `config` may also hold "UUID_FACTORY" (callable giving card uuids, for deterministic tests),
+    "INSTANCE_PATH" (the folder of the default SQLite database) and "UPGRADE_SCHEMA": True (the default)
+    brings the database schema to the newest revision here, so the database must answer; False opens it
+    lazily, as a server's worker does (see `create_worker_app`). Every other key is a Settings field.
     """
     overrides = dict(config or {})
     uuid_factory: Callable[[], str] = overrides.pop("UUID_FACTORY", None) or random_uuid
     instance_path = overrides.pop("INSTANCE_PATH", None)
+    upgrade_schema = bool(overrides.pop("UPGRADE_SCHEMA", True))
     settings = load_settings(overrides)
     configure_logging(settings.log_level)
 
@@ -58,7 +61,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         raise ConfigError(f"CDS_CARDS_DIR: cannot read the card texts: {exc}") from exc
     for warning in matcher.engine.warnings:
         log.warning("catalog: %s", warning)
-    storage = open_storage(settings.database_url or default_database_url(app.instance_path))
+    database_url = settings.database_url or default_database_url(app.instance_path)
+    storage = open_storage(database_url, upgrade=upgrade_schema)
     app.extensions[hooks.STATE_KEY] = hooks.ServiceState(
         settings=settings,
         catalog=matcher.catalog,
@@ -79,3 +83,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(sandbox.bp)
     log.info("service ready with %d trial(s) in the catalog", len(catalog.trials))
     return app
+
+
+def create_worker_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """The app of a server's worker (gunicorn's under `cds-trials serve`, wsgi.py's): built without a database
+    connection, so that a worker (re)started while the database is down boots and serves. Hook calls answer
+    with cards (the audit row and quiet-card reads fail open, logged), feedback and, with security on, every
+    call that needs the JWT replay check get 503 `storage-unavailable`, /healthz 503; each call tries the
+    database again, so nothing needs a restart once it is back. The schema is not changed here: the master
+    brings it to the newest revision before any worker starts (`serving.preflight`, `serving.on_starting`).
+    """
+    return create_app({**(config or {}), "UPGRADE_SCHEMA": False})

@@ -3,14 +3,19 @@ worker's life: warm up before the first call, then a garbage-collection policy.
 
 gunicorn.conf.py sets `bind` from `listen_addresses`, `logger_class` to `JsonLogger` (gunicorn's own lines,
 the access line included, as the service's JSON lines: the access line gives the path without its query
-string, the status, the duration and the hookInstance as `request_id`), and installs `child_exit` and
-`on_exit` (the metrics of an exited worker, then the folder, see cds_service/metrics.py), `post_worker_init`
-and `post_request`. Each worker, once it has loaded the app:
+string, the status, the duration and the hookInstance as `request_id`), and installs `on_starting` (the
+database schema, in the master), `child_exit` and `on_exit` (the metrics of an exited worker, then the folder,
+see cds_service/metrics.py), `post_worker_init` and `post_request`.
+
+The database schema is the master's business: brought to the newest revision before any worker starts
+(`preflight` under `cds-trials serve`, `on_starting` under any gunicorn with gunicorn.conf.py). A worker
+builds its app without a connection (`create_worker_app`), so gunicorn can (re)start one while the database
+is down. Each worker, once it has loaded the app:
 1. warms up: answers one call of each service, built from the chart shipped in `cds_service/data/` and
    evaluated on the date it was written for, through every stage (request parsing and schema checks, prefetch,
    FHIR validation, facts, the trials, cards, JSON), so that the first EHR call does not pay for lazily
-   imported FHIR types and first-use work (about 0.6 s on 2 cores). It writes no database row and no log
-   line;
+   imported FHIR types and first-use work (about 0.6 s on 2 cores). It neither reads nor writes the database
+   (no quiet cards, no order warnings remembered) and prints no log line;
 2. freezes the GC: every object alive then (catalog, compiled rules, FHIR model classes) moves to the
    permanent generation, where collections never walk it again;
 3. turns automatic collection off and collects the young generations after each response instead
@@ -31,6 +36,7 @@ import shutil
 import socket
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import date, timedelta
 from importlib import resources
 from typing import Any
@@ -43,8 +49,11 @@ from cds_service.config import Settings, load_settings
 from cds_service.errors import CatalogError, ConfigError, RuleError
 from cds_service.fhir import bundles
 from cds_service.hook_request import parse_hook_request
+from cds_service.hooks.registry import forget_warnings, never_quiet, never_warned
 from cds_service.logs import JsonLineFormatter
-from cds_service.web import create_app
+from cds_service.storage import default_database_url
+from cds_service.storage_errors import open_storage
+from cds_service.web import create_app, default_instance_path
 from cds_service.web.hooks import STATE_KEY
 from cds_service.web.request_log import REQUEST_ID_ENVIRON
 
@@ -56,6 +65,7 @@ WARM_UP_INSTANCE = "00000000-0000-4000-8000-000000000000"
 def preflight(overrides: Mapping[str, Any]) -> Settings:
     """Check, before gunicorn starts a worker, what would stop every worker: the CDS_* values, free ports,
     then the app built once (trusted issuers, base URL, catalog, card texts, database) and thrown away.
+    Building it brings the database schema to the newest revision: the workers never do (`create_worker_app`).
 
     Returns the settings; raises ConfigError with one line that names the setting. The app is built silently
     (each worker builds and logs its own).
@@ -126,6 +136,21 @@ class JsonLogger(Logger):  # type: ignore[misc]
         )
 
 
+def upgrade_schema(settings: Settings) -> None:
+    """Bring the service's database schema to the newest revision (ConfigError when it cannot be reached)."""
+    open_storage(settings.database_url or default_database_url(default_instance_path())).close()
+
+
+def on_starting(server: Any) -> None:
+    """In the master, before any worker starts: bring the database schema to the newest revision, as the
+    preflight of `cds-trials serve` does (after it, nothing is left to do), for gunicorn started without it.
+    A database that cannot be reached now stops gunicorn, its reason in one line naming CDS_DATABASE_URL."""
+    try:
+        upgrade_schema(load_settings())
+    except ConfigError as exc:
+        server.halt(reason=" ".join(str(exc).split()), exit_status=1)
+
+
 def child_exit(server: Any, worker: Any) -> None:
     """In the master, once a worker has exited (stopped, crashed or killed): drop its live metric values."""
     metrics.forget_process(worker.pid)
@@ -174,6 +199,10 @@ def warm_up(app: Any) -> bool:
     if state is None:  # not the CDS service (e.g. the benchmark's JSON-only baseline)
         return False
     chart, today = warm_up_chart()
+    # The database stays out of it: a worker may boot while it is down, and the warm-up is no one's call.
+    runtime = replace(
+        state.runtime, quieted=never_quiet, warned=never_warned, remember_warned=forget_warnings
+    )
     for service in state.catalog.services:
         request = hook_request_for(service.hook, service.prefetch, chart, WARM_UP_INSTANCE)
         body = json.dumps(
@@ -186,5 +215,5 @@ def warm_up(app: Any) -> bool:
         ).encode()
         parsed = parse_hook_request(body, {service.hook}, max_depth=state.settings.max_json_depth)
         call = hooks.prepare(parsed, [service], state.settings, today, lambda _: None)
-        app.json.dumps({"cards": hooks.answer(call, state.runtime)})
+        app.json.dumps({"cards": hooks.answer(call, runtime)})
     return True
