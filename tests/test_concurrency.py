@@ -36,6 +36,7 @@ from auth_support import (
     write_issuers,
 )
 from hung_server import hung_server
+from test_quiet_cards_service import likely_version
 
 from cds_service.config import REPO_ROOT
 from cds_service.storage import Storage
@@ -214,17 +215,18 @@ def test_a_jwt_replayed_on_the_other_worker_is_rejected(tmp_path):
 
 def test_an_answered_card_stays_quiet_on_both_workers_and_after_a_restart(tmp_path):
     """Quiet cards with real workers: dismissed once, the card is away on every worker and after a restart,
-    until an operator lifts it (`cds-trials feedback unquiet`). (The verdict improving and CDS_QUIET_DAYS
-    passing: tests/test_quiet_cards_service.py.)"""
+    back when its verdict improves, and back once an operator lifts it (`cds-trials feedback unquiet`).
+    (CDS_QUIET_DAYS passing: tests/test_quiet_cards_service.py.)"""
     request = json.loads(
         (REPO_ROOT / "examples" / "requests" / "patient-view-histology-not-coded.json").read_text()
     )
     hook_url = f"/cds-services/{SERVICE_ID}"
     log_path = tmp_path / "gunicorn.log"
 
-    def trials_on_each_worker(base_url: str, hung: str) -> list[set[str]]:
-        """The trials of the cards of one call on each worker: as in the JWT replay test, each worker is kept
-        busy in turn by a hook call waiting on the hung FHIR server, so the two calls land on different workers."""
+    def trials_on_each_worker(base_url: str, hung: str, request: dict = request) -> list[set[str]]:
+        """The trials of the cards of one call on each worker: as in the JWT replay test, each worker is
+        kept busy in turn by a hook call waiting on the hung FHIR server, so the two calls land on different
+        workers."""
 
         def call(**extra: str) -> requests.Response:
             body = {**request, "hookInstance": str(uuid.uuid4()), **extra}
@@ -268,6 +270,9 @@ def test_an_answered_card_stays_quiet_on_both_workers_and_after_a_restart(tmp_pa
         assert requests.post(base_url + FEEDBACK, json={"feedback": [item]}, timeout=30).status_code == 200
         assert all("NCT06903312" not in found for found in trials_on_each_worker(base_url, hung))
     with hung_server() as hung, gunicorn(tmp_path, **env) as base_url:  # restarted on the same database
+        assert all("NCT06903312" not in found for found in trials_on_each_worker(base_url, hung))
+        improved = likely_version()  # the histology coded: possibly -> likely, the card is back
+        assert all("NCT06903312" in found for found in trials_on_each_worker(base_url, hung, improved))
         assert all("NCT06903312" not in found for found in trials_on_each_worker(base_url, hung))
         lifted = subprocess.run(
             [

@@ -48,6 +48,7 @@ def catalog_dir(tmp_path: Path) -> Path:
 
 def breast_cancer_chart(ecog: int = 0, treated: bool = True) -> list[dict[str, Any]]:
     """A woman with metastatic breast cancer, on pembrolizumab since her lung metastases when `treated`."""
+
     def condition(cid: str, code: str) -> dict[str, Any]:
         return {
             "resourceType": "Condition",
