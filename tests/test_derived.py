@@ -286,7 +286,7 @@ def test_imdc_worked_examples(changes, count, group):
 def test_imdc_uses_the_observation_range_before_the_default():
     low_by_default_only = lab("hemoglobin", 13.0, low=12.0, high=16.0)
     risk = imdc(with_labs(FAVOURABLE, low_by_default_only), TERMINOLOGY)
-    assert risk.factors[2].abnormal is False and "Observation's range" in risk.factors[2].text
+    assert risk.factors[2].abnormal is False and "lab's range" in risk.factors[2].text
 
 
 def test_imdc_time_to_therapy_and_performance_status():

@@ -409,7 +409,7 @@ def test_lab_uln_multiple_uses_the_observation_range(alt: float, truth: Truth) -
     assert result.truth is truth
     assert result.evidence == ("Observation/alt",)
     if alt == 80:
-        assert result.reason == f"ALT 80 U/L on {iso(11)} = 2.0 x ULN 40 (Observation range; ≤ 2 x ULN)"
+        assert result.reason == f"ALT 80 U/L on {iso(11)} = 2.0 x ULN 40 (lab's range; ≤ 2 x ULN)"
 
 
 def test_lab_uln_multiple_falls_back_on_the_default_range() -> None:
@@ -431,7 +431,7 @@ def test_lab_lln_uses_the_sex_specific_default_and_is_unknown_without_one() -> N
     assert run(rule, Patient().sex("male").lab("hemoglobin", 12.5, "g/dL")).truth is F
     no_limit = run(rule, Patient().lab("hemoglobin", 12.5, "g/dL", days=4))
     assert no_limit.truth is U
-    assert no_limit.reason.endswith("no LLN (no Observation range, no default range)")
+    assert no_limit.reason.endswith("no LLN (no range from the lab, no default range)")
 
 
 LIVER_CONDITIONAL = {
@@ -918,7 +918,7 @@ def test_annotation_units_are_not_shown_and_mixed_case_abbreviations_are_kept() 
     result = run(
         {"lab": {"analyte": "inr", "le_uln": 1.5}}, Patient().lab("inr", 1.0, "{INR}", days=2, high=1.1)
     )
-    assert result.reason == f"INR 1 on {iso(2)} = 0.91 x ULN 1.1 (Observation range; ≤ 1.5 x ULN)"
+    assert result.reason == f"INR 1 on {iso(2)} = 0.91 x ULN 1.1 (lab's range; ≤ 1.5 x ULN)"
 
 
 def test_procedure_reason_gives_its_date_and_histology_is_not_repeated() -> None:

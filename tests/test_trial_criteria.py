@@ -11,7 +11,7 @@ The cases live in tests/data/criterion_cases/<trial>.yaml, one file per trial of
         expect: met                             # met | not-met | unknown | clinician
         tags: [threshold]                       # optional: threshold, missing, stale, units, own-range
         ignored: [Observation/ecog]             # optional: records that must not be cited
-        reason_contains: Observation range      # optional
+        reason_contains: lab's range      # optional
         resources: [<FHIR resource>, ...]       # added to the base; same type and id replaces a base resource
 
 Resources are FHIR R4 JSON as EHRs send them; `{days_ago: N}` in place of a date stands for today

@@ -121,7 +121,7 @@ def limit_multiple(
         return None
     limit, source = found
     name = "ULN" if which == "high" else "LLN"
-    where = "the Observation's range" if source == "observation" else "default range"
+    where = "the lab's range" if source == "observation" else "default range"
     text = (
         f"{analyte.title} {fmt(lab.value)} {analyte.unit} on {lab.date} = {lab.value / limit:.2f} x {name} "
         f"({fmt(limit)} {analyte.unit}, {where})"

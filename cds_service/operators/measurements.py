@@ -84,12 +84,12 @@ def lab(facts: PatientFacts, params: Mapping[str, Any], context: EvaluationConte
     if found is None:
         return LeafResult(
             Truth.UNKNOWN,
-            f"{measured}: no {limit_name} (no Observation range, no default range)",
+            f"{measured}: no {limit_name} (no range from the lab, no default range)",
             (newest.ref,),
         )
     limit, where = found
     multiple = newest.value / limit
-    source = "Observation range" if where == "observation" else "default range"
+    source = "lab's range" if where == "observation" else "default range"
     truth = _decide(bounds, newest.comparator, multiple)
     return LeafResult(
         truth,
