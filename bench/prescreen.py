@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.population import TODAY, population, write_export
-from bench.run import BenchError, Target, _post, _status_kb, gunicorn
+from bench.run import BenchError, Target, _children, _post, _status_kb, gunicorn
 from cds_service.bundle_file import hook_request_for
 from cds_service.catalog import load_catalog
 from cds_service.config import load_settings
@@ -85,26 +85,12 @@ def baseline(export_dir: Path) -> Run:
     return Run("baseline", patients, time.perf_counter() - started)
 
 
-def _children_of(pid: int) -> list[int]:
-    """The process's children, as the kernel lists them per thread (a process that has ended has none)."""
-    found = []
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            found += [int(child) for child in (task / "children").read_text().split()]
-    except OSError:
-        pass
-    return found
-
-
 def _tree(pid: int) -> list[int]:
-    """The process and its descendants.
-
-    From `/proc/<pid>/task/<tid>/children`, not by reading every process's `stat` (`run._children`): that
-    scan, at every sample, took a fifth to a half of a core away from the run measured on two cores."""
+    """The process and its descendants."""
     found, todo = [], [pid]
     while todo:
         found.append(todo.pop())
-        todo += _children_of(found[-1])
+        todo += _children(found[-1])
     return found
 
 

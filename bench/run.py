@@ -244,15 +244,17 @@ def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float) -> 
 
 
 def _children(pid: int) -> list[int]:
+    """The process's children, as the kernel lists them per thread (none once it has ended).
+
+    From `/proc/<pid>/task/<tid>/children` rather than by reading every process's `stat`: the population
+    benchmark samples a process tree every 50 ms, and that scan took a fifth to a half of a core away from
+    the run it measured on two cores."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(child) for child in (task / "children").read_text().split()]
+    except OSError:
+        pass
     return sorted(found)
 
 
