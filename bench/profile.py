@@ -23,6 +23,7 @@ from typing import Any
 from pyinstrument import Profiler
 
 from bench.generate import PATIENT_ID, SERVICE_ID, TODAY, generate_catalog, hook_request
+from bench.orders import ORDER_SELECT_SERVICE, order_select_request
 from cds_service.cards import CardContext
 from cds_service.facts.build import build_facts
 from cds_service.hook_request import parse_hook_request
@@ -42,9 +43,12 @@ def cpu_ms(step: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return best * 1000, result
 
 
-def _call(client: Any, body: bytes) -> None:
+def _call(client: Any, service_id: str, body: bytes) -> None:
     """One hook call, its response closed as a WSGI server does once it is sent."""
-    client.post(f"/cds-services/{SERVICE_ID}", data=body, content_type="application/json").close()
+    answer = client.post(f"/cds-services/{service_id}", data=body, content_type="application/json")
+    if answer.status_code != 200:
+        raise SystemExit(f"the call failed: HTTP {answer.status_code} {answer.data[:300]!r}")
+    answer.close()
 
 
 def stage_times(app: Any, body: bytes, repeat: int) -> list[tuple[str, float, str]]:
@@ -61,7 +65,7 @@ def stage_times(app: Any, body: bytes, repeat: int) -> list[tuple[str, float, st
         lambda: parse_hook_request(body, {service.hook}, max_depth=settings.max_json_depth), repeat
     )
     rows.append(("parse_hook_request (JSON, depth limit, schema)", ms, ""))
-    ms, data = cpu_ms(lambda: gather_patient_data(request, service.prefetch, settings), repeat)
+    ms, data = cpu_ms(lambda: gather_patient_data(request, service, settings), repeat)
     rows.append(("gather_patient_data (prefetch)", ms, f"{len(data.resources)} resources"))
 
     def facts_as_the_pipeline_builds_them() -> Any:
@@ -74,19 +78,17 @@ def stage_times(app: Any, body: bytes, repeat: int) -> list[tuple[str, float, st
     rows.append(
         ("build_facts (select, validate with R4B, convert, facts)", ms, f"{read} conditions/labs/meds")
     )
-    ms, results = cpu_ms(lambda: engine.evaluate(facts), repeat)
-    rows.append(("Engine.evaluate", ms, f"{len(results)} trials"))
-    context = CardContext(
-        patient_id=PATIENT_ID,
-        notes=(),
-        lab_max_age_days=settings.lab_max_age_days,
-        performance_max_age_days=settings.performance_max_age_days,
-    )
+    ms, results = cpu_ms(lambda: engine.evaluate(facts, cards_only=True), repeat)
+    rows.append(("Engine.evaluate (cards_only, as a hook call)", ms, f"{len(results)} trials"))
+    context = CardContext(patient_id=PATIENT_ID)
     ms, cards = cpu_ms(lambda: state.runtime.matcher.cards.build_all(results, context), repeat)
     rows.append(("cards", ms, f"{len(cards)} cards"))
     client = app.test_client()
-    ms, _ = cpu_ms(lambda: _call(client, body), repeat)
-    rows.append(("whole call through Flask (audit row included)", ms, ""))
+    ms, _ = cpu_ms(lambda: _call(client, SERVICE_ID, body), repeat)
+    rows.append(("whole patient-view call through Flask (audit row included)", ms, ""))
+    order_body = json.dumps(order_select_request(len(data.resources))).encode()
+    ms, _ = cpu_ms(lambda: _call(client, ORDER_SELECT_SERVICE, order_body), repeat)
+    rows.append(("whole order-select call (bench/orders.py: one warning)", ms, ""))
     return rows
 
 
@@ -118,9 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"create_app with {args.trials} trials: {time.perf_counter() - started:.2f} s")
         body = json.dumps(hook_request(args.resources)).encode()
         client = app.test_client()
-        answer = client.post(f"/cds-services/{SERVICE_ID}", data=body, content_type="application/json")
-        if answer.status_code != 200:
-            raise SystemExit(f"the call failed: HTTP {answer.status_code} {answer.data[:300]!r}")
+        _call(client, SERVICE_ID, body)  # the warm-up call
         if args.gc == "worker":
             gc.collect()
             gc.freeze()
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         profiler = Profiler(interval=0.0005)
         profiler.start()
         for _ in range(args.calls):
-            _call(client, body)
+            _call(client, SERVICE_ID, body)
             if not gc.isenabled():
                 gc.collect(1)
         profiler.stop()
