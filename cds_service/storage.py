@@ -45,6 +45,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -324,9 +325,9 @@ class Storage:
         again only when its verdict now is better than that one.
         """
         quiet: dict[str, str] = {}
-        query = _quiet_cards(now, quiet_days).where(audit.c.patient_id == patient_id)
+        parameters = {**_quiet_window(now, quiet_days), "patient_id": patient_id}
         with self.engine.connect() as connection:
-            for _, nct_id, verdict in connection.execute(query):
+            for _, nct_id, verdict in connection.execute(QUIET_CARDS_OF_PATIENT, parameters):
                 quiet[nct_id] = max(quiet.get(nct_id, verdict), verdict, key=_verdict_rank)
         return quiet
 
@@ -343,16 +344,16 @@ class Storage:
         """Per trial (by NCT id): cards shown, accepted, overridden by reason, patients quieted at `now`, and
         which criteria were still to check on the cards dismissed as "chart data out of date"; the same
         counts of its order warnings apart."""
-        quiet = _quiet_cards(now, quiet_days).subquery()
+        quiet = QUIET_CARDS.subquery()
         with self.engine.connect() as connection:
             shown = connection.execute(
                 select(audit_card.c.nct_id, audit_card.c.kind, func.count())
                 .where(audit_card.c.nct_id.is_not(None))
                 .group_by(audit_card.c.nct_id, audit_card.c.kind)
             ).all()
-            quieted = connection.execute(
-                select(quiet.c.nct_id, func.count(func.distinct(quiet.c.patient_id))).group_by(quiet.c.nct_id)
-            ).all()
+            patients = select(quiet.c.nct_id, func.count(func.distinct(quiet.c.patient_id)))
+            window = _quiet_window(now, quiet_days)
+            quieted = connection.execute(patients.group_by(quiet.c.nct_id), window).all()
             answered = connection.execute(
                 select(
                     audit_card.c.nct_id,
@@ -467,9 +468,10 @@ def enable_wal(cursor: Any, patience_seconds: float = WAL_SWITCH_PATIENCE_SECOND
             time.sleep(0.05)
 
 
-def _quiet_cards(now: datetime, quiet_days: int) -> Select[tuple[str, str, str]]:
-    """(patient id, NCT id, verdict) of each card whose feedback quiets its trial for its patient at `now`."""
-    until = _utc_naive(now)
+def _quiet_cards() -> Select[tuple[str, str, str]]:
+    """(patient id, NCT id, verdict) of each card whose feedback quiets its trial for its patient at the
+    parameter `until`: feedback received after `since` (`until` minus the quiet days), not lifted since."""
+    until = bindparam("until", type_=DateTime)
     lifted = exists().where(
         quiet_lift.c.patient_id == audit.c.patient_id,
         or_(quiet_lift.c.nct_id.is_(None), quiet_lift.c.nct_id == audit_card.c.nct_id),
@@ -485,13 +487,24 @@ def _quiet_cards(now: datetime, quiet_days: int) -> Select[tuple[str, str, str]]
         )
         .where(
             feedback.c.outcome.in_(QUIETING_OUTCOMES),
-            feedback.c.received_at > until - timedelta(days=quiet_days),
+            feedback.c.received_at > bindparam("since", type_=DateTime),
             feedback.c.received_at <= until,
             audit_card.c.nct_id.is_not(None),
             audit_card.c.verdict.is_not(None),
             ~lifted,
         )
     )
+
+
+def _quiet_window(now: datetime, quiet_days: int) -> dict[str, datetime]:
+    """The parameters of QUIET_CARDS at `now`."""
+    until = _utc_naive(now)
+    return {"until": until, "since": until - timedelta(days=quiet_days)}
+
+
+# Built once, like AUDIT_INSERT: patient-view reads the quiet cards on every call.
+QUIET_CARDS = _quiet_cards()
+QUIET_CARDS_OF_PATIENT = QUIET_CARDS.where(audit.c.patient_id == bindparam("patient_id"))
 
 
 def _verdict_rank(verdict: str) -> int:
