@@ -19,6 +19,7 @@ from cds_service.web.serving import (  # noqa: E402, F401 (gunicorn server hooks
     child_exit,
     listen_addresses,
     on_exit,
+    on_reload,
     on_starting,
     post_request,
     post_worker_init,

@@ -114,6 +114,7 @@ def test_gunicorn_conf_holds_server_settings_and_installs_the_worker_hooks() -> 
         "child_exit",
         "on_exit",
         "on_starting",
+        "on_reload",
         "JsonLogger",
     } <= imported
     # prometheus_client picks its multiprocess mode when first imported: the folder is set before any import
@@ -173,6 +174,7 @@ def test_a_worker_app_builds_and_warms_up_without_the_database(
 class FakeArbiter:
     def __init__(self) -> None:
         self.halted: tuple[str, int] | None = None
+        self.log = logging.getLogger("gunicorn.error")
 
     def halt(self, reason: str, exit_status: int) -> None:
         self.halted = (reason, exit_status)
@@ -204,3 +206,31 @@ def test_gunicorns_master_stops_with_one_line_when_the_database_cannot_be_reache
     reason, status = master.halted
     assert reason.startswith("CDS_DATABASE_URL: cannot open sqlite:///") and "\n" not in reason
     assert status == 1
+
+
+def test_a_reload_applies_the_new_migrations_before_the_new_workers_start(
+    clean_cds_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGHUP (a deployment's new code, same master): the schema is brought up again, as at a start."""
+    url = f"sqlite:///{tmp_path / 'cds.sqlite3'}"
+    monkeypatch.setenv("CDS_DATABASE_URL", url)
+    master = FakeArbiter()
+    serving.on_reload(master)
+    storage = Storage(url, upgrade=False)
+    try:
+        before, after = storage.upgrade()
+    finally:
+        storage.close()
+    assert before is not None and before == after  # made by the reload: nothing was left to do
+
+
+def test_a_reload_while_the_database_is_down_logs_and_keeps_the_master(
+    clean_cds_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CDS_DATABASE_URL", f"sqlite:///{tmp_path / 'gone' / 'cds.sqlite3'}")
+    master = FakeArbiter()
+    with caplog.at_level(logging.ERROR, logger="gunicorn.error"):
+        serving.on_reload(master)
+    assert master.halted is None
+    (record,) = [r for r in caplog.records if r.name == "gunicorn.error"]
+    assert record.getMessage().startswith("schema not upgraded on reload: CDS_DATABASE_URL: cannot open")

@@ -3,12 +3,13 @@ worker's life: warm up before the first call, then a garbage-collection policy.
 
 gunicorn.conf.py sets `bind` from `listen_addresses`, `logger_class` to `JsonLogger` (gunicorn's own lines,
 the access line included, as the service's JSON lines: the access line gives the path without its query
-string, the status, the duration and the hookInstance as `request_id`), and installs `on_starting` (the
-database schema, in the master), `child_exit` and `on_exit` (the metrics of an exited worker, then the folder,
-see cds_service/metrics.py), `post_worker_init` and `post_request`.
+string, the status, the duration and the hookInstance as `request_id`), and installs `on_starting` and
+`on_reload` (the database schema, in the master), `child_exit` and `on_exit` (the metrics of an exited
+worker, then the folder, see cds_service/metrics.py), `post_worker_init` and `post_request`.
 
 The database schema is the master's business: brought to the newest revision before any worker starts
-(`preflight` under `cds-trials serve`, `on_starting` under any gunicorn with gunicorn.conf.py). A worker
+(`preflight` under `cds-trials serve`, `on_starting` under any gunicorn with gunicorn.conf.py), and again
+when gunicorn reloads on SIGHUP (`on_reload`). A worker
 builds its app without a connection (`create_worker_app`), so gunicorn can (re)start one while the database
 is down. Each worker, once it has loaded the app:
 1. warms up: answers one call of each service, built from the chart shipped in `cds_service/data/` and
@@ -149,6 +150,17 @@ def on_starting(server: Any) -> None:
         upgrade_schema(load_settings())
     except ConfigError as exc:
         server.halt(reason=" ".join(str(exc).split()), exit_status=1)
+
+
+def on_reload(server: Any) -> None:
+    """In the master, on SIGHUP (new code, new workers, same master): bring the schema to the newest revision
+    before the new workers start, so a deployment's migrations are applied as at a start. The master keeps
+    running when the database cannot be reached: that is logged, and the workers start anyway, as after an
+    outage (run `cds-trials db upgrade` once it is back)."""
+    try:
+        upgrade_schema(load_settings())
+    except ConfigError as exc:
+        server.log.error("schema not upgraded on reload: %s", " ".join(str(exc).split()))
 
 
 def child_exit(server: Any, worker: Any) -> None:
