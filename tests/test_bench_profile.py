@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from bench import profile
@@ -20,3 +22,4 @@ def test_profile_times_every_stage_of_both_hooks(capsys: pytest.CaptureFixture[s
     ):
         assert stage in printed
     assert "Profile at" in printed or "Recorded:" in printed
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # the worker GC policy is undone on return
