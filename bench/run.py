@@ -251,11 +251,23 @@ def _children(pid: int) -> list[int]:
     the run it measured on two cores."""
     found = []
     try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:  # the process has ended
+        return []
+    for task in tasks:
+        try:
             found += [int(child) for child in (task / "children").read_text().split()]
-    except OSError:
-        pass
+        except OSError:  # that thread has ended
+            continue
     return sorted(found)
+
+
+def _workers(master: int) -> list[int]:
+    """The gunicorn master's workers; BenchError when there are none (their CPU and memory would read 0)."""
+    workers = _children(master)
+    if not workers:
+        raise BenchError(f"no worker found under the gunicorn master {master} (/proc/<pid>/task/*/children)")
+    return workers
 
 
 def workers_cpu_seconds(pids: list[int]) -> float:
@@ -283,7 +295,7 @@ def _status_kb(pid: int, key: str, file: str = "status") -> float:
 
 def worker_memory(master: int) -> tuple[list[float], list[float], list[float]]:
     """RSS, peak RSS (VmHWM) and proportional set size of each gunicorn worker, in MB."""
-    workers = _children(master)
+    workers = _workers(master)
     return (
         [_status_kb(p, "VmRSS") / 1024 for p in workers],
         [_status_kb(p, "VmHWM") / 1024 for p in workers],
@@ -373,7 +385,7 @@ def measure(
 ) -> Load:
     """Replay the call with `concurrency` clients for `seconds` (and at most `args.max_requests` each)."""
     count = args.max_requests * concurrency
-    workers = _children(server.process.pid)
+    workers = _workers(server.process.pid)
     cpu_before = workers_cpu_seconds(workers)
     if wrk:
         load = wrk_load(server.port, path, body_file, concurrency, seconds, count)
@@ -468,7 +480,9 @@ def run(args: argparse.Namespace) -> tuple[list[Cell], list[ServerStats], dict[s
             assert count_resources(request) == size
             bodies[size] = tmp / f"request-{size}.json"
             bodies[size].write_text(json.dumps(request), encoding="utf-8")
-        apps: list[tuple[str, str, dict[str, str]]] = [(BASELINE, "bench.baseline_app:app", dict(os.environ))]
+        # gunicorn.conf.py's master brings CDS_DATABASE_URL's schema up: the baseline's is a throwaway one too
+        baseline_env = {**os.environ, "CDS_DATABASE_URL": f"sqlite:///{tmp}/baseline.sqlite3"}
+        apps: list[tuple[str, str, dict[str, str]]] = [(BASELINE, "bench.baseline_app:app", baseline_env)]
         for n_trials in args.catalogs:
             started = time.monotonic()
             catalog = generate_catalog(tmp / f"catalog-{n_trials}", n_trials)
