@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from auth_support import ISSUER, PUBLIC_BASE_URL, new_ec_key, pinned_issuer, write_issuers
+from hung_server import hung_server
 from postgres_server import PostgresServer
 
 from cds_service.config import DEFAULT_MAPPINGS_DIR
@@ -34,6 +35,7 @@ from cds_service.storage import Storage
 REPO = Path(__file__).resolve().parent.parent
 REQUEST_FILE = REPO / "examples" / "requests" / "patient-view-fit-ablation-small-primary.json"
 START_TIMEOUT = 60  # seconds; two workers load the catalog and warm up on a busy machine
+BUSY_SECONDS = 3  # how long a hook call waits on the hung FHIR server (the fetch deadline)
 FAILURE_TIMEOUT = 60
 
 
@@ -356,6 +358,22 @@ def wait_until_ready(server: subprocess.Popen, log_path: Path, pids: set[int]) -
     raise AssertionError(f"workers {sorted(pids)} not ready within {START_TIMEOUT} s")
 
 
+def on_each_worker(call: str, body: dict[str, Any], hung: str, send: Any) -> list[Any]:
+    """`send()` once on each of two workers: each worker is kept busy in turn by a hook call waiting on the
+    hung FHIR server until the fetch deadline (as in test_concurrency), so the two sends land on different
+    workers."""
+    busy_body = {**{key: value for key, value in body.items() if key != "prefetch"}, "fhirServer": hung}
+    with ThreadPoolExecutor(2) as pool:
+        first_busy = pool.submit(post_json, call, busy_body)  # worker A waits on the hung server
+        time.sleep(0.5)
+        first = send()  # served by worker B
+        second_busy = pool.submit(post_json, call, busy_body)  # worker B waits too
+        time.sleep(0.5)
+        second = send()  # queued until worker A is free again
+        assert [first_busy.result()[0], second_busy.result()[0]] == [412, 412]
+    return [first, second]
+
+
 @pytest.mark.slow
 def test_workers_restarted_while_the_database_is_down_boot_and_serve(
     tmp_path: Path, postgresql_server: PostgresServer
@@ -367,7 +385,11 @@ def test_workers_restarted_while_the_database_is_down_boot_and_serve(
     database_url = postgresql_server.url(database)
     port = free_port()
     environment = clean_environment(
-        sandbox="1", today="2026-11-21", database_url=database_url, port=str(port)
+        sandbox="1",
+        today="2026-11-21",
+        database_url=database_url,
+        port=str(port),
+        fetch_deadline_seconds=str(BUSY_SECONDS),
     )
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
@@ -401,8 +423,18 @@ def test_workers_restarted_while_the_database_is_down_boot_and_serve(
         while status_of(f"{base}/healthz")[0] != 200:
             assert time.monotonic() < deadline, "/healthz did not answer 200 once the database was back"
             time.sleep(0.1)
-        assert [status_of(f"{base}/healthz")[0] for _ in range(4)] == [200] * 4  # whichever worker answers
-        assert post_json(f"{call}/feedback", {"feedback": [item]}) == (200, {})
+
+        def store() -> tuple[int, Any]:
+            return post_json(f"{call}/feedback", {"feedback": [item]})
+
+        with hung_server() as hung:  # each worker stores the item: stored once, both answer 200
+            stored = on_each_worker(call, body, hung, store)
+        assert stored == [(200, {})] * 2
+        records = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+        feedback_pids = [
+            r["pid"] for r in records if r["message"] == "POST /cds-services/<service_id>/feedback -> 200"
+        ]
+        assert set(feedback_pids[-2:]) == replacements  # each replacement worker reached the database again
         assert post_json(call, body)[0] == 200
         assert worker_pids(server.pid) == replacements  # no worker was restarted to get there
 
