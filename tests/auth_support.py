@@ -15,6 +15,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fake_fhir import service_templates
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 PUBLIC_BASE_URL = "https://cds.test.example"
@@ -22,15 +23,7 @@ ISSUER = "https://ehr.test.example"
 JWKS_URL = "https://ehr.test.example/.well-known/jwks.json"
 FHIR_SERVER = "https://fhir.test.example/r4"
 SERVICE_ID = "mrcc-trials"
-PREFETCH_KEYS = (
-    "patient",
-    "conditions",
-    "observations",
-    "medicationStatements",
-    "medicationRequests",
-    "medicationAdministrations",
-    "procedures",
-)
+PREFETCH_KEYS = tuple(service_templates())  # the bundled service's, as mappings/services.yaml declares them
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import pytest
 import requests
 import responses
 from auth_support import FHIR_SERVER, PREFETCH_KEYS, SERVICE_ID, app_config, fhir_authorization
-from fake_fhir import load_request
+from fake_fhir import bundled_service, load_request
 from hung_server import hung_server
 
 from cds_service.web import create_app
@@ -31,7 +31,7 @@ MARGIN = 2.0  # generous: the bound proves "answers within the deadline", it mus
 MAX_PAGES = 3
 SERVICE = f"/cds-services/{SERVICE_ID}"
 FHIR_AUTH = fhir_authorization()
-REQUIRED = ("patient", "conditions")
+REQUIRED = bundled_service().required_prefetch
 OPTIONAL = tuple(key for key in PREFETCH_KEYS if key not in REQUIRED)
 ANY_SEARCH = re.compile(re.escape(FHIR_SERVER) + r"/[A-Za-z]+\?.*")
 PATIENT_READ = f"{FHIR_SERVER}/Patient/pt-rcc-1"

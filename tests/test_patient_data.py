@@ -21,6 +21,7 @@ from cds_service.patient_data import (
 
 CONTEXT = {"patientId": "pt-rcc-1", "userId": "Practitioner/dr-1"}
 ALL_KEYS = tuple(service_templates())
+OPTIONAL_KEYS = tuple(key for key in ALL_KEYS if key not in bundled_service().required_prefetch)
 FULL = load_request("full-prefetch")["prefetch"]
 
 
@@ -56,13 +57,7 @@ def test_full_prefetch_is_used_without_fetching(rsps):
 
 
 def test_missing_keys_are_fetched_with_the_bearer_token(rsps):
-    for key in (
-        "observations",
-        "medicationStatements",
-        "medicationRequests",
-        "medicationAdministrations",
-        "procedures",
-    ):
+    for key in OPTIONAL_KEYS:
         serve(rsps, key, CONTEXT)
     data = gather(load_request("partial-prefetch"))
     assert sorted(references(data)) == sorted(full_references())
@@ -166,13 +161,7 @@ def test_without_fhir_authorization_fetching_needs_sandbox_mode(rsps):
 def test_a_required_key_that_cannot_be_fetched_is_a_precondition_failure(rsps, status):
     serve(rsps, "patient", CONTEXT)
     serve(rsps, "conditions", CONTEXT, status=status)
-    for key in (
-        "observations",
-        "medicationStatements",
-        "medicationRequests",
-        "medicationAdministrations",
-        "procedures",
-    ):
+    for key in OPTIONAL_KEYS:
         serve(rsps, key, CONTEXT)
     expected = f"Conditions could not be read from the FHIR server \\(HTTP {status}"
     with pytest.raises(PreconditionFailed, match=expected):

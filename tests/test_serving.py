@@ -6,9 +6,10 @@ import ast
 import gc
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -180,20 +181,22 @@ class FakeArbiter:
         self.halted = (reason, exit_status)
 
 
+@pytest.mark.parametrize("master_hook", [serving.on_starting, serving.on_reload])
 def test_gunicorns_master_brings_the_schema_up_before_any_worker_starts(
-    clean_cds_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    clean_cds_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, master_hook: Callable[[Any], None]
 ) -> None:
+    """At start (`on_starting`) and on SIGHUP (`on_reload`: a deployment's new code, same master)."""
     url = f"sqlite:///{tmp_path / 'cds.sqlite3'}"
     monkeypatch.setenv("CDS_DATABASE_URL", url)
     master = FakeArbiter()
-    serving.on_starting(master)
+    master_hook(master)
     assert master.halted is None
     storage = Storage(url, upgrade=False)
     try:
         before, after = storage.upgrade()
     finally:
         storage.close()
-    assert before == after  # nothing was left to do
+    assert before is not None and before == after  # made by the master: nothing was left to do
 
 
 def test_gunicorns_master_stops_with_one_line_when_the_database_cannot_be_reached(
@@ -206,22 +209,6 @@ def test_gunicorns_master_stops_with_one_line_when_the_database_cannot_be_reache
     reason, status = master.halted
     assert reason.startswith("CDS_DATABASE_URL: cannot open sqlite:///") and "\n" not in reason
     assert status == 1
-
-
-def test_a_reload_applies_the_new_migrations_before_the_new_workers_start(
-    clean_cds_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """SIGHUP (a deployment's new code, same master): the schema is brought up again, as at a start."""
-    url = f"sqlite:///{tmp_path / 'cds.sqlite3'}"
-    monkeypatch.setenv("CDS_DATABASE_URL", url)
-    master = FakeArbiter()
-    serving.on_reload(master)
-    storage = Storage(url, upgrade=False)
-    try:
-        before, after = storage.upgrade()
-    finally:
-        storage.close()
-    assert before is not None and before == after  # made by the reload: nothing was left to do
 
 
 def test_a_reload_while_the_database_is_down_logs_and_keeps_the_master(
