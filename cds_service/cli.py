@@ -399,11 +399,10 @@ def import_ctgov(study: Path, out_dir: Path, force: bool) -> None:
 
 
 def _database_url(settings: Settings) -> str:
-    """The service's database: CDS_DATABASE_URL, else the SQLite file in the web app's instance folder."""
-    from cds_service.storage import default_database_url
-    from cds_service.web import default_instance_path
+    """The service's database (see `web.service_database_url`)."""
+    from cds_service.web import service_database_url
 
-    return settings.database_url or default_database_url(default_instance_path())
+    return service_database_url(settings)
 
 
 @main.command()

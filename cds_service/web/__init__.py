@@ -10,7 +10,7 @@ from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 
 from cds_service.catalog import load_catalog
-from cds_service.config import load_settings
+from cds_service.config import Settings, load_settings
 from cds_service.errors import ConfigError
 from cds_service.hooks import Runtime, check_services
 from cds_service.logs import configure_logging
@@ -31,6 +31,12 @@ log = logging.getLogger(__name__)
 def default_instance_path() -> str:
     """The folder of the default SQLite database when `create_app` is given no INSTANCE_PATH."""
     return Flask(__name__).instance_path
+
+
+def service_database_url(settings: Settings, instance_path: str | None = None) -> str:
+    """The service's database: CDS_DATABASE_URL, else the SQLite file in the instance folder (by default
+    `default_instance_path()`). The app, the server's master and the command line all open this one."""
+    return settings.database_url or default_database_url(instance_path or default_instance_path())
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -61,8 +67,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         raise ConfigError(f"CDS_CARDS_DIR: cannot read the card texts: {exc}") from exc
     for warning in matcher.engine.warnings:
         log.warning("catalog: %s", warning)
-    database_url = settings.database_url or default_database_url(app.instance_path)
-    storage = open_storage(database_url, upgrade=upgrade_schema)
+    storage = open_storage(service_database_url(settings, app.instance_path), upgrade=upgrade_schema)
     app.extensions[hooks.STATE_KEY] = hooks.ServiceState(
         settings=settings,
         catalog=matcher.catalog,

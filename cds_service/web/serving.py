@@ -52,9 +52,8 @@ from cds_service.fhir import bundles
 from cds_service.hook_request import parse_hook_request
 from cds_service.hooks.registry import forget_warnings, never_quiet, never_warned
 from cds_service.logs import JsonLineFormatter
-from cds_service.storage import default_database_url
 from cds_service.storage_errors import open_storage
-from cds_service.web import create_app, default_instance_path
+from cds_service.web import create_app, service_database_url
 from cds_service.web.hooks import STATE_KEY
 from cds_service.web.request_log import REQUEST_ID_ENVIRON
 
@@ -139,7 +138,7 @@ class JsonLogger(Logger):  # type: ignore[misc]
 
 def upgrade_schema(settings: Settings) -> None:
     """Bring the service's database schema to the newest revision (ConfigError when it cannot be reached)."""
-    open_storage(settings.database_url or default_database_url(default_instance_path())).close()
+    open_storage(service_database_url(settings)).close()
 
 
 def on_starting(server: Any) -> None:
