@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import TypeVar
+
+Busy = TypeVar("Busy")
+Sent = TypeVar("Sent")
 
 
 @contextmanager
@@ -49,3 +55,21 @@ def _drip(connection: socket.socket, payload: bytes, stop: threading.Event) -> N
             connection.sendall(bytes([byte]))
     except OSError:
         return
+
+
+def one_on_each_worker(busy: Callable[[], Busy], send: Callable[[], Sent]) -> tuple[list[Sent], list[Busy]]:
+    """`send()` twice against a server of two sync workers, once on each; return the two answers and those
+    of the two `busy()` calls.
+
+    `busy()` is a call that keeps the worker serving it waiting (on a hung server, until a deadline). Worker A
+    takes the first busy call, so the first send is served by worker B; B then takes the second busy call,
+    so the second send waits until A is free again. Sequential calls alone may all land on one worker.
+    """
+    with ThreadPoolExecutor(2) as pool:
+        first_busy = pool.submit(busy)  # worker A waits
+        time.sleep(0.5)
+        first = send()  # served by worker B
+        second_busy = pool.submit(busy)  # worker B waits too
+        time.sleep(0.5)
+        second = send()  # queued until worker A is free again
+        return [first, second], [first_busy.result(), second_busy.result()]

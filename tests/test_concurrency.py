@@ -35,7 +35,7 @@ from auth_support import (
     sign,
     write_issuers,
 )
-from hung_server import hung_server
+from hung_server import hung_server, one_on_each_worker
 from test_quiet_cards_service import likely_version
 
 from cds_service.config import REPO_ROOT
@@ -198,16 +198,9 @@ def test_a_jwt_replayed_on_the_other_worker_is_rejected(tmp_path):
             return requests.post(base_url + service, json=body, headers=bearer_header(token), timeout=30)
 
         replayed = sign(claims_for(PUBLIC_BASE_URL + FEEDBACK), KEY)
-        with ThreadPoolExecutor(2) as pool:
-            first_busy = pool.submit(busy_call)  # worker A waits on the hung server
-            time.sleep(0.5)
-            first = _feedback(base_url, replayed)  # served by worker B
-            second_busy = pool.submit(busy_call)  # worker B waits too
-            time.sleep(0.5)
-            second = _feedback(base_url, replayed)  # queued until worker A is free again
-            busy = [first_busy.result().status_code, second_busy.result().status_code]
+        (first, second), busy = one_on_each_worker(busy_call, lambda: _feedback(base_url, replayed))
     assert (first.status_code, second.status_code) == (200, 401)
-    assert busy == [412, 412]
+    assert [response.status_code for response in busy] == [412, 412]
     answers = [line for line in _json_lines(tmp_path / "gunicorn.log") if line.get("path") == FEEDBACK_ROUTE]
     assert [line["status"] for line in answers] == [200, 401]
     assert answers[0]["pid"] != answers[1]["pid"], "the copies were served by one worker"
@@ -224,9 +217,8 @@ def test_an_answered_card_stays_quiet_on_both_workers_and_after_a_restart(tmp_pa
     log_path = tmp_path / "gunicorn.log"
 
     def trials_on_each_worker(base_url: str, hung: str, request: dict = request) -> list[set[str]]:
-        """The trials of the cards of one call on each worker: as in the JWT replay test, each worker is
-        kept busy in turn by a hook call waiting on the hung FHIR server, so the two calls land on different
-        workers."""
+        """The trials of the cards of one call on each worker (the other kept busy by a hook call waiting
+        on the hung FHIR server)."""
 
         def call(**extra: str) -> requests.Response:
             body = {**request, "hookInstance": str(uuid.uuid4()), **extra}
@@ -236,15 +228,8 @@ def test_an_answered_card_stays_quiet_on_both_workers_and_after_a_restart(tmp_pa
             body = {key: value for key, value in request.items() if key != "prefetch"}
             return requests.post(base_url + hook_url, json={**body, "fhirServer": hung}, timeout=30)
 
-        with ThreadPoolExecutor(2) as pool:
-            first_busy = pool.submit(busy_call)  # worker A waits on the hung server
-            time.sleep(0.5)
-            first = call()  # served by worker B
-            second_busy = pool.submit(busy_call)  # worker B waits too
-            time.sleep(0.5)
-            second = call()  # queued until worker A is free again
-            busy = [first_busy.result().status_code, second_busy.result().status_code]
-        assert busy == [412, 412]  # each waited on the hung server until the fetch deadline
+        (first, second), busy = one_on_each_worker(busy_call, call)
+        assert [response.status_code for response in busy] == [412, 412]  # each waited until the deadline
         assert (first.status_code, second.status_code) == (200, 200), second.text
         answered = [
             line

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 from auth_support import ISSUER, PUBLIC_BASE_URL, new_ec_key, pinned_issuer, write_issuers
-from hung_server import hung_server
+from hung_server import hung_server, one_on_each_worker
 from postgres_server import PostgresServer
 
 from cds_service.config import DEFAULT_MAPPINGS_DIR
@@ -358,22 +358,6 @@ def wait_until_ready(server: subprocess.Popen, log_path: Path, pids: set[int]) -
     raise AssertionError(f"workers {sorted(pids)} not ready within {START_TIMEOUT} s")
 
 
-def on_each_worker(call: str, body: dict[str, Any], hung: str, send: Any) -> list[Any]:
-    """`send()` once on each of two workers: each worker is kept busy in turn by a hook call waiting on the
-    hung FHIR server until the fetch deadline (as in test_concurrency), so the two sends land on different
-    workers."""
-    busy_body = {**{key: value for key, value in body.items() if key != "prefetch"}, "fhirServer": hung}
-    with ThreadPoolExecutor(2) as pool:
-        first_busy = pool.submit(post_json, call, busy_body)  # worker A waits on the hung server
-        time.sleep(0.5)
-        first = send()  # served by worker B
-        second_busy = pool.submit(post_json, call, busy_body)  # worker B waits too
-        time.sleep(0.5)
-        second = send()  # queued until worker A is free again
-        assert [first_busy.result()[0], second_busy.result()[0]] == [412, 412]
-    return [first, second]
-
-
 @pytest.mark.slow
 def test_workers_restarted_while_the_database_is_down_boot_and_serve(
     tmp_path: Path, postgresql_server: PostgresServer
@@ -428,7 +412,9 @@ def test_workers_restarted_while_the_database_is_down_boot_and_serve(
             return post_json(f"{call}/feedback", {"feedback": [item]})
 
         with hung_server() as hung:  # each worker stores the item: stored once, both answer 200
-            stored = on_each_worker(call, body, hung, store)
+            waiting = {**{key: value for key, value in body.items() if key != "prefetch"}, "fhirServer": hung}
+            stored, busy = one_on_each_worker(lambda: post_json(call, waiting), store)
+        assert [status for status, _ in busy] == [412, 412]
         assert stored == [(200, {})] * 2
         records = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
         feedback_pids = [
